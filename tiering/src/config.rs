@@ -1,0 +1,41 @@
+//! A partition log's settings, in the units the log works in. Kafka-named topic
+//! configs are parsed and validated at the edge (`src/`) and arrive here typed.
+
+/// Settings of one partition log. `None` limits are unbounded (Kafka's -1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll the active segment when it would grow past this size (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Roll the active segment once its first batch is this old (`segment.ms`).
+    pub segment_ms: u64,
+    /// Delete whole segments whose newest record is older than this (`retention.ms`).
+    pub retention_ms: Option<u64>,
+    /// Delete oldest segments while the log is larger than this (`retention.bytes`).
+    pub retention_bytes: Option<u64>,
+    /// The largest batch accepted (`max.message.bytes`).
+    pub max_message_bytes: u64,
+    /// Stamp batches with the broker's clock (`message.timestamp.type=LogAppendTime`).
+    pub log_append_time: bool,
+    /// fsync after this many appended messages (`flush.messages`); `None` leaves it to the OS.
+    pub flush_messages: Option<u64>,
+    /// fsync when the oldest unflushed write is this old (`flush.ms`); `None` leaves it to the OS.
+    pub flush_ms: Option<u64>,
+    /// Add an index entry after this many bytes of batches (`index.interval.bytes`).
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            max_message_bytes: 1_048_588,
+            log_append_time: false,
+            flush_messages: None,
+            flush_ms: None,
+            index_interval_bytes: 4096,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Errors of the tiered log. Variants carry the context an operator needs.
+
+use std::path::PathBuf;
+
+/// A record batch that fails validation. Invalid input, never a bug.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchError {
+    #[error("record batch is truncated: needs {needed} bytes, {available} available")]
+    Truncated { needed: usize, available: usize },
+    #[error("record batch has magic {magic}; only magic 2 is supported")]
+    UnsupportedMagic { magic: i8 },
+    #[error("record batch CRC mismatch: header says {stored:#010x}, data gives {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("record batch length {length} is invalid")]
+    InvalidLength { length: i32 },
+    #[error("record batch declares {records_count} records but a last offset delta of {last_offset_delta}")]
+    InvalidRecordCount { records_count: i32, last_offset_delta: i32 },
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("produce request carried no record batch")]
+    Empty,
+    #[error("records could not be decoded: {reason}")]
+    Undecodable { reason: String },
+}
+
+/// Errors of a partition log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error(transparent)]
+    InvalidBatch(#[from] BatchError),
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current_epoch}")]
+    InvalidProducerEpoch { producer_id: i64, epoch: i16, current_epoch: i16 },
+    #[error("producer {producer_id} sent sequence {sequence}, expected {expected}")]
+    OutOfOrderSequence { producer_id: i64, sequence: i32, expected: i32 },
+    #[error("transactional record batches are not supported")]
+    TransactionsUnsupported,
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint file {path} is corrupt: {reason}")]
+    CorruptCheckpoint { path: PathBuf, reason: String },
+    #[error("segment {path} is corrupt: {reason}")]
+    CorruptSegment { path: PathBuf, reason: String },
+}
+
+impl LogError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LogError {
+        let path = path.into();
+        move |source| LogError::Io { path, source }
+    }
+}

@@ -1,0 +1,700 @@
+//! A partition's log: an ordered run of segments with the offsets that bound
+//! it, the leader epoch cache and idempotent-producer state.
+//!
+//! Offsets: `log_start_offset <= high_watermark <= log_end_offset`. Consumers
+//! read below the high watermark; replication (a later issue) moves it, and on
+//! a single replica it follows the log end offset. Every batch carries the
+//! leader epoch it was written in, and `truncate_to` cuts the log back to an
+//! offset, which is what a follower does when its log diverged from the leader.
+//!
+//! Flush policy: an append returns once the batch is written to the OS page
+//! cache, so a crashed process (even `kill -9`) loses nothing acknowledged.
+//! fsync happens when a segment rolls, on clean shutdown, after
+//! `flush.messages` messages and every `flush.ms`; power loss can lose what was
+//! not yet fsynced unless `flush.messages=1`. After an unclean stop, segments
+//! past the recovery point (the last fsynced offset) are validated batch by
+//! batch and cut at the first invalid batch.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{self, BatchHeader};
+use crate::checkpoint::{write_atomically, LeaderEpochCache, OffsetCheckpoint};
+use crate::config::LogConfig;
+use crate::error::{BatchError, LogError};
+use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::segment::{self, Segment};
+
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
+
+/// The outcome of one append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Offset of the first record appended (or, for a retried batch, where it already was).
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker time stamped on the batch (`LogAppendTime` topics), else `None`.
+    pub log_append_time_ms: Option<i64>,
+    pub log_start_offset: i64,
+    /// Records and bytes newly written (zero for a retry of a batch already in the log).
+    pub records_appended: u64,
+    pub bytes_appended: u64,
+}
+
+/// The outcome of one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole batches, or `None` when there is nothing at or past the offset yet.
+    pub records: Option<Bytes>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// What opening the log found and repaired.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub segments_validated: usize,
+    pub truncated_bytes: u64,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProducerSnapshot {
+    /// The snapshot covers every batch below this offset.
+    offset: i64,
+    table: ProducerStateTable,
+}
+
+/// A partition's log on local disk. Invariant: `segments` is never empty and
+/// the last segment is the active one, the only one appended to.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    high_watermark: i64,
+    recovery_point: i64,
+    leader_epochs: LeaderEpochCache,
+    producers: ProducerStateTable,
+    first_unflushed_ms: Option<i64>,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`. After an unclean shutdown
+    /// (`clean_shutdown == false`), segments past the recovery point are validated.
+    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<(PartitionLog, RecoveryReport), LogError> {
+        fs::create_dir_all(dir).map_err(LogError::io(dir))?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
+            let entry = entry.map_err(LogError::io(dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                fs::remove_file(entry.path()).map_err(LogError::io(entry.path()))?;
+            } else if let Some(base) = segment::parse_base_offset(&name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+
+        let recovery_point = OffsetCheckpoint::new(dir.join(RECOVERY_POINT_FILE)).read()?.unwrap_or(0);
+        let mut report = RecoveryReport::default();
+        let mut segments = BTreeMap::new();
+        let mut cut_at = None;
+        for (i, &base) in bases.iter().enumerate() {
+            if cut_at.is_some() {
+                // A segment before this one lost its tail: what follows would leave a gap.
+                tracing::warn!(dir = %dir.display(), base_offset = base, "deleting segment after a truncated one");
+                Segment::open_sealed(dir, base, config.index_interval_bytes)?.delete()?;
+                continue;
+            }
+            let next_base = bases.get(i + 1).copied();
+            let trusted = clean_shutdown || next_base.is_some_and(|next| next <= recovery_point);
+            let segment = if trusted {
+                Segment::open_sealed(dir, base, config.index_interval_bytes)?
+            } else {
+                let (segment, scan) = Segment::open(dir, base, config.index_interval_bytes, true)?;
+                report.segments_validated += 1;
+                report.truncated_bytes += scan.truncated_bytes;
+                if scan.truncated_bytes > 0 && next_base.is_some() {
+                    cut_at = Some(segment.next_offset());
+                }
+                segment
+            };
+            segments.insert(base, segment);
+        }
+        let checkpointed_start = OffsetCheckpoint::new(dir.join(LOG_START_OFFSET_FILE)).read()?.unwrap_or(0);
+        if segments.is_empty() {
+            let segment = Segment::create(dir, checkpointed_start, config.index_interval_bytes)?;
+            segments.insert(checkpointed_start, segment);
+        }
+        report.segments = segments.len();
+        let first_base = *segments.keys().next().expect("at least one segment");
+        let log_end_offset = segments.values().next_back().expect("at least one segment").next_offset();
+        let log_start_offset = checkpointed_start.max(first_base).min(log_end_offset);
+
+        let mut leader_epochs = LeaderEpochCache::read(&dir.join(LEADER_EPOCH_FILE))?;
+        leader_epochs.truncate_from(log_end_offset);
+
+        let mut log = PartitionLog {
+            dir: dir.to_owned(),
+            config,
+            segments,
+            log_start_offset,
+            high_watermark: log_end_offset,
+            recovery_point: recovery_point.min(log_end_offset),
+            leader_epochs,
+            producers: ProducerStateTable::default(),
+            first_unflushed_ms: None,
+        };
+        log.rebuild_producer_state()?;
+        Ok((log, report))
+    }
+
+    /// Loads the producer snapshot, then replays batch headers written after it.
+    fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
+        let path = self.dir.join(PRODUCER_SNAPSHOT_FILE);
+        let snapshot = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<ProducerSnapshot>(&bytes)
+                .map_err(|e| tracing::warn!(file = %path.display(), cause = %e, "ignoring unreadable producer snapshot"))
+                .ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(LogError::Io { path, source }),
+        };
+        let leo = self.log_end_offset();
+        let (mut table, from) = match snapshot {
+            Some(s) if s.offset <= leo && s.offset >= self.log_start_offset => (s.table, s.offset),
+            _ => (ProducerStateTable::default(), self.log_start_offset),
+        };
+        table.truncate_from(leo);
+        for segment in self.segments.values() {
+            if segment.next_offset() <= from {
+                continue;
+            }
+            segment.for_each_header(from, |header| table.record(header, header.max_timestamp))?;
+        }
+        self.producers = table;
+        Ok(())
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("log has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("log has an active segment")
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+    /// Moves the high watermark, clamped to `[log_start_offset, log_end_offset]`.
+    pub fn set_high_watermark(&mut self, offset: i64) {
+        self.high_watermark = offset.clamp(self.log_start_offset, self.log_end_offset());
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn latest_leader_epoch(&self) -> Option<i32> {
+        self.leader_epochs.latest_epoch()
+    }
+    /// The largest epoch <= `epoch` and the offset where it ends (OffsetForLeaderEpoch).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.leader_epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Validates and appends a producer's batches, written in `leader_epoch`.
+    pub fn append(&mut self, records: &Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
+        let max_bytes = usize::try_from(self.config.max_message_bytes).unwrap_or(usize::MAX);
+        let batches = batch::split_validated(records, max_bytes)?;
+        for incoming in &batches {
+            if incoming.header.is_transactional() || incoming.header.is_control() {
+                return Err(LogError::TransactionsUnsupported);
+            }
+        }
+        let log_append_time_ms = self.config.log_append_time.then_some(now_ms);
+        let mut result: Option<AppendResult> = None;
+        for incoming in batches {
+            let (base_offset, last_offset, records_appended, bytes_appended) = match self.producers.check(&incoming.header)? {
+                SequenceCheck::Duplicate(seen) => (seen.first_offset, seen.last_offset, 0, 0),
+                SequenceCheck::Append => {
+                    let header = self.append_batch(&incoming.bytes, leader_epoch, log_append_time_ms, now_ms)?;
+                    (header.base_offset, header.last_offset(), header.record_count() as u64, header.total_len() as u64)
+                }
+            };
+            let entry = result.get_or_insert(AppendResult {
+                base_offset,
+                last_offset,
+                log_append_time_ms,
+                log_start_offset: self.log_start_offset,
+                records_appended: 0,
+                bytes_appended: 0,
+            });
+            entry.last_offset = last_offset;
+            entry.records_appended += records_appended;
+            entry.bytes_appended += bytes_appended;
+        }
+        if self.config.flush_messages.is_some_and(|n| self.active().unflushed_messages() >= n) {
+            self.flush()?;
+        }
+        Ok(result.expect("split_validated returns at least one batch"))
+    }
+
+    fn append_batch(&mut self, raw: &Bytes, leader_epoch: i32, log_append_time_ms: Option<i64>, now_ms: i64) -> Result<BatchHeader, LogError> {
+        let base_offset = self.log_end_offset();
+        let stamped = batch::stamp(raw, base_offset, leader_epoch, log_append_time_ms);
+        let header = BatchHeader::parse(&stamped)?;
+        if self.should_roll(stamped.len() as u64, now_ms) {
+            self.roll()?;
+        }
+        self.active_mut().append(&header, &stamped)?;
+        if self.leader_epochs.assign(leader_epoch, base_offset) {
+            self.leader_epochs.write(&self.dir.join(LEADER_EPOCH_FILE))?;
+        }
+        self.producers.record(&header, now_ms);
+        self.first_unflushed_ms.get_or_insert(now_ms);
+        Ok(header)
+    }
+
+    fn should_roll(&self, incoming_bytes: u64, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let full = active.size() + incoming_bytes > self.config.segment_bytes;
+        let old = active.first_batch_timestamp().is_some_and(|ts| now_ms.saturating_sub(ts) > self.config.segment_ms as i64);
+        // Relative offsets and positions in the index are 32-bit.
+        let index_limit = self.log_end_offset() - active.base_offset() >= i64::from(u32::MAX)
+            || active.size() + incoming_bytes > u64::from(u32::MAX);
+        full || old || index_limit
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub fn roll(&mut self) -> Result<(), LogError> {
+        let leo = self.log_end_offset();
+        self.active_mut().seal()?;
+        let segment = Segment::create(&self.dir, leo, self.config.index_interval_bytes)?;
+        self.segments.insert(leo, segment);
+        self.write_producer_snapshot()?;
+        self.checkpoint_recovery_point(leo)
+    }
+
+    /// Rolls the active segment if it is older than `segment.ms` (called periodically).
+    pub fn roll_if_old(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        if self.should_roll(0, now_ms) {
+            self.roll()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads whole batches from `offset`, below the high watermark, up to `max_bytes`
+    /// (at least one batch).
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.read_until(offset, max_bytes, self.high_watermark)
+    }
+
+    /// Reads like [`PartitionLog::read`] but up to `end_offset` (a follower reads to the log end).
+    pub fn read_until(&self, offset: i64, max_bytes: usize, end_offset: i64) -> Result<ReadResult, LogError> {
+        let leo = self.log_end_offset();
+        if offset < self.log_start_offset || offset > leo {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: leo });
+        }
+        let mut records = None;
+        if offset < end_offset {
+            let first = self.segments.range(..=offset).next_back().map_or(self.log_start_offset, |(&b, _)| b);
+            for segment in self.segments.range(first..).map(|(_, s)| s) {
+                if let Some(bytes) = segment.read(offset, end_offset, max_bytes)? {
+                    records = Some(bytes);
+                    break;
+                }
+            }
+        }
+        Ok(ReadResult { records, high_watermark: self.high_watermark, log_start_offset: self.log_start_offset, log_end_offset: leo })
+    }
+
+    /// The first offset whose record timestamp is >= `timestamp`, with that timestamp.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() < timestamp {
+                continue;
+            }
+            let Some(bytes) = segment.find_by_timestamp(timestamp)? else { continue };
+            let found = self.first_record_at_or_after(&bytes, |p| p.timestamp >= timestamp)?;
+            if let Some((offset, ts)) = found {
+                if offset < self.high_watermark {
+                    return Ok(Some((offset, ts)));
+                }
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let Some(segment) = self.segments.values().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp()) else {
+            return Ok(None);
+        };
+        let max = segment.max_timestamp();
+        let Some(bytes) = segment.batch_with_max_timestamp()? else { return Ok(None) };
+        self.first_record_at_or_after(&bytes, |p| p.timestamp == max)
+    }
+
+    fn first_record_at_or_after(&self, bytes: &Bytes, matches: impl Fn(&batch::RecordPosition) -> bool) -> Result<Option<(i64, i64)>, LogError> {
+        let header = BatchHeader::parse(bytes)?;
+        let positions = match batch::record_positions(bytes) {
+            Ok(p) => p,
+            Err(BatchError::Undecodable { reason }) => {
+                // Fall back to batch granularity rather than failing the lookup.
+                tracing::warn!(dir = %self.dir.display(), base_offset = header.base_offset, %reason, "could not decode batch for a timestamp lookup");
+                return Ok(Some((header.base_offset.max(self.log_start_offset), header.max_timestamp)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(positions.iter().find(|p| p.offset >= self.log_start_offset && matches(p)).map(|p| (p.offset, p.timestamp)))
+    }
+
+    /// Advances the log start offset to `offset` (DeleteRecords) and deletes
+    /// segments wholly below it. `offset` must not pass the high watermark.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset > self.high_watermark || offset < 0 {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: self.log_end_offset() });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            OffsetCheckpoint::new(self.dir.join(LOG_START_OFFSET_FILE)).write(offset)?;
+            self.leader_epochs.truncate_before(offset);
+            self.leader_epochs.write(&self.dir.join(LEADER_EPOCH_FILE))?;
+            let below: Vec<i64> = self.segments.iter().filter(|(_, s)| s.next_offset() <= offset).map(|(&b, _)| b).collect();
+            self.delete_segments(&below)?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Deletes the segments with these base offsets (a prefix of the log),
+    /// rolling first if the active segment is among them.
+    fn delete_segments(&mut self, bases: &[i64]) -> Result<RetentionReport, LogError> {
+        let mut report = RetentionReport::default();
+        if bases.is_empty() {
+            return Ok(report);
+        }
+        let active_base = self.active().base_offset();
+        if bases.contains(&active_base) {
+            if self.active().is_empty() {
+                return self.delete_segments(&bases.iter().copied().filter(|&b| b != active_base).collect::<Vec<_>>());
+            }
+            self.roll()?;
+        }
+        for base in bases {
+            if let Some(segment) = self.segments.remove(base) {
+                report.deleted_bytes += segment.size();
+                report.deleted_segments += 1;
+                segment.delete()?;
+            }
+        }
+        let first_base = *self.segments.keys().next().expect("active segment remains");
+        if first_base > self.log_start_offset {
+            self.log_start_offset = first_base;
+            OffsetCheckpoint::new(self.dir.join(LOG_START_OFFSET_FILE)).write(first_base)?;
+        }
+        self.high_watermark = self.high_watermark.max(self.log_start_offset);
+        Ok(report)
+    }
+
+    /// Deletes whole segments past `retention.ms` or beyond `retention.bytes`.
+    /// Only data below the high watermark is ever deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let mut doomed = Vec::new();
+        let mut remaining = self.size_bytes();
+        let active_base = self.active().base_offset();
+        for (&base, segment) in &self.segments {
+            if segment.is_empty() || segment.next_offset() > self.high_watermark {
+                break;
+            }
+            let expired = self.config.retention_ms.is_some_and(|ms| {
+                segment.max_timestamp() >= 0 && now_ms.saturating_sub(segment.max_timestamp()) > ms as i64
+            });
+            let oversize = base != active_base
+                && self.config.retention_bytes.is_some_and(|max| remaining.saturating_sub(segment.size()) >= max);
+            if !(expired || oversize) {
+                break;
+            }
+            remaining -= segment.size();
+            doomed.push(base);
+        }
+        let report = self.delete_segments(&doomed)?;
+        if report.deleted_segments > 0 {
+            tracing::info!(dir = %self.dir.display(), segments = report.deleted_segments, bytes = report.deleted_bytes, log_start_offset = self.log_start_offset, "retention deleted segments");
+        }
+        Ok(report)
+    }
+
+    /// Cuts the log back so that `offset` is the new log end (a follower whose
+    /// log diverged). A batch straddling `offset` is removed whole.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let target = offset.max(self.log_start_offset);
+        let above: Vec<i64> = self.segments.range(target + 1..).map(|(&b, _)| b).collect();
+        for base in above {
+            if self.segments.len() == 1 {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        let leo = self.active_mut().truncate_to(target)?;
+        self.leader_epochs.truncate_from(leo);
+        self.leader_epochs.write(&self.dir.join(LEADER_EPOCH_FILE))?;
+        self.producers.truncate_from(leo);
+        self.high_watermark = self.high_watermark.min(leo);
+        self.recovery_point = self.recovery_point.min(leo);
+        self.checkpoint_recovery_point(self.recovery_point)
+    }
+
+    /// fsyncs the active segment and moves the recovery point to the log end.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active_mut().flush()?;
+        self.first_unflushed_ms = None;
+        let leo = self.log_end_offset();
+        self.checkpoint_recovery_point(leo)
+    }
+
+    /// Flushes if the oldest unflushed write is older than `flush.ms`.
+    pub fn flush_if_due(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        let due = match (self.config.flush_ms, self.first_unflushed_ms) {
+            (Some(ms), Some(since)) => now_ms.saturating_sub(since) >= ms as i64,
+            _ => false,
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    fn checkpoint_recovery_point(&mut self, offset: i64) -> Result<(), LogError> {
+        self.recovery_point = offset;
+        OffsetCheckpoint::new(self.dir.join(RECOVERY_POINT_FILE)).write(offset)
+    }
+
+    fn write_producer_snapshot(&self) -> Result<(), LogError> {
+        let snapshot = ProducerSnapshot { offset: self.log_end_offset(), table: self.producers.clone() };
+        let bytes = serde_json::to_vec(&snapshot).expect("producer state serialises");
+        write_atomically(&self.dir.join(PRODUCER_SNAPSHOT_FILE), &bytes)
+    }
+
+    /// Makes everything durable for a clean restart: fsync, index files, snapshots.
+    pub fn close(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.producers.expire(now_ms);
+        self.active_mut().seal()?;
+        self.write_producer_snapshot()?;
+        let leo = self.log_end_offset();
+        self.checkpoint_recovery_point(leo)
+    }
+
+    /// Deletes the whole log directory (the topic was deleted).
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).map_err(LogError::io(&dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::tests::{make_batch, make_idempotent_batch};
+    use kafka_protocol::records::Compression;
+
+    fn small_config() -> LogConfig {
+        LogConfig { segment_bytes: 2048, index_interval_bytes: 256, ..LogConfig::default() }
+    }
+
+    fn fill(log: &mut PartitionLog, batches: usize, per_batch: usize, ts0: i64) {
+        for i in 0..batches {
+            let batch = make_batch(per_batch, ts0 + (i * per_batch) as i64, Compression::None);
+            log.append(&batch, 0, ts0).unwrap();
+            let leo = log.log_end_offset();
+            log.set_high_watermark(leo);
+        }
+    }
+
+    fn read_all(log: &PartitionLog) -> Vec<i64> {
+        let mut offsets = Vec::new();
+        let mut next = log.log_start_offset();
+        while next < log.high_watermark() {
+            let read = log.read(next, 1 << 20).unwrap();
+            let Some(bytes) = read.records else { break };
+            for b in batch::split_validated(&bytes, 1 << 20).unwrap() {
+                for o in b.header.base_offset..=b.header.last_offset() {
+                    if o >= next {
+                        offsets.push(o);
+                    }
+                }
+                next = b.header.next_offset();
+            }
+        }
+        offsets
+    }
+
+    #[test]
+    fn appends_roll_segments_and_read_back_contiguously() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        fill(&mut log, 100, 3, 1_000);
+        assert!(log.segment_count() > 5, "small segments roll");
+        assert_eq!(read_all(&log), (0..300).collect::<Vec<_>>());
+        log.close(0).unwrap();
+        let (log, report) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        assert_eq!(report.segments_validated, 0, "a clean log is trusted");
+        assert_eq!(log.log_end_offset(), 300);
+        assert_eq!(read_all(&log), (0..300).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unclean_restart_validates_and_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        fill(&mut log, 30, 3, 1_000);
+        let active = dir.path().join(segment::file_name(log.active().base_offset(), "log"));
+        drop(log); // no close(): as after kill -9
+        let mut bytes = fs::read(&active).unwrap();
+        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        fs::write(&active, bytes).unwrap();
+        let (mut log, report) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
+        assert_eq!(report.truncated_bytes, 13);
+        assert_eq!(log.log_end_offset(), 90);
+        fill(&mut log, 1, 3, 2_000);
+        assert_eq!(read_all(&log), (0..93).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn idempotent_retries_are_not_written_twice_even_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        let first = make_idempotent_batch(4, 0, Compression::None, 9, 0, 0);
+        let second = make_idempotent_batch(4, 0, Compression::None, 9, 0, 4);
+        assert_eq!(log.append(&first, 0, 0).unwrap().base_offset, 0);
+        assert_eq!(log.append(&second, 0, 0).unwrap().base_offset, 4);
+        let retry = log.append(&second, 0, 0).unwrap();
+        assert_eq!((retry.base_offset, retry.records_appended), (4, 0));
+        assert_eq!(log.log_end_offset(), 8);
+        drop(log);
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
+        assert_eq!(log.append(&second, 0, 0).unwrap().base_offset, 4, "state rebuilt from the log");
+        let gap = make_idempotent_batch(1, 0, Compression::None, 9, 0, 20);
+        assert!(matches!(log.append(&gap, 0, 0), Err(LogError::OutOfOrderSequence { .. })));
+    }
+
+    #[test]
+    fn retention_deletes_whole_old_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { retention_ms: Some(10_000), ..small_config() };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
+        fill(&mut log, 40, 3, 1_000); // timestamps 1000..1120
+        fill(&mut log, 40, 3, 50_000);
+        let before = log.segment_count();
+        let report = log.enforce_retention(30_000).unwrap();
+        assert!(report.deleted_segments > 0 && log.segment_count() < before);
+        assert!(log.log_start_offset() > 0 && log.log_start_offset() <= 120);
+        let first = read_all(&log)[0];
+        assert_eq!(first, log.log_start_offset());
+        let config = LogConfig { retention_ms: None, retention_bytes: Some(4096), ..small_config() };
+        log.set_config(config);
+        log.enforce_retention(30_000).unwrap();
+        assert!(log.size_bytes() <= 4096 + 2048, "size retention leaves at most retention.bytes plus the active segment");
+        assert!(matches!(log.read(0, 100), Err(LogError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn delete_records_and_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        fill(&mut log, 50, 2, 1_000);
+        assert_eq!(log.delete_records_before(41).unwrap(), 41);
+        assert_eq!(read_all(&log)[0], 41);
+        assert!(log.delete_records_before(1_000).is_err());
+        log.truncate_to(60).unwrap();
+        assert_eq!(log.log_end_offset(), 60);
+        assert_eq!(log.high_watermark(), 60);
+        fill(&mut log, 1, 2, 5_000);
+        assert_eq!(read_all(&log), (41..62).collect::<Vec<_>>());
+        drop(log);
+        let (log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (41, 62));
+    }
+
+    #[test]
+    fn leader_epochs_are_tracked_per_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        log.append(&make_batch(5, 0, Compression::None), 0, 0).unwrap();
+        log.append(&make_batch(5, 0, Compression::None), 3, 0).unwrap();
+        assert_eq!(log.end_offset_for_epoch(0), Some((0, 5)));
+        assert_eq!(log.end_offset_for_epoch(3), Some((3, 10)));
+        let read = log.read_until(5, 1 << 20, 10).unwrap();
+        let header = BatchHeader::parse(read.records.as_ref().unwrap()).unwrap();
+        assert_eq!(header.partition_leader_epoch, 3);
+        log.truncate_to(5).unwrap();
+        assert_eq!(log.latest_leader_epoch(), Some(0));
+    }
+
+    #[test]
+    fn finds_offsets_by_timestamp_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        fill(&mut log, 40, 5, 10_000); // record o has timestamp 10_000 + o
+        assert_eq!(log.offset_for_timestamp(10_123).unwrap(), Some((123, 10_123)));
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
+        assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((199, 10_199)));
+    }
+
+    #[test]
+    fn log_append_time_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { log_append_time: true, ..small_config() };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
+        let result = log.append(&make_batch(2, 5, Compression::Gzip), 0, 777).unwrap();
+        assert_eq!(result.log_append_time_ms, Some(777));
+        let bytes = log.read_until(0, 1 << 20, 2).unwrap().records.unwrap();
+        assert_eq!(batch::validate(&bytes).unwrap().max_timestamp, 777);
+    }
+}

@@ -52,7 +52,13 @@ class BrokerSet:
         b = Broker(self.silt_bin, data_dir, env=env, name=name)
         self.brokers.append(b)
         _LIVE.append(b)
-        b.start()
+        try:
+            b.start()
+        except BaseException:
+            # start() already reported and cleaned up; don't report it twice.
+            self.brokers.remove(b)
+            _LIVE.remove(b)
+            raise
         return b
 
     def close(self):

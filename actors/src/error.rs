@@ -1,0 +1,33 @@
+//! The domain errors of Silt's actors. `src/` maps each variant to the Kafka
+//! error code a client expects, in one exhaustive match.
+
+use silt_tiering::LogError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("topic or partition {0} does not exist")]
+    UnknownTopicOrPartition(String),
+    #[error("topic id {0} does not exist")]
+    UnknownTopicId(uuid::Uuid),
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: String },
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("replication factor {0} is not possible on this single-node cluster")]
+    InvalidReplicationFactor(i32),
+    #[error("invalid config {key}={value:?}: {reason}")]
+    InvalidConfig { key: String, value: String, reason: String },
+    #[error("acks=all needs {required} in-sync replicas (min.insync.replicas) but {available} are in sync")]
+    NotEnoughReplicas { required: i32, available: i32 },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("partition {0} is unavailable: {1}")]
+    Unavailable(String, String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("the node's metadata store failed: {0}")]
+    Metadata(String),
+}

@@ -1,0 +1,562 @@
+//! The partition actor: one partition's log behind domain messages.
+//!
+//! The actor owns a [`PartitionLog`] and never touches the disk on its own
+//! thread: every log operation runs on tokio's blocking pool while the actor
+//! keeps its mailbox order (appends are atomic: the next message waits for the
+//! write to finish). It publishes its [`Watermarks`] on a watch channel, which
+//! is how fetch long-polls learn that new data arrived without asking the actor.
+//!
+//! Failure: a panic, in a handler or in a log operation, stops the actor; its
+//! [`actix::Supervisor`] restarts it and `started` reopens the log from disk
+//! with full recovery. Other partitions and the node are unaffected.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use silt_tiering::log::RetentionReport;
+use silt_tiering::{AppendResult, LogConfig, PartitionLog, ReadResult};
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::{now_ms, TopicPartition};
+
+/// Messages a partition queues before senders wait (backpressure on producers).
+pub const MAILBOX_CAPACITY: usize = 256;
+
+/// The offsets (and size) of a partition as last published by its actor.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+impl Watermarks {
+    fn of(log: &PartitionLog) -> Watermarks {
+        Watermarks {
+            log_start_offset: log.log_start_offset(),
+            high_watermark: log.high_watermark(),
+            log_end_offset: log.log_end_offset(),
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count(),
+        }
+    }
+}
+
+/// How many replicas must have a write before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequiredAcks {
+    /// acks=0: the producer waits for nothing.
+    None,
+    /// acks=1: the leader has written it.
+    Leader,
+    /// acks=all: every in-sync replica has it (subject to min.insync.replicas).
+    All,
+}
+
+/// Append a producer's record batches.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<AppendResult, Error>")]
+pub struct Append {
+    pub records: Bytes,
+    pub acks: RequiredAcks,
+}
+
+/// Read whole batches from `offset`, below the high watermark.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ReadResult, Error>")]
+pub struct Read {
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// Which offset a ListOffsets query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    MaxTimestamp,
+    /// The first offset whose timestamp is >= this.
+    Timestamp(i64),
+    EarliestLocal,
+    LatestTiered,
+}
+
+/// Resolve an [`OffsetSpec`] to `(offset, timestamp)`; `None` when no record matches.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<(i64, i64)>, Error>")]
+pub struct ListOffset(pub OffsetSpec);
+
+/// Advance the log start offset (DeleteRecords). Answers the new low watermark.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<i64, Error>")]
+pub struct DeleteRecords {
+    pub before_offset: i64,
+}
+
+/// Apply new topic configs.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    pub log: LogConfig,
+    pub min_insync_replicas: i32,
+}
+
+/// Flush and close the log for a clean shutdown; the actor then refuses work.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Close;
+
+/// Close the log for good (its topic is being deleted). Answers the log's directory.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PathBuf, Error>")]
+pub struct Retire;
+
+/// A partition's address plus its published watermarks.
+#[derive(Debug, Clone)]
+pub struct PartitionHandle {
+    pub tp: TopicPartition,
+    pub addr: Addr<PartitionActor>,
+    pub watermarks: watch::Receiver<Watermarks>,
+}
+
+impl PartitionHandle {
+    /// The watermarks the actor last published (no message round trip).
+    pub fn watermarks(&self) -> Watermarks {
+        *self.watermarks.borrow()
+    }
+
+    /// Sends a message, folding a dead or restarting actor into [`Error::Unavailable`].
+    pub async fn ask<M>(&self, msg: M) -> Result<<M::Result as ResultInner>::Ok, Error>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send + ResultInner,
+        PartitionActor: Handler<M>,
+    {
+        match self.addr.send(msg).await {
+            Ok(result) => result.into_result(),
+            Err(e) => Err(Error::Unavailable(self.tp.to_string(), e.to_string())),
+        }
+    }
+}
+
+/// Lets [`PartitionHandle::ask`] flatten `Result<T, Error>` message results.
+pub trait ResultInner {
+    type Ok;
+    fn into_result(self) -> Result<Self::Ok, Error>;
+}
+
+impl<T> ResultInner for Result<T, Error> {
+    type Ok = T;
+    fn into_result(self) -> Result<T, Error> {
+        self
+    }
+}
+
+/// Settings a partition actor starts with.
+#[derive(Debug, Clone)]
+pub struct PartitionOptions {
+    pub dir: PathBuf,
+    pub log: LogConfig,
+    pub min_insync_replicas: i32,
+    /// Whether the node shut down cleanly last time (segments are then trusted).
+    pub clean_start: bool,
+    /// How often retention, time-based rolling and `flush.ms` are checked.
+    pub maintenance_interval: Duration,
+}
+
+enum LogState {
+    Opening,
+    Open(Arc<Mutex<PartitionLog>>),
+    Failed(String),
+    Closed,
+    Retired,
+}
+
+/// One partition. See the module docs.
+pub struct PartitionActor {
+    tp: TopicPartition,
+    options: PartitionOptions,
+    state: LogState,
+    leader_epoch: i32,
+    in_sync_replicas: i32,
+    maintenance_running: bool,
+    watermarks: watch::Sender<Watermarks>,
+    restarts: Arc<AtomicU64>,
+}
+
+type LogFuture<T> = Pin<Box<dyn ActorFuture<PartitionActor, Output = Result<T, Error>>>>;
+
+impl PartitionActor {
+    pub fn new(tp: TopicPartition, options: PartitionOptions, watermarks: watch::Sender<Watermarks>, restarts: Arc<AtomicU64>) -> Self {
+        PartitionActor {
+            tp,
+            options,
+            state: LogState::Opening,
+            leader_epoch: 0,
+            in_sync_replicas: 1,
+            maintenance_running: false,
+            watermarks,
+            restarts,
+        }
+    }
+
+    fn unavailable(&self) -> Error {
+        let reason = match &self.state {
+            LogState::Open(_) => "open",
+            LogState::Opening => "the log is still opening",
+            LogState::Failed(reason) => reason.as_str(),
+            LogState::Closed => "the node is shutting down",
+            LogState::Retired => return Error::UnknownTopicOrPartition(self.tp.to_string()),
+        };
+        Error::Unavailable(self.tp.to_string(), reason.to_owned())
+    }
+
+    fn open_log(&mut self, ctx: &mut Context<Self>) {
+        let dir = self.options.dir.clone();
+        let config = self.options.log.clone();
+        let clean = self.options.clean_start;
+        // Any later open (after a crash of this actor) must not trust the disk state.
+        self.options.clean_start = false;
+        self.state = LogState::Opening;
+        let opening = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config, clean));
+        ctx.wait(opening.into_actor(self).map(|opened, act, _ctx| match opened {
+            Ok(Ok((mut log, report))) => {
+                let leo = log.log_end_offset();
+                log.set_high_watermark(leo);
+                tracing::info!(topic = %act.tp.topic, partition = act.tp.partition, log_end_offset = leo,
+                    segments = report.segments, validated = report.segments_validated, truncated_bytes = report.truncated_bytes, "partition log open");
+                act.publish(Watermarks::of(&log));
+                act.state = LogState::Open(Arc::new(Mutex::new(log)));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "partition log failed to open");
+                act.state = LogState::Failed(e.to_string());
+            }
+            Err(join) => {
+                tracing::error!(topic = %act.tp.topic, partition = act.tp.partition, cause = %join, "partition log open panicked");
+                act.state = LogState::Failed(format!("opening the log panicked: {join}"));
+            }
+        }));
+    }
+
+    fn publish(&self, marks: Watermarks) {
+        self.watermarks.send_if_modified(|current| {
+            let changed = *current != marks;
+            *current = marks;
+            changed
+        });
+    }
+
+    /// Stops the actor so that its supervisor restarts it from disk.
+    fn crash(&mut self, ctx: &mut Context<Self>, reason: &str) {
+        tracing::error!(topic = %self.tp.topic, partition = self.tp.partition, %reason, "partition actor failed; restarting");
+        self.state = LogState::Failed(reason.to_owned());
+        ctx.stop();
+    }
+
+    /// Runs `op` on the log on the blocking pool and publishes the new watermarks.
+    fn with_log<T, F>(&mut self, op: F) -> LogFuture<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut PartitionLog) -> Result<T, Error> + Send + 'static,
+    {
+        let LogState::Open(log) = &self.state else {
+            return Box::pin(actix::fut::ready(Err(self.unavailable())));
+        };
+        let log = Arc::clone(log);
+        let tp = self.tp.to_string();
+        let work = tokio::task::spawn_blocking(move || {
+            let mut guard = log.lock().map_err(|_| Error::Unavailable(tp, "the log is recovering from a failure".into()))?;
+            let result = op(&mut guard);
+            Ok::<_, Error>((result, Watermarks::of(&guard)))
+        });
+        Box::pin(work.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok(Ok((result, marks))) => {
+                act.publish(marks);
+                result
+            }
+            Ok(Err(unavailable)) => Err(unavailable),
+            Err(join) => {
+                act.crash(ctx, &format!("a log operation panicked: {join}"));
+                Err(act.unavailable())
+            }
+        }))
+    }
+
+    /// Runs a handler body, turning a panic into a supervised restart.
+    fn guarded<T: 'static>(&mut self, ctx: &mut Context<Self>, body: impl FnOnce(&mut Self) -> LogFuture<T>) -> LogFuture<T> {
+        match catch_unwind(AssertUnwindSafe(|| body(self))) {
+            Ok(fut) => fut,
+            Err(_) => {
+                self.crash(ctx, "a handler panicked");
+                Box::pin(actix::fut::ready(Err(self.unavailable())))
+            }
+        }
+    }
+
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        if self.maintenance_running || !matches!(self.state, LogState::Open(_)) {
+            return;
+        }
+        self.maintenance_running = true;
+        let fut = self.with_log(|log| {
+            let now = now_ms();
+            log.roll_if_old(now)?;
+            log.flush_if_due(now)?;
+            Ok(log.enforce_retention(now)?)
+        });
+        ctx.spawn(fut.map(|result: Result<RetentionReport, Error>, act, _| {
+            act.maintenance_running = false;
+            if let Err(e) = result {
+                tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "partition maintenance failed");
+            }
+        }));
+    }
+
+    fn close_log(&mut self, next: LogState) -> LogFuture<()> {
+        let fut = self.with_log(|log| Ok(log.close(now_ms())?));
+        let next = Some(next);
+        Box::pin(fut.map(move |result, act, _| {
+            let mut next = next;
+            act.state = next.take().expect("state set once");
+            result
+        }))
+    }
+}
+
+impl Actor for PartitionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.open_log(ctx);
+        ctx.run_interval(self.options.maintenance_interval, |act, ctx| act.maintain(ctx));
+    }
+}
+
+impl Supervised for PartitionActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.maintenance_running = false;
+        self.state = LogState::Opening;
+    }
+}
+
+impl Handler<Append> for PartitionActor {
+    type Result = AtomicResponse<Self, Result<AppendResult, Error>>;
+
+    fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.guarded(ctx, |act| {
+            if msg.acks == RequiredAcks::All {
+                let required = act.options.min_insync_replicas;
+                if act.in_sync_replicas < required {
+                    return Box::pin(actix::fut::ready(Err(Error::NotEnoughReplicas { required, available: act.in_sync_replicas })));
+                }
+            }
+            let epoch = act.leader_epoch;
+            act.with_log(move |log| {
+                let result = log.append(&msg.records, epoch, now_ms())?;
+                // A single replica: what the leader has written is committed.
+                let leo = log.log_end_offset();
+                log.set_high_watermark(leo);
+                Ok(result)
+            })
+        }))
+    }
+}
+
+impl Handler<Read> for PartitionActor {
+    type Result = ResponseActFuture<Self, Result<ReadResult, Error>>;
+
+    fn handle(&mut self, msg: Read, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |act| act.with_log(move |log| Ok(log.read(msg.offset, msg.max_bytes)?)))
+    }
+}
+
+impl Handler<ListOffset> for PartitionActor {
+    type Result = ResponseActFuture<Self, Result<Option<(i64, i64)>, Error>>;
+
+    fn handle(&mut self, msg: ListOffset, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |act| {
+            act.with_log(move |log| {
+                Ok(match msg.0 {
+                    OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Some((log.log_start_offset(), -1)),
+                    OffsetSpec::Latest => Some((log.high_watermark(), -1)),
+                    // Nothing is tiered yet: the latest tiered offset is "none".
+                    OffsetSpec::LatestTiered => Some((-1, -1)),
+                    OffsetSpec::MaxTimestamp => log.max_timestamp_offset()?,
+                    OffsetSpec::Timestamp(ts) => log.offset_for_timestamp(ts)?,
+                })
+            })
+        })
+    }
+}
+
+impl Handler<DeleteRecords> for PartitionActor {
+    type Result = AtomicResponse<Self, Result<i64, Error>>;
+
+    fn handle(&mut self, msg: DeleteRecords, ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.guarded(ctx, |act| {
+            act.with_log(move |log| {
+                // -1 means "up to the high watermark", as in Kafka.
+                let before = if msg.before_offset == -1 { log.high_watermark() } else { msg.before_offset };
+                Ok(log.delete_records_before(before)?)
+            })
+        }))
+    }
+}
+
+impl Handler<Reconfigure> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, _ctx: &mut Context<Self>) {
+        self.options.log = msg.log.clone();
+        self.options.min_insync_replicas = msg.min_insync_replicas;
+        if let LogState::Open(log) = &self.state {
+            let log = Arc::clone(log);
+            // A short critical section on the blocking pool: the lock may be held by a write.
+            tokio::task::spawn_blocking(move || {
+                if let Ok(mut guard) = log.lock() {
+                    guard.set_config(msg.log);
+                }
+            });
+        }
+    }
+}
+
+impl Handler<Close> for PartitionActor {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, _msg: Close, _ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.close_log(LogState::Closed))
+    }
+}
+
+impl Handler<Retire> for PartitionActor {
+    type Result = AtomicResponse<Self, Result<PathBuf, Error>>;
+
+    fn handle(&mut self, _msg: Retire, _ctx: &mut Context<Self>) -> Self::Result {
+        let dir = self.options.dir.clone();
+        let fut = match self.state {
+            LogState::Open(_) => self.close_log(LogState::Retired),
+            _ => {
+                self.state = LogState::Retired;
+                Box::pin(actix::fut::ready(Ok(())))
+            }
+        };
+        AtomicResponse::new(Box::pin(fut.map(move |result, _, _| result.map(|()| dir))))
+    }
+}
+
+/// Test-only fault injection: panic in the handler or inside a log operation.
+#[cfg(test)]
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct InjectPanic {
+    pub in_log_operation: bool,
+}
+
+#[cfg(test)]
+impl Handler<InjectPanic> for PartitionActor {
+    type Result = ResponseActFuture<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |act| {
+            if msg.in_log_operation {
+                act.with_log(|_| panic!("injected fault in a log operation"))
+            } else {
+                panic!("injected fault in a handler")
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silt_tiering::batch::BatchHeader;
+
+    /// A minimal valid magic v2 batch with `n` empty-ish records (header only is
+    /// validated by the log; records_count must match last_offset_delta + 1).
+    fn batch(n: i32) -> Bytes {
+        let mut b = vec![0u8; 61];
+        b[8..12].copy_from_slice(&(61 - 12i32).to_be_bytes());
+        b[16] = 2;
+        b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
+        b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+        b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+        b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        b[57..61].copy_from_slice(&n.to_be_bytes());
+        let crc = silt_tiering::batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    fn start(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>) -> PartitionHandle {
+        let tp = TopicPartition { topic: "t".into(), partition };
+        let (tx, rx) = watch::channel(Watermarks::default());
+        let options = PartitionOptions {
+            dir,
+            log: LogConfig::default(),
+            min_insync_replicas: 1,
+            clean_start: true,
+            maintenance_interval: Duration::from_secs(60),
+        };
+        let tp2 = tp.clone();
+        let addr = Supervisor::start(move |_| PartitionActor::new(tp2, options, tx, restarts));
+        PartitionHandle { tp, addr, watermarks: rx }
+    }
+
+    async fn append(handle: &PartitionHandle, n: i32) -> Result<AppendResult, Error> {
+        handle.ask(Append { records: batch(n), acks: RequiredAcks::All }).await
+    }
+
+    #[actix_rt::test]
+    async fn a_panicking_partition_restarts_from_disk_and_others_keep_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let restarts = Arc::new(AtomicU64::new(0));
+        let victim = start(dir.path().join("t-0"), 0, restarts.clone());
+        let bystander = start(dir.path().join("t-1"), 1, restarts.clone());
+        assert_eq!(append(&victim, 3).await.unwrap().base_offset, 0);
+        assert_eq!(append(&bystander, 2).await.unwrap().base_offset, 0);
+
+        for in_log_operation in [false, true] {
+            let injected = victim.ask(InjectPanic { in_log_operation }).await;
+            assert!(matches!(injected, Err(Error::Unavailable(..))), "{injected:?}");
+            // The bystander is unaffected while the victim restarts.
+            assert!(append(&bystander, 1).await.is_ok());
+        }
+        // The victim is back, with its data recovered from disk.
+        let result = append(&victim, 2).await.unwrap();
+        assert_eq!(result.base_offset, 3, "offsets continue after the restart");
+        let read = victim.ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
+        let header = BatchHeader::parse(read.records.as_ref().unwrap()).unwrap();
+        assert_eq!(header.base_offset, 0);
+        assert_eq!(read.high_watermark, 5);
+        assert_eq!(restarts.load(Ordering::Relaxed), 2);
+        assert_eq!(victim.watermarks().log_end_offset, 5);
+    }
+
+    #[actix_rt::test]
+    async fn acks_all_respects_min_insync_replicas_and_retire_refuses_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start(dir.path().join("t-0"), 0, Arc::default());
+        handle.addr.send(Reconfigure { log: LogConfig::default(), min_insync_replicas: 2 }).await.unwrap();
+        assert!(matches!(append(&handle, 1).await, Err(Error::NotEnoughReplicas { required: 2, available: 1 })));
+        let leader_only = handle.ask(Append { records: batch(1), acks: RequiredAcks::Leader }).await;
+        assert!(leader_only.is_ok());
+        let retired_dir = handle.ask(Retire).await.unwrap();
+        assert_eq!(retired_dir, dir.path().join("t-0"));
+        let after = handle.ask(Append { records: batch(1), acks: RequiredAcks::Leader }).await;
+        assert!(matches!(after, Err(Error::UnknownTopicOrPartition(_))), "{after:?}");
+    }
+}

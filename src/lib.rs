@@ -1,0 +1,23 @@
+//! The `silt` broker: the node's assembly and the Kafka protocol edge.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | configuration: file + `SILT_*` environment, validated |
+//! | [`broker`] | assembling a node and shutting it down |
+//! | [`server`] | the Kafka listener: connections and request framing |
+//! | [`protocol`] | decoding requests, version checks, dispatch, encoding responses |
+//! | [`handlers`] | one module per Kafka API family: wire types to domain messages and back |
+//! | [`errors`] | the mapping of domain errors to Kafka error codes |
+//! | [`metrics`] | the Prometheus registry |
+//! | [`http`] | `/metrics` and `/health` |
+//!
+//! Dependencies point one way: this crate → `silt-actors` → `silt-tiering`.
+
+pub mod broker;
+pub mod config;
+pub mod errors;
+pub mod handlers;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod server;

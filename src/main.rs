@@ -1,1 +1,60 @@
-fn main() {}
+//! The `silt` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "silt", version, about = "A streaming platform that speaks the Apache Kafka protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker. Configuration: the file (optional), then SILT_* environment
+    /// variables (e.g. SILT_STORAGE__DATA_DIR=/var/lib/silt), then built-in defaults.
+    Broker {
+        /// A TOML configuration file, e.g. config/silt.toml.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Broker { config } => {
+            let config = match silt::config::Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("silt: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let system = actix_rt::System::with_tokio_rt(move || {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("silt-io")
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime")
+            });
+            match system.block_on(silt::broker::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("silt: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -187,7 +187,6 @@ def test_kcat_round_trip(module_broker, topic_name, codec):
          "-X", "acks=all", "-X", "broker.address.family=v4"],
         input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
     assert produce.returncode == 0, f"kcat -P failed ({produce.returncode}): {produce.stderr}"
-    assert "ERROR" not in produce.stderr and "Failed" not in produce.stderr, produce.stderr
 
     consume = subprocess.run(
         [kcat, "-b", module_broker.bootstrap, "-t", topic_name, "-C", "-o", "beginning", "-e",

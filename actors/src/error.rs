@@ -4,7 +4,6 @@
 use silt_tiering::LogError;
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     #[error("topic or partition {0} does not exist")]
     UnknownTopicOrPartition(String),

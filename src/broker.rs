@@ -1,0 +1,89 @@
+//! Assembly of a node: the node actor, the Kafka and HTTP listeners, and an
+//! orderly shutdown on SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use silt_actors::NodeHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// How long shutdown waits for open connections to finish their request.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Everything a request handler may need, shared by all connections.
+pub struct Broker {
+    pub node: NodeHandle,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+    /// The host and port clients are told to use.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Node-wide budget of request bytes being read or handled.
+    pub request_memory: Arc<Semaphore>,
+}
+
+fn advertised(config: &Config, bound: SocketAddr) -> (String, i32) {
+    match config.kafka.advertised_address.as_deref().and_then(|a| a.rsplit_once(':')) {
+        Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(i32::from(bound.port()))),
+        None => (bound.ip().to_string(), i32::from(bound.port())),
+    }
+}
+
+/// Runs a broker until SIGTERM or SIGINT. Must run inside an actix `System`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let kafka_listener = TcpListener::bind(config.kafka.listen)
+        .await
+        .with_context(|| format!("cannot listen on kafka.listen {}", config.kafka.listen))?;
+    let http_listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let node = NodeHandle::start(config.node_options())
+        .await
+        .with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
+    let kafka_addr = kafka_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let (advertised_host, advertised_port) = advertised(&config, kafka_addr);
+    let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+    let broker = Arc::new(Broker {
+        node: node.clone(),
+        metrics: Arc::new(Metrics::new()),
+        request_memory: Arc::new(Semaphore::new(queued)),
+        config,
+        advertised_host,
+        advertised_port,
+    });
+    let (shutdown, _) = broadcast::channel(1);
+    let kafka = tokio::spawn(crate::server::serve(kafka_listener, broker.clone(), shutdown.clone()));
+    let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.clone()));
+    tracing::info!(kafka_listener = %kafka_addr, http_listener = %http_addr, node_id = node.node_id, cluster_id = %node.cluster_id, "broker ready");
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    let _ = shutdown.send(());
+    let _ = kafka.await;
+    let deadline = Instant::now() + SHUTDOWN_DRAIN;
+    while broker.metrics.connections.get() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = http.await;
+    node.shutdown().await.context("flushing partitions on shutdown")?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+    Ok(())
+}

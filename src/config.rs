@@ -1,0 +1,325 @@
+//! The broker's configuration: a TOML file (optional) plus `SILT_`-prefixed
+//! environment overrides, one typed section per concern.
+//!
+//! Environment keys name the section and key separated by a double
+//! underscore: `SILT_STORAGE__DATA_DIR=/var/lib/silt`, `SILT_KAFKA__LISTEN=0.0.0.0:9092`.
+//! Every default lives in the `Default` impls below; `validate` names the key
+//! and the bad value of any error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use silt_actors::topic_config::TopicDefaults;
+use silt_actors::NodeOptions;
+use silt_tiering::LogConfig;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub kafka: KafkaSection,
+    pub http: HttpSection,
+    pub storage: StorageSection,
+    pub log: LogSection,
+}
+
+/// This broker's identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// The broker id reported to clients.
+    pub id: i32,
+    /// Cluster id for a fresh data directory; random when unset.
+    pub cluster_id: Option<String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection { id: 0, cluster_id: None }
+    }
+}
+
+/// The Kafka protocol listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Address to accept Kafka clients on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// `host:port` clients are told to connect to; defaults to the bound address.
+    pub advertised_address: Option<String>,
+    /// Open connections beyond this are refused.
+    pub max_connections: usize,
+    /// A request larger than this is refused before it is read (`socket.request.max.bytes`).
+    pub socket_request_max_bytes: u32,
+    /// Bytes of requests buffered across all connections at once (`queued.max.request.bytes`).
+    pub queued_max_request_bytes: u64,
+    /// Close a connection idle this long (`connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Close a connection whose request has not fully arrived after this long.
+    pub request_read_timeout_ms: u64,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_address: None,
+            max_connections: 10_000,
+            socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: 512 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The HTTP listener for `/metrics` and `/health`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { listen: SocketAddr::from(([127, 0, 0, 1], 9644)) }
+    }
+}
+
+/// Where data lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Partition logs and the catalog.
+    pub data_dir: PathBuf,
+    /// Threads that partition actors run on; 0 means one per CPU.
+    pub partition_threads: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { data_dir: PathBuf::from("./data"), partition_threads: 0 }
+    }
+}
+
+/// Defaults for topics (each overridable per topic under its Kafka name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Partitions of a topic created without a count (`num.partitions`).
+    pub num_partitions: i32,
+    /// Create a topic when a client asks for metadata of an unknown one (`auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// `segment.bytes`
+    pub segment_bytes: u64,
+    /// `segment.ms`
+    pub segment_ms: u64,
+    /// `retention.ms`; -1 keeps data forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`; -1 is unbounded.
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: the largest batch accepted.
+    pub max_message_bytes: u64,
+    /// `flush.messages`: fsync after this many messages; unset leaves flushing to the OS.
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`: fsync when the oldest unflushed write is this old.
+    pub flush_ms: Option<u64>,
+    /// `index.interval.bytes`
+    pub index_interval_bytes: u64,
+    /// `min.insync.replicas`
+    pub min_insync_replicas: i32,
+    /// How often retention and time-based rolling run (`log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        LogSection {
+            num_partitions: 1,
+            auto_create_topics: true,
+            segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
+            retention_ms: log.retention_ms.map_or(-1, |v| v as i64),
+            retention_bytes: log.retention_bytes.map_or(-1, |v| v as i64),
+            max_message_bytes: log.max_message_bytes,
+            flush_messages: log.flush_messages,
+            flush_ms: log.flush_ms,
+            index_interval_bytes: log.index_interval_bytes,
+            min_insync_replicas: 1,
+            retention_check_interval_ms: 300_000,
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the key and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key} {problem}, got {value}")]
+    Invalid { key: &'static str, value: String, problem: &'static str },
+}
+
+fn invalid(key: &'static str, value: impl ToString, problem: &'static str) -> ConfigError {
+    ConfigError::Invalid { key, value: value.to_string(), problem }
+}
+
+impl Config {
+    /// Loads `file` (if given) and the `SILT_*` environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SILT").prefix_separator("_").separator("__").try_parsing(true),
+        );
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.max_connections == 0 {
+            return Err(invalid("kafka.max_connections", k.max_connections, "must be at least 1"));
+        }
+        if k.socket_request_max_bytes < 1024 || k.socket_request_max_bytes > i32::MAX as u32 {
+            return Err(invalid("kafka.socket_request_max_bytes", k.socket_request_max_bytes, "must be 1024..=2147483647"));
+        }
+        if k.queued_max_request_bytes < u64::from(k.socket_request_max_bytes) {
+            return Err(invalid("kafka.queued_max_request_bytes", k.queued_max_request_bytes, "must be at least kafka.socket_request_max_bytes"));
+        }
+        if k.connections_max_idle_ms == 0 {
+            return Err(invalid("kafka.connections_max_idle_ms", 0, "must be positive"));
+        }
+        if k.request_read_timeout_ms == 0 {
+            return Err(invalid("kafka.request_read_timeout_ms", 0, "must be positive"));
+        }
+        if let Some(addr) = &k.advertised_address {
+            let ok = addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid("kafka.advertised_address", addr, "must be host:port"));
+            }
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "\"\"", "must not be empty"));
+        }
+        let l = &self.log;
+        if !(1..=silt_actors::node::PARTITIONS_MAX).contains(&l.num_partitions) {
+            return Err(invalid("log.num_partitions", l.num_partitions, "must be 1..=100000"));
+        }
+        if l.segment_bytes < 1024 || l.segment_bytes > i32::MAX as u64 {
+            return Err(invalid("log.segment_bytes", l.segment_bytes, "must be 1024..=2147483647"));
+        }
+        if l.segment_ms == 0 {
+            return Err(invalid("log.segment_ms", 0, "must be positive"));
+        }
+        if l.retention_ms < -1 {
+            return Err(invalid("log.retention_ms", l.retention_ms, "must be -1 (unbounded) or non-negative"));
+        }
+        if l.retention_bytes < -1 {
+            return Err(invalid("log.retention_bytes", l.retention_bytes, "must be -1 (unbounded) or non-negative"));
+        }
+        if l.max_message_bytes == 0 || l.max_message_bytes > i32::MAX as u64 {
+            return Err(invalid("log.max_message_bytes", l.max_message_bytes, "must be 1..=2147483647"));
+        }
+        if l.flush_messages == Some(0) {
+            return Err(invalid("log.flush_messages", 0, "must be at least 1 (or unset)"));
+        }
+        if l.min_insync_replicas < 1 {
+            return Err(invalid("log.min_insync_replicas", l.min_insync_replicas, "must be at least 1"));
+        }
+        if l.retention_check_interval_ms == 0 {
+            return Err(invalid("log.retention_check_interval_ms", 0, "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Topic defaults in the log's units.
+    pub fn topic_defaults(&self) -> TopicDefaults {
+        let l = &self.log;
+        let limit = |v: i64| (v >= 0).then_some(v as u64);
+        TopicDefaults {
+            log: LogConfig {
+                segment_bytes: l.segment_bytes,
+                segment_ms: l.segment_ms,
+                retention_ms: limit(l.retention_ms),
+                retention_bytes: limit(l.retention_bytes),
+                max_message_bytes: l.max_message_bytes,
+                log_append_time: false,
+                flush_messages: l.flush_messages,
+                flush_ms: l.flush_ms,
+                index_interval_bytes: l.index_interval_bytes,
+            },
+            min_insync_replicas: l.min_insync_replicas,
+        }
+    }
+
+    /// How the node actor starts.
+    pub fn node_options(&self) -> NodeOptions {
+        let threads = match self.storage.partition_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        NodeOptions {
+            data_dir: self.storage.data_dir.clone(),
+            node_id: self.node.id,
+            cluster_id: self.node.cluster_id.clone(),
+            topic_defaults: self.topic_defaults(),
+            default_partitions: self.log.num_partitions,
+            maintenance_interval: Duration::from_millis(self.log.retention_check_interval_ms),
+            partition_threads: threads,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.kafka.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:9644");
+        assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/silt.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config: Config = toml_from(&text);
+        config.validate().unwrap();
+    }
+
+    fn toml_from(text: &str) -> Config {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap()
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let mut config = Config::default();
+        config.log.segment_bytes = 10;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("log.segment_bytes") && err.contains("10"), "{err}");
+        let unknown = config::Config::builder()
+            .add_source(config::File::from_str("[kafka]\nlisten_port = 1\n", config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize::<Config>();
+        assert!(unknown.unwrap_err().to_string().contains("listen_port"));
+    }
+}

@@ -1,0 +1,68 @@
+//! The one place domain errors become Kafka error codes. The matches are
+//! exhaustive so that a new error variant forces a decision here.
+
+use kafka_protocol::error::ResponseError;
+use silt_actors::Error;
+use silt_tiering::{BatchError, LogError};
+
+/// The Kafka error code a client expects for `error`.
+pub fn error_code(error: &Error) -> ResponseError {
+    match error {
+        Error::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+        Error::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        Error::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        Error::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+        Error::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        Error::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        Error::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        Error::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        Error::Log(log) => log_error_code(log),
+        // Retriable: the client refreshes metadata and tries again.
+        Error::Unavailable(..) => ResponseError::LeaderNotAvailable,
+        Error::ShuttingDown => ResponseError::BrokerNotAvailable,
+        Error::Metadata(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+fn log_error_code(error: &LogError) -> ResponseError {
+    match error {
+        LogError::InvalidBatch(batch) => batch_error_code(batch),
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        LogError::TransactionsUnsupported => ResponseError::InvalidRecord,
+        LogError::Io { .. } | LogError::CorruptCheckpoint { .. } | LogError::CorruptSegment { .. } => {
+            ResponseError::KafkaStorageError
+        }
+    }
+}
+
+fn batch_error_code(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        BatchError::UnsupportedMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+        BatchError::CrcMismatch { .. }
+        | BatchError::Truncated { .. }
+        | BatchError::InvalidLength { .. }
+        | BatchError::InvalidRecordCount { .. }
+        | BatchError::Empty
+        | BatchError::Undecodable { .. } => ResponseError::CorruptMessage,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_facing_codes_match_kafka() {
+        assert_eq!(error_code(&Error::UnknownTopicOrPartition("t-0".into())).code(), 3);
+        let too_large = Error::Log(LogError::InvalidBatch(BatchError::TooLarge { size: 2, max: 1 }));
+        assert_eq!(error_code(&too_large).code(), 10);
+        let crc = Error::Log(LogError::InvalidBatch(BatchError::CrcMismatch { stored: 1, computed: 2 }));
+        assert_eq!(error_code(&crc).code(), 2);
+        assert_eq!(error_code(&Error::InvalidReplicationFactor(3)).code(), 38);
+        let range = Error::Log(LogError::OffsetOutOfRange { offset: 9, log_start_offset: 0, log_end_offset: 1 });
+        assert_eq!(error_code(&range).code(), 1);
+    }
+}

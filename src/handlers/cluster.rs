@@ -1,0 +1,31 @@
+//! DescribeCluster: this node is the whole cluster and its controller.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+
+use super::wire;
+use crate::protocol::RequestContext;
+
+/// DescribeCluster's endpoint type for brokers (controllers are type 2).
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    let broker = &ctx.broker;
+    let mut response = DescribeClusterResponse::default()
+        .with_cluster_id(wire(broker.node.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.node.node_id));
+    if ctx.version >= 1 {
+        response.endpoint_type = request.endpoint_type;
+        if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+            response.error_code = ctx.count(ResponseError::UnsupportedEndpointType.code());
+            response.error_message = Some(wire("only broker endpoints (type 1) are served; the controller is co-located"));
+            return response;
+        }
+    }
+    response.brokers = vec![DescribeClusterBroker::default()
+        .with_broker_id(BrokerId(broker.node.node_id))
+        .with_host(wire(broker.advertised_host.clone()))
+        .with_port(broker.advertised_port)];
+    response
+}

@@ -1,0 +1,168 @@
+//! DescribeConfigs and IncrementalAlterConfigs for topics (and a read-only
+//! view of the broker's own settings).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::*;
+use silt_actors::node::{AlterTopicConfigs, ConfigChange};
+use silt_actors::topic_config::ConfigType;
+
+use super::{message, wire};
+use crate::protocol::RequestContext;
+
+/// Kafka's ConfigResource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's ConfigSource values.
+pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+/// The config source of a topic config.
+pub fn config_source(is_default: bool) -> i8 {
+    if is_default {
+        SOURCE_DEFAULT
+    } else {
+        SOURCE_TOPIC
+    }
+}
+
+fn wire_type(t: ConfigType) -> i8 {
+    match t {
+        ConfigType::String => 2,
+        ConfigType::Int => 3,
+        ConfigType::Long => 5,
+        ConfigType::List => 7,
+    }
+}
+
+pub async fn describe(ctx: &RequestContext, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let results = request.resources.iter().map(|resource| describe_resource(ctx, &request, resource)).collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn describe_resource(ctx: &RequestContext, request: &DescribeConfigsRequest, resource: &describe_configs_request::DescribeConfigsResource) -> DescribeConfigsResult {
+    let node = &ctx.broker.node;
+    let mut out = DescribeConfigsResult::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
+    let wanted = |name: &str| resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
+    let entry = |name: &str, value: String, source: i8, read_only: bool, config_type: i8, doc: &str| {
+        let mut e = DescribeConfigsResourceResult::default()
+            .with_name(wire(name))
+            .with_value(Some(wire(value.clone())))
+            .with_read_only(read_only)
+            .with_config_source(source);
+        if request.include_synonyms {
+            e.synonyms = vec![DescribeConfigsSynonym::default().with_name(wire(name)).with_value(Some(wire(value))).with_source(source)];
+        }
+        if ctx.version >= 3 {
+            e.config_type = config_type;
+            if request.include_documentation {
+                e.documentation = Some(wire(doc));
+            }
+        }
+        e
+    };
+    match resource.resource_type {
+        RESOURCE_TOPIC => match node.topic(resource.resource_name.as_str()) {
+            Some(topic) => {
+                out.configs = topic
+                    .configs
+                    .describe(&node.topic_defaults)
+                    .into_iter()
+                    .filter(|d| wanted(d.key.name))
+                    .map(|d| entry(d.key.name, d.value, config_source(d.is_default), false, wire_type(d.key.config_type), d.key.doc))
+                    .collect();
+            }
+            None => {
+                let e = silt_actors::Error::UnknownTopicOrPartition(resource.resource_name.to_string());
+                out.error_code = ctx.error_code(&e);
+                out.error_message = message(&e);
+            }
+        },
+        RESOURCE_BROKER => {
+            let name = resource.resource_name.as_str();
+            if !name.is_empty() && name != node.node_id.to_string() {
+                out.error_code = ctx.count(ResponseError::InvalidRequest.code());
+                out.error_message = Some(wire(format!("this is broker {}, not {name}", node.node_id)));
+                return out;
+            }
+            out.configs = broker_configs(ctx)
+                .into_iter()
+                .filter(|(k, ..)| wanted(k))
+                .map(|(k, v, t, doc)| entry(k, v, SOURCE_STATIC_BROKER, true, t, doc))
+                .collect();
+        }
+        other => {
+            out.error_code = ctx.count(ResponseError::InvalidRequest.code());
+            out.error_message = Some(wire(format!("config resource type {other} is not supported")));
+        }
+    }
+    out
+}
+
+/// The broker settings a Kafka admin would look for, under Kafka's names.
+fn broker_configs(ctx: &RequestContext) -> Vec<(&'static str, String, i8, &'static str)> {
+    let c = &ctx.broker.config;
+    let d = &ctx.broker.node.topic_defaults;
+    let limit = |v: Option<u64>| v.map_or("-1".to_owned(), |v| v.to_string());
+    vec![
+        ("broker.id", ctx.broker.node.node_id.to_string(), 3, "This broker's id (node.id)."),
+        ("log.dirs", c.storage.data_dir.display().to_string(), 2, "Where partition logs live (storage.data_dir)."),
+        ("num.partitions", c.log.num_partitions.to_string(), 3, "Partitions of a topic created without a count."),
+        ("auto.create.topics.enable", c.log.auto_create_topics.to_string(), 1, "Create unknown topics on metadata requests."),
+        ("log.segment.bytes", d.log.segment_bytes.to_string(), 3, "Default segment.bytes."),
+        ("log.roll.ms", d.log.segment_ms.to_string(), 5, "Default segment.ms."),
+        ("log.retention.ms", limit(d.log.retention_ms), 5, "Default retention.ms."),
+        ("log.retention.bytes", limit(d.log.retention_bytes), 5, "Default retention.bytes."),
+        ("message.max.bytes", d.log.max_message_bytes.to_string(), 3, "Default max.message.bytes."),
+        ("min.insync.replicas", d.min_insync_replicas.to_string(), 3, "Default min.insync.replicas."),
+        ("socket.request.max.bytes", c.kafka.socket_request_max_bytes.to_string(), 3, "Largest request accepted."),
+    ]
+}
+
+pub async fn incremental_alter(ctx: &RequestContext, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    let node = &ctx.broker.node;
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let mut out = AlterConfigsResourceResponse::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
+        if resource.resource_type != RESOURCE_TOPIC {
+            out.error_code = ctx.count(ResponseError::InvalidRequest.code());
+            out.error_message = Some(wire("only topic configs can be altered; broker settings come from the configuration file"));
+            responses.push(out);
+            continue;
+        }
+        let mut changes = Vec::with_capacity(resource.configs.len());
+        let mut refused = None;
+        for config in &resource.configs {
+            let key = config.name.to_string();
+            match (config.config_operation, &config.value) {
+                (OP_SET, Some(value)) => changes.push(ConfigChange::Set(key, value.to_string())),
+                (OP_SET, None) | (OP_DELETE, _) => changes.push(ConfigChange::Delete(key)),
+                (op, _) => {
+                    refused = Some(silt_actors::Error::InvalidConfig {
+                        key,
+                        value: config.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                        reason: format!("operation {op} (APPEND/SUBTRACT) applies to list configs, and cleanup.policy supports only \"delete\""),
+                    });
+                    break;
+                }
+            }
+        }
+        let result = match refused {
+            Some(e) => Err(e),
+            None => {
+                node.alter_configs(AlterTopicConfigs { name: resource.resource_name.to_string(), changes, validate_only: request.validate_only }).await
+            }
+        };
+        if let Err(e) = result {
+            out.error_code = ctx.error_code(&e);
+            out.error_message = message(&e);
+        }
+        responses.push(out);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,200 @@
+//! Fetch: read batches from partitions, long-polling until `min_bytes` are
+//! available or `max_wait_ms` passes.
+//!
+//! Waiting costs no actor round trips: the handler watches each partition's
+//! published watermarks and reads only partitions with data past the fetch
+//! offset. Fetch sessions (KIP-227) are not kept: every response carries
+//! session id 0, which tells clients to send full fetch requests.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{select_all, FutureExt};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use silt_actors::partition::Read;
+use silt_actors::PartitionHandle;
+use tokio::time::Instant;
+
+use super::topic_name;
+use crate::protocol::RequestContext;
+
+/// Fetch v13 names topics by id instead of by name.
+const TOPIC_IDS_SINCE_VERSION: i16 = 13;
+/// The longest a fetch may wait, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// One requested partition and what was read for it.
+struct Slot {
+    partition: i32,
+    handle: Result<PartitionHandle, silt_actors::Error>,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    records: Option<Bytes>,
+    error: Option<silt_actors::Error>,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+struct TopicSlots {
+    name: String,
+    id: uuid::Uuid,
+    slots: Vec<Slot>,
+}
+
+pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
+    let node = &ctx.broker.node;
+    let mut response = FetchResponse::default();
+    if ctx.version >= 7 && request.session_id != 0 {
+        // We never hand out sessions, so an incremental fetch names one we do not know.
+        response.error_code = ctx.count(ResponseError::FetchSessionIdNotFound.code());
+        return response;
+    }
+    let mut topics: Vec<TopicSlots> = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let (name, unknown_id) = if ctx.version >= TOPIC_IDS_SINCE_VERSION {
+                match node.topic_name(topic.topic_id) {
+                    Some(name) => (name.to_string(), false),
+                    None => (String::new(), true),
+                }
+            } else {
+                (topic.topic.0.to_string(), false)
+            };
+            let slots = topic
+                .partitions
+                .iter()
+                .map(|p| Slot {
+                    partition: p.partition,
+                    handle: if unknown_id { Err(silt_actors::Error::UnknownTopicId(topic.topic_id)) } else { node.partition(&name, p.partition) },
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                    records: None,
+                    error: None,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                })
+                .collect();
+            TopicSlots { name, id: topic.topic_id, slots }
+        })
+        .collect();
+
+    let max_bytes = if request.max_bytes <= 0 { i32::MAX as usize } else { request.max_bytes as usize };
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + wait;
+    loop {
+        let gathered = read_available(&mut topics, max_bytes).await;
+        let any_error = topics.iter().flat_map(|t| &t.slots).any(|s| s.error.is_some() || s.handle.is_err());
+        if gathered >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
+            break;
+        }
+        if !wait_for_data(&topics, deadline).await {
+            break;
+        }
+    }
+
+    let metrics = &ctx.broker.metrics;
+    response.responses = topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .slots
+                .into_iter()
+                .map(|slot| {
+                    let mut out = PartitionData::default()
+                        .with_partition_index(slot.partition)
+                        .with_high_watermark(slot.high_watermark)
+                        .with_last_stable_offset(slot.high_watermark)
+                        .with_log_start_offset(slot.log_start_offset)
+                        .with_aborted_transactions(Some(Vec::new()));
+                    let error = slot.error.or(slot.handle.err());
+                    if let Some(e) = error {
+                        out.error_code = ctx.error_code(&e);
+                        out.records = Some(Bytes::new());
+                        return out;
+                    }
+                    if let Some(records) = &slot.records {
+                        metrics.bytes_out.with_label_values(&[&topic.name]).inc_by(records.len() as u64);
+                        metrics.records_out.with_label_values(&[&topic.name]).inc_by(silt_tiering::batch::count_records(records));
+                    }
+                    out.records = Some(slot.records.unwrap_or_default());
+                    out
+                })
+                .collect();
+            let mut out = FetchableTopicResponse::default().with_partitions(partitions);
+            if ctx.version >= TOPIC_IDS_SINCE_VERSION {
+                out.topic_id = topic.id;
+            } else {
+                out.topic = topic_name(&topic.name);
+            }
+            out
+        })
+        .collect();
+    response
+}
+
+/// Reads every partition that has data past its fetch offset and has not been
+/// read yet, within the response's byte budget. Returns the bytes gathered so far.
+async fn read_available(topics: &mut [TopicSlots], max_bytes: usize) -> usize {
+    let mut gathered: usize = topics.iter().flat_map(|t| &t.slots).filter_map(|s| s.records.as_ref()).map(Bytes::len).sum();
+    for slot in topics.iter_mut().flat_map(|t| t.slots.iter_mut()) {
+        let Ok(handle) = &slot.handle else { continue };
+        let marks = handle.watermarks();
+        slot.high_watermark = marks.high_watermark;
+        slot.log_start_offset = marks.log_start_offset;
+        if slot.records.is_some() || slot.error.is_some() {
+            continue;
+        }
+        let in_range = slot.fetch_offset >= marks.log_start_offset && slot.fetch_offset <= marks.log_end_offset;
+        if in_range && slot.fetch_offset == marks.high_watermark {
+            continue; // nothing new yet
+        }
+        // Always let the first partition with data return one batch, even past max_bytes (KIP-74).
+        let budget = max_bytes.saturating_sub(gathered).min(slot.partition_max_bytes);
+        if budget == 0 && gathered > 0 {
+            continue;
+        }
+        match handle.ask(Read { offset: slot.fetch_offset, max_bytes: budget.max(1) }).await {
+            Ok(read) => {
+                slot.high_watermark = read.high_watermark;
+                slot.log_start_offset = read.log_start_offset;
+                if let Some(records) = read.records {
+                    gathered += records.len();
+                    slot.records = Some(records);
+                }
+            }
+            Err(e) => slot.error = Some(e),
+        }
+    }
+    gathered
+}
+
+/// Waits until a partition without data publishes new watermarks, or the
+/// deadline. Returns false at the deadline.
+async fn wait_for_data(topics: &[TopicSlots], deadline: Instant) -> bool {
+    let mut receivers: Vec<_> = topics
+        .iter()
+        .flat_map(|t| &t.slots)
+        .filter(|s| s.records.is_none())
+        .filter_map(|s| s.handle.as_ref().ok().map(|h| (h.watermarks.clone(), s.fetch_offset)))
+        .collect();
+    if receivers.is_empty() {
+        tokio::time::sleep_until(deadline).await;
+        return false;
+    }
+    // Data may have arrived since the partitions were read: check before sleeping.
+    for (rx, fetch_offset) in &mut receivers {
+        if rx.borrow_and_update().high_watermark != *fetch_offset {
+            return true;
+        }
+    }
+    let mut receivers: Vec<_> = receivers.into_iter().map(|(rx, _)| rx).collect();
+    let changes = select_all(receivers.iter_mut().map(|rx| rx.changed().boxed()));
+    tokio::select! {
+        _ = changes => true,
+        _ = tokio::time::sleep_until(deadline) => false,
+    }
+}

@@ -1,0 +1,51 @@
+//! ListOffsets: earliest, latest, max-timestamp and by-timestamp lookups.
+
+use futures::future::join_all;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use silt_actors::partition::{ListOffset, OffsetSpec};
+
+use crate::protocol::RequestContext;
+
+/// Kafka's special timestamps.
+fn offset_spec(timestamp: i64) -> OffsetSpec {
+    match timestamp {
+        -1 => OffsetSpec::Latest,
+        -2 => OffsetSpec::Earliest,
+        -3 => OffsetSpec::MaxTimestamp,
+        -4 => OffsetSpec::EarliestLocal,
+        -5 => OffsetSpec::LatestTiered,
+        ts => OffsetSpec::Timestamp(ts.max(0)),
+    }
+}
+
+pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let node = &ctx.broker.node;
+    let topics = join_all(request.topics.into_iter().map(|topic| async move {
+        let name = topic.name.0.as_str();
+        let partitions = join_all(topic.partitions.iter().map(|p| async move {
+            let mut out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
+            let result = match node.partition(name, p.partition_index) {
+                Ok(handle) => handle.ask(ListOffset(offset_spec(p.timestamp))).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(Some((offset, timestamp))) => {
+                    out.offset = offset;
+                    out.timestamp = timestamp;
+                    // ListOffsets v4 added the leader epoch; older versions must leave it unset.
+                    if ctx.version >= 4 {
+                        out.leader_epoch = 0;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => out.error_code = ctx.error_code(&e),
+            }
+            out
+        }))
+        .await;
+        ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+    }))
+    .await;
+    ListOffsetsResponse::default().with_topics(topics)
+}

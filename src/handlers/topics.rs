@@ -1,0 +1,136 @@
+//! CreateTopics, DeleteTopics and CreatePartitions.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::*;
+use silt_actors::node::{CreatePartitions, CreateTopic};
+
+use super::{message, topic_name, wire};
+use crate::handlers::configs::config_source;
+use crate::protocol::RequestContext;
+
+/// Whether explicit replica assignments name only this node (all a single node can host).
+fn assignments_are_local<'a>(node_id: i32, assignments: impl IntoIterator<Item = &'a Vec<BrokerId>>) -> bool {
+    assignments.into_iter().all(|brokers| brokers.len() == 1 && brokers[0].0 == node_id)
+}
+
+pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let node = &ctx.broker.node;
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut out = CreatableTopicResult::default().with_name(topic.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+        let partitions = if topic.assignments.is_empty() { Some(topic.num_partitions) } else { Some(topic.assignments.len() as i32) };
+        if !assignments_are_local(node.node_id, topic.assignments.iter().map(|a| &a.broker_ids)) {
+            out.error_code = ctx.count(ResponseError::InvalidReplicaAssignment.code());
+            out.error_message = Some(wire(format!("replicas can only be placed on node {}", node.node_id)));
+            results.push(out);
+            continue;
+        }
+        let configs: Vec<(String, String)> = topic
+            .configs
+            .iter()
+            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .collect();
+        let created = node
+            .create_topic(CreateTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor: Some(i32::from(topic.replication_factor)),
+                configs,
+                validate_only: request.validate_only,
+            })
+            .await;
+        match created {
+            Ok(view) => {
+                out.topic_id = view.id;
+                out.num_partitions = if request.validate_only { partitions.filter(|&n| n > 0).unwrap_or(node.default_partitions) } else { view.partitions.len() as i32 };
+                out.replication_factor = 1;
+                if ctx.version >= 5 {
+                    let described = view.configs.describe(&node.topic_defaults);
+                    out.configs = Some(
+                        described
+                            .into_iter()
+                            .map(|d| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(wire(d.key.name))
+                                    .with_value(Some(wire(d.value)))
+                                    .with_config_source(config_source(d.is_default))
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            Err(e) => {
+                out.error_code = ctx.error_code(&e);
+                out.error_message = message(&e);
+            }
+        }
+        results.push(out);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+pub async fn delete(ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let node = &ctx.broker.node;
+    // v6 names topics by name or id; earlier versions by name only.
+    let wanted: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= 6 {
+        request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()
+    } else {
+        request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+    };
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, id) in wanted {
+        let mut out = DeletableTopicResult::default();
+        let resolved = match name {
+            Some(name) => Ok(name),
+            None => node.topic_name(id).map(|n| n.to_string()).ok_or(silt_actors::Error::UnknownTopicId(id)),
+        };
+        let result = match resolved {
+            Ok(name) => {
+                out.name = Some(topic_name(&name));
+                if let Some(view) = node.topic(&name) {
+                    out.topic_id = view.id;
+                }
+                node.delete_topic(name).await
+            }
+            Err(e) => {
+                out.topic_id = id;
+                Err(e)
+            }
+        };
+        if let Err(e) = result {
+            out.error_code = ctx.error_code(&e);
+            if ctx.version >= 5 {
+                out.error_message = message(&e);
+            }
+        }
+        responses.push(out);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn create_partitions(ctx: &RequestContext, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let node = &ctx.broker.node;
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let mut out = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        let local = topic.assignments.as_ref().is_none_or(|a| assignments_are_local(node.node_id, a.iter().map(|x| &x.broker_ids)));
+        let result = if !local {
+            out.error_code = ctx.count(ResponseError::InvalidReplicaAssignment.code());
+            out.error_message = Some(wire(format!("replicas can only be placed on node {}", node.node_id)));
+            results.push(out);
+            continue;
+        } else {
+            node.create_partitions(CreatePartitions { name: topic.name.0.to_string(), count: topic.count, validate_only: request.validate_only }).await
+        };
+        if let Err(e) = result {
+            out.error_code = ctx.error_code(&e);
+            out.error_message = message(&e);
+        }
+        results.push(out);
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,138 @@
+//! Prometheus metrics of the broker, in one registry served at `/metrics`.
+//!
+//! Names start with `silt_`, use base units and end counters in `_total`.
+//! Labels stay bounded: API names, Kafka error names and topic names (which
+//! an operator creates), never client ids or offsets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use silt_actors::NodeHandle;
+
+/// Every metric the broker exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub bytes_in: IntCounterVec,
+    pub records_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub records_out: IntCounterVec,
+    pub connections: IntGauge,
+    pub connections_accepted: IntCounter,
+    pub connections_rejected: IntCounter,
+    pub protocol_errors: IntCounterVec,
+    partitions: IntGauge,
+    log_size: IntGaugeVec,
+    log_segments: IntGaugeVec,
+    log_end_offset_sum: IntGaugeVec,
+    actor_restarts: IntCounterVec,
+    restarts_seen: AtomicU64,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "silt")))
+            .expect("process collector");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("silt_request_duration_seconds", "Time from a request's arrival to its response, by API.")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["api"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(request_duration.clone())).expect("unique metric");
+        let single = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let connections = IntGauge::new("silt_connections", "Open Kafka client connections.").expect("valid metric");
+        registry.register(Box::new(connections.clone())).expect("unique metric");
+        let partitions = IntGauge::new("silt_partitions", "Partitions hosted by this node.").expect("valid metric");
+        registry.register(Box::new(partitions.clone())).expect("unique metric");
+        Metrics {
+            requests: counter(&registry, "silt_requests_total", "Kafka requests handled, by API.", &["api"]),
+            request_errors: counter(&registry, "silt_request_errors_total", "Error codes returned to clients, by API and Kafka error.", &["api", "error"]),
+            bytes_in: counter(&registry, "silt_topic_bytes_in_total", "Record batch bytes appended, by topic.", &["topic"]),
+            records_in: counter(&registry, "silt_topic_records_in_total", "Records appended, by topic.", &["topic"]),
+            bytes_out: counter(&registry, "silt_topic_bytes_out_total", "Record batch bytes sent to consumers, by topic.", &["topic"]),
+            records_out: counter(&registry, "silt_topic_records_out_total", "Records sent to consumers, by topic.", &["topic"]),
+            connections_accepted: single("silt_connections_accepted_total", "Kafka client connections accepted."),
+            connections_rejected: single("silt_connections_rejected_total", "Kafka client connections refused at kafka.max_connections."),
+            protocol_errors: counter(&registry, "silt_protocol_errors_total", "Connections closed for malformed or refused requests, by reason.", &["reason"]),
+            log_size: gauge(&registry, "silt_log_size_bytes", "Bytes of local log segments, by topic.", &["topic"]),
+            log_segments: gauge(&registry, "silt_log_segments", "Local log segments, by topic.", &["topic"]),
+            log_end_offset_sum: gauge(&registry, "silt_log_end_offset_sum", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
+            actor_restarts: counter(&registry, "silt_actor_restarts_total", "Actors restarted by their supervisor after a failure, by actor kind.", &["actor"]),
+            restarts_seen: AtomicU64::new(0),
+            request_duration,
+            connections,
+            partitions,
+            registry,
+        }
+    }
+
+    /// Counts an error code returned for `api` (no-op for "no error").
+    pub fn count_error(&self, api: &str, code: i16) {
+        if code != 0 {
+            let name = kafka_protocol::ResponseError::try_from_code(code).map_or_else(|| code.to_string(), |e| format!("{e:?}"));
+            self.request_errors.with_label_values(&[api, &name]).inc();
+        }
+    }
+
+    /// Refreshes the gauges that mirror node state, then renders everything.
+    pub fn render(&self, node: &NodeHandle) -> String {
+        self.refresh(node);
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+
+    fn refresh(&self, node: &NodeHandle) {
+        let watermarks = node.partition_watermarks();
+        self.partitions.set(watermarks.len() as i64);
+        let mut per_topic: HashMap<&str, (u64, usize, i64)> = HashMap::new();
+        for (tp, marks) in &watermarks {
+            let entry = per_topic.entry(&tp.topic).or_default();
+            entry.0 += marks.size_bytes;
+            entry.1 += marks.segments;
+            entry.2 += marks.log_end_offset;
+        }
+        self.log_size.reset();
+        self.log_segments.reset();
+        self.log_end_offset_sum.reset();
+        for (topic, (size, segments, leo)) in per_topic {
+            self.log_size.with_label_values(&[topic]).set(size as i64);
+            self.log_segments.with_label_values(&[topic]).set(segments as i64);
+            self.log_end_offset_sum.with_label_values(&[topic]).set(leo);
+        }
+        let restarts = node.partition_restarts.load(Ordering::Relaxed);
+        let seen = self.restarts_seen.swap(restarts, Ordering::Relaxed);
+        self.actor_restarts.with_label_values(&["partition"]).inc_by(restarts.saturating_sub(seen));
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`alloc`] | the process allocator (hostile length prefixes cannot abort the process) |
 //! | [`config`] | configuration: file + `SILT_*` environment, validated |
 //! | [`broker`] | assembling a node and shutting it down |
 //! | [`server`] | the Kafka listener: connections and request framing |
@@ -13,6 +14,7 @@
 //!
 //! Dependencies point one way: this crate → `silt-actors` → `silt-tiering`.
 
+pub mod alloc;
 pub mod broker;
 pub mod config;
 pub mod errors;
@@ -21,3 +23,6 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+
+#[global_allocator]
+static ALLOCATOR: alloc::LazyLargeAllocator = alloc::LazyLargeAllocator;

@@ -139,41 +139,71 @@ fn unsupported_api_versions(correlation_id: i32) -> Outcome {
     }
 }
 
-/// Handles one request frame (without its length prefix).
-pub async fn handle_frame(broker: &Arc<Broker>, mut frame: Bytes) -> Outcome {
+/// A request whose header parsed and whose API and version Silt implements.
+#[derive(Debug)]
+pub struct ParsedFrame {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub header: RequestHeader,
+    /// The request body, not yet decoded.
+    pub body: Bytes,
+}
+
+/// Parses a request frame (without its length prefix) up to its body. The
+/// error is what to answer instead: UNSUPPORTED_VERSION for an ApiVersions of
+/// unknown version, otherwise a reason to close the connection.
+pub fn parse_frame(mut frame: Bytes) -> Result<ParsedFrame, Outcome> {
     if frame.len() < 8 {
-        return close("short_frame", format!("a {}-byte request cannot hold a request header", frame.len()));
+        return Err(close("short_frame", format!("a {}-byte request cannot hold a request header", frame.len())));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(api) = ApiKey::try_from(raw_key) else {
-        return close("unknown_api", format!("unknown API key {raw_key}"));
+        return Err(close("unknown_api", format!("unknown API key {raw_key}")));
     };
     let Some((min, max)) = supported_versions(api) else {
-        return close("unsupported_api", format!("API {api:?} is not implemented"));
+        return Err(close("unsupported_api", format!("API {api:?} is not implemented")));
     };
     if version < min || version > max {
         if api == ApiKey::ApiVersions {
-            return unsupported_api_versions(correlation_id);
+            return Err(unsupported_api_versions(correlation_id));
         }
-        return close("unsupported_version", format!("{api:?} v{version} is not supported (v{min}..=v{max})"));
+        return Err(close("unsupported_version", format!("{api:?} v{version} is not supported (v{min}..=v{max})")));
     }
-    let header = match RequestHeader::decode(&mut frame, api.request_header_version(version)) {
-        Ok(h) => h,
-        Err(e) => return close("malformed_header", e.to_string()),
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).map_err(|e| close("malformed_header", e.to_string()))?;
+    Ok(ParsedFrame { api, version, correlation_id, header, body: frame })
+}
+
+/// Decodes a parsed frame's body into its typed request (used by tests and
+/// fuzzing to check that no input makes the decoder panic).
+pub fn decode_body(parsed: &ParsedFrame) -> Result<RequestKind, Outcome> {
+    let mut body = parsed.body.clone();
+    let request = RequestKind::decode(parsed.api, &mut body, parsed.version).map_err(|e| close("malformed_body", e.to_string()))?;
+    if body.has_remaining() {
+        return Err(close("malformed_body", format!("{} unread bytes after the request body", body.remaining())));
+    }
+    Ok(request)
+}
+
+/// Handles one request frame (without its length prefix).
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
+    let parsed = match parse_frame(frame) {
+        Ok(parsed) => parsed,
+        Err(outcome) => return outcome,
     };
     let ctx = RequestContext {
         broker: broker.clone(),
-        api,
-        api_name: api_name(api),
-        version,
-        correlation_id,
-        client_id: header.client_id.as_ref().map(|c| c.to_string()),
+        api: parsed.api,
+        api_name: api_name(parsed.api),
+        version: parsed.version,
+        correlation_id: parsed.correlation_id,
+        client_id: parsed.header.client_id.as_ref().map(|c| c.to_string()),
     };
-    let span = tracing::debug_span!("request", api_key = ctx.api_name, api_version = version, correlation_id, client_id = ctx.client_id.as_deref().unwrap_or(""));
+    let span = tracing::debug_span!("request", api_key = ctx.api_name, api_version = ctx.version, correlation_id = ctx.correlation_id, client_id = ctx.client_id.as_deref().unwrap_or(""));
     let started = Instant::now();
-    let outcome = dispatch(&ctx, frame).instrument(span).await;
+    let outcome = dispatch(&ctx, parsed.body).instrument(span).await;
     broker.metrics.requests.with_label_values(&[ctx.api_name]).inc();
     broker.metrics.request_duration.with_label_values(&[ctx.api_name]).observe(started.elapsed().as_secs_f64());
     outcome
@@ -227,5 +257,107 @@ async fn dispatch(ctx: &RequestContext, mut body: Bytes) -> Outcome {
         ApiKey::IncrementalAlterConfigs => route!(handlers::configs::incremental_alter),
         ApiKey::DescribeCluster => route!(handlers::cluster::describe),
         other => close("unsupported_api", format!("API {other:?} is not implemented")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::StrBytes;
+    use proptest::prelude::*;
+
+    fn frame_for(api: ApiKey, version: i16, body: &impl Encodable) -> Bytes {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("prop")))
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    fn metadata_frame(version: i16) -> Bytes {
+        frame_for(ApiKey::Metadata, version, &MetadataRequest::default().with_topics(None))
+    }
+
+    #[test]
+    fn unknown_api_versions_version_answers_in_v0_format() {
+        let mut buf = BytesMut::new();
+        buf.put_i16(ApiKey::ApiVersions as i16);
+        buf.put_i16(99);
+        buf.put_i32(42);
+        buf.put_i16(-1);
+        let Err(Outcome::Respond(frame)) = parse_frame(buf.freeze()) else { panic!("expected an answer") };
+        let mut body = frame.slice(4..);
+        let header = ResponseHeader::decode(&mut body, 0).unwrap();
+        assert_eq!(header.correlation_id, 42);
+        let response = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+        assert_eq!(response.error_code, 35);
+        assert!(response.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+    }
+
+    #[test]
+    fn every_advertised_version_of_a_real_request_parses() {
+        for version in 0..=12 {
+            let parsed = parse_frame(metadata_frame(version)).expect("parses");
+            assert!(matches!(decode_body(&parsed), Ok(RequestKind::Metadata(_))), "v{version}");
+        }
+    }
+
+    #[test]
+    fn refusals_close_the_connection() {
+        assert!(matches!(parse_frame(Bytes::from_static(&[0, 3])), Err(Outcome::Close { reason: "short_frame", .. })));
+        let unknown = Bytes::from_static(&[0x03, 0xe7, 0, 0, 0, 0, 0, 1]);
+        assert!(matches!(parse_frame(unknown), Err(Outcome::Close { reason: "unknown_api", .. })));
+        let too_new = Bytes::from_static(&[0, 3, 0, 99, 0, 0, 0, 1]);
+        assert!(matches!(parse_frame(too_new), Err(Outcome::Close { reason: "unsupported_version", .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(parsed) = parse_frame(Bytes::from(data)) {
+                let _ = decode_body(&parsed);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bodies_for_every_supported_api_never_panic(
+            api_index in 0..SUPPORTED_APIS.len(),
+            version_offset in 0i16..20,
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let api = SUPPORTED_APIS[api_index];
+            let (min, max) = supported_versions(api).unwrap();
+            let version = min + version_offset % (max - min + 1);
+            let mut buf = BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(version)
+                .encode(&mut buf, api.request_header_version(version))
+                .unwrap();
+            buf.extend_from_slice(&body);
+            if let Ok(parsed) = parse_frame(buf.freeze()) {
+                let _ = decode_body(&parsed);
+            }
+        }
+
+        #[test]
+        fn corrupted_real_frames_never_panic(version in 0i16..=12, at in 0usize..64, byte in any::<u8>(), cut in 0usize..64) {
+            let frame = metadata_frame(version);
+            let mut bytes = frame.to_vec();
+            if at < bytes.len() {
+                bytes[at] = byte;
+            }
+            bytes.truncate(bytes.len().saturating_sub(cut));
+            if let Ok(parsed) = parse_frame(Bytes::from(bytes)) {
+                let _ = decode_body(&parsed);
+            }
+        }
     }
 }

@@ -27,19 +27,13 @@ pub struct Config {
 }
 
 /// This broker's identity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSection {
     /// The broker id reported to clients.
     pub id: i32,
     /// Cluster id for a fresh data directory; random when unset.
     pub cluster_id: Option<String>,
-}
-
-impl Default for NodeSection {
-    fn default() -> Self {
-        NodeSection { id: 0, cluster_id: None }
-    }
 }
 
 /// The Kafka protocol listener.

@@ -311,7 +311,9 @@ def confluent_conf(broker: Broker, **extra) -> dict:
         "broker.address.family": "v4",
         "socket.timeout.ms": 30000,
     }
-    conf.update({k.replace("_", "."): v for k, v in extra.items()})
+    # Keys are librdkafka property names as given ("linger.ms" via **{...});
+    # callbacks such as error_cb keep their Python names.
+    conf.update(extra)
     return conf
 
 

@@ -92,16 +92,15 @@ pub fn save(data_dir: &Path, state: &CatalogState) -> Result<(), Error> {
 
 /// Checks a topic name against Kafka's rules.
 pub fn validate_topic_name(name: &str) -> Result<(), Error> {
+    let bad_char = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
     let reason = if name.is_empty() {
         Some("the name is empty".to_owned())
     } else if name == "." || name == ".." {
         Some("\".\" and \"..\" are not allowed".to_owned())
     } else if name.len() > TOPIC_NAME_MAX_LEN {
         Some(format!("longer than {TOPIC_NAME_MAX_LEN} characters"))
-    } else if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        Some(format!("character {c:?} is not allowed (only ASCII letters, digits, '.', '_' and '-')"))
     } else {
-        None
+        bad_char.map(|c| format!("character {c:?} is not allowed (only ASCII letters, digits, '.', '_' and '-')"))
     };
     match reason {
         Some(reason) => Err(Error::InvalidTopic { name: name.to_owned(), reason }),

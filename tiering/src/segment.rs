@@ -202,7 +202,12 @@ impl Segment {
         if let Err(source) = self.file.write_all(bytes) {
             // A short write (disk full) must not leave half a batch behind.
             let path = self.path("log");
-            let _ = self.file.set_len(position).map_err(|e| tracing::error!(segment = %path.display(), cause = %e, "could not cut a failed write"));
+            if let Err(cut) = self.file.set_len(position) {
+                // The file no longer matches this segment's state. Panicking
+                // hands the partition to its supervisor, which reopens the log
+                // and cuts the torn tail during recovery.
+                panic!("cannot cut a failed write from {}: {cut} (write failed: {source})", path.display());
+            }
             return Err(LogError::Io { path, source });
         }
         self.index_batch(header, position as u32);

@@ -62,11 +62,10 @@ impl ProducerStateTable {
         }
         let (pid, epoch, first) = (header.producer_id, header.producer_epoch, header.base_sequence);
         let Some(entry) = self.producers.get(&pid) else {
-            return if first == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(LogError::OutOfOrderSequence { producer_id: pid, sequence: first, expected: 0 })
-            };
+            // As in Kafka, any sequence starts a producer this partition has no
+            // state for: its earlier batches may have been removed by retention
+            // or DeleteRecords, or its state expired.
+            return Ok(SequenceCheck::Append);
         };
         if epoch < entry.epoch {
             return Err(LogError::InvalidProducerEpoch { producer_id: pid, epoch, current_epoch: entry.epoch });
@@ -176,7 +175,7 @@ mod tests {
         let bumped = header(7, 1, 0, 1, 6);
         assert_eq!(table.check(&bumped).unwrap(), SequenceCheck::Append);
         let unknown = header(8, 0, 3, 1, -1);
-        assert!(table.check(&unknown).is_err());
+        assert_eq!(table.check(&unknown).unwrap(), SequenceCheck::Append, "unknown producers start anywhere");
     }
 
     #[test]

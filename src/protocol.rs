@@ -178,11 +178,7 @@ pub fn parse_frame(mut frame: Bytes) -> Result<ParsedFrame, Outcome> {
 /// fuzzing to check that no input makes the decoder panic).
 pub fn decode_body(parsed: &ParsedFrame) -> Result<RequestKind, Outcome> {
     let mut body = parsed.body.clone();
-    let request = RequestKind::decode(parsed.api, &mut body, parsed.version).map_err(|e| close("malformed_body", e.to_string()))?;
-    if body.has_remaining() {
-        return Err(close("malformed_body", format!("{} unread bytes after the request body", body.remaining())));
-    }
-    Ok(request)
+    RequestKind::decode(parsed.api, &mut body, parsed.version).map_err(|e| close("malformed_body", e.to_string()))
 }
 
 /// Handles one request frame (without its length prefix).
@@ -207,10 +203,12 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
     outcome
 }
 
+/// Decodes a request body. Bytes after the body are ignored, as Apache Kafka
+/// ignores them: librdkafka 2.16 sends three after an all-topics Metadata v13.
 fn decode<R: Decodable>(body: &mut Bytes, version: i16) -> Result<R, Outcome> {
     let request = R::decode(body, version).map_err(|e| close("malformed_body", e.to_string()))?;
     if body.has_remaining() {
-        return Err(close("malformed_body", format!("{} unread bytes after the request body", body.remaining())));
+        tracing::debug!(unread_bytes = body.remaining(), "ignoring bytes after the request body");
     }
     Ok(request)
 }

@@ -147,6 +147,15 @@ class Reader:
         v = self.uvarint()
         return (v >> 1) ^ -(v & 1)
 
+    def compact_string(self) -> Optional[str]:
+        n = self.uvarint()
+        return None if n == 0 else self._take(n - 1).decode()
+
+    def tagged_fields(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()  # tag
+            self._take(self.uvarint())
+
     def remaining(self) -> int:
         return len(self.data) - self.pos
 

@@ -4,6 +4,7 @@ Kafka client helpers and Prometheus text parsing.
 Everything here talks to a real `silt broker` process on 127.0.0.1 with
 port 0 listeners. Nothing sleeps to synchronise: every wait is a poll with a
 deadline that names what it waited for (see `wait_until`).
+
 The raw wire codec lives in kafka_wire.py.
 """
 
@@ -284,8 +285,10 @@ class Broker:
     # -- HTTP --------------------------------------------------------------
     def http_get(self, path: str, timeout_s: float = RAW_IO_TIMEOUT_S) -> tuple[int, dict, bytes]:
         req = urllib.request.Request(self.http_base + path, method="GET")
+        # Loopback only: never route through an http_proxy from the environment.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            with opener.open(req, timeout=timeout_s) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read()
@@ -342,6 +345,15 @@ def create_topic(broker: Broker, name: str, partitions: int = 1, config: dict | 
                              operation_timeout=30, request_timeout=30)
     future_result(fs[name], f"CreateTopics({name})")
     wait_for_partitions(broker, name, partitions)
+
+
+def describe_topic_configs(broker: Broker, topic: str) -> dict:
+    """DescribeConfigs for one topic: {name: confluent ConfigEntry}."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    admin = admin_client(broker)  # must outlive the future, or it fails with _DESTROY
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    fs = admin.describe_configs([res], request_timeout=30)
+    return future_result(fs[res], f"DescribeConfigs({topic})")
 
 
 def wait_for_partitions(broker: Broker, topic: str, partitions: int,

@@ -13,8 +13,9 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
                                    NewPartitions, NewTopic, ResourceType)
 
-from silt_harness import (CLIENT_TIMEOUT_S, admin_client, create_topic, future_result,
-                          kafka_python_kwargs, wait_for_partitions, wait_until)
+from kafka_wire import ApiKey, RawConnection, Reader, Writer, api_versions_v0, request_frame, require_version
+from silt_harness import (CLIENT_TIMEOUT_S, admin_client, create_topic, describe_topic_configs,
+                          future_result, kafka_python_kwargs, wait_for_partitions, wait_until)
 
 DEFAULT_MAX_MESSAGE_BYTES = "1048588"
 
@@ -35,13 +36,6 @@ def source(entry) -> int:
 
 
 DYNAMIC_TOPIC_CONFIG = ConfigSource.DYNAMIC_TOPIC_CONFIG.value
-
-
-def describe_topic_configs(broker, topic: str) -> dict:
-    admin = admin_client(broker)
-    res = ConfigResource(ResourceType.TOPIC, topic)
-    fs = admin.describe_configs([res], request_timeout=30)
-    return future_result(fs[res], f"DescribeConfigs({topic})")
 
 
 def partition_count(broker, topic: str) -> int:
@@ -185,9 +179,10 @@ def test_confluent_create_errors(module_broker, topic_name):
     fs = admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=1)])
     expect_kafka_error(fs[topic_name], KafkaError.TOPIC_ALREADY_EXISTS, "CreateTopics of an existing topic")
 
-    t = topic_name + "-rf3"
-    fs = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=3)])
-    expect_kafka_error(fs[t], KafkaError.INVALID_REPLICATION_FACTOR, "CreateTopics replication_factor=3")
+    for rf in (3, 0):
+        t = f"{topic_name}-rf{rf}"
+        fs = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=rf)])
+        expect_kafka_error(fs[t], KafkaError.INVALID_REPLICATION_FACTOR, f"CreateTopics replication_factor={rf}")
 
     for suffix, config in (("-badretention", {"retention.ms": "forever"}),
                            ("-compact", {"cleanup.policy": "compact"}),
@@ -197,13 +192,13 @@ def test_confluent_create_errors(module_broker, topic_name):
         fs = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1, config=config)])
         expect_kafka_error(fs[t], KafkaError.INVALID_CONFIG, f"CreateTopics with {config}")
 
-    created = admin.list_topics(timeout=10).topics
-    leaked = [t for t in created if t.startswith(topic_name + "-")]
-    assert not leaked, f"failed CreateTopics still created {leaked}"
-
     t = topic_name + "-zero"
     fs = admin.create_topics([NewTopic(t, num_partitions=0, replication_factor=1)])
     expect_kafka_error(fs[t], KafkaError.INVALID_PARTITIONS, "CreateTopics num_partitions=0")
+
+    created = admin.list_topics(timeout=10).topics
+    leaked = [t for t in created if t.startswith(topic_name + "-")]
+    assert not leaked, f"failed CreateTopics still created {leaked}"
 
 
 def test_confluent_delete_unknown_topic(module_broker, topic_name):
@@ -241,6 +236,77 @@ def test_topic_recreated_after_delete_is_empty(module_broker, topic_name):
         "a re-created topic still has the old topic's records"
 
 
+def test_metadata_tolerates_trailing_bytes_like_kafka(module_broker):
+    """librdkafka 2.x (confluent-kafka 2.16) encodes a flexible all-topics
+    Metadata request with 3 stale bytes between the null topic array and the
+    rest of the body. Apache Kafka does not check for unread bytes after a
+    request body, so librdkafka works against it; a broker that rejects the
+    request breaks AdminClient.list_topics()."""
+    with RawConnection(module_broker.kafka_addr) as conn:
+        _, versions = api_versions_v0(conn)
+        require_version(versions, ApiKey.METADATA, 12)
+        version = min(versions[ApiKey.METADATA][1], 13)
+        # null topics, 3 stale bytes, allow_auto_topic_creation, include_topic_authorized_operations, tags
+        body = bytes([0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00])
+        corr = conn.next_correlation_id()
+        conn.send(request_frame(ApiKey.METADATA, version, corr, body, header_version=2))
+        try:
+            r = Reader(conn.read_frame(10))
+        except Exception as e:
+            raise AssertionError(f"Metadata v{version} as librdkafka sends it for all topics was not "
+                                 f"answered: {e!r}") from None
+    assert r.int32() == corr
+    r.tagged_fields()  # response header v1
+    r.int32()  # throttle_time_ms
+    brokers = r.uvarint() - 1
+    assert brokers == 1, f"{brokers} brokers in Metadata response"
+    assert r.int32() == 0, "node id"
+
+
+def test_metadata_reports_authorized_operations_when_asked(module_broker, topic_name):
+    """Metadata v8+ with include_*_authorized_operations=true: Kafka without an
+    authorizer answers a bitfield of every operation the resource supports
+    (KIP-430); INT32_MIN means "not requested". kafka-python's
+    KafkaAdminClient (list_topics, describe_topics) asks for them and fails
+    on INT32_MIN."""
+    create_topic(module_broker, topic_name, 1)
+    with RawConnection(module_broker.kafka_addr) as conn:
+        _, versions = api_versions_v0(conn)
+        require_version(versions, ApiKey.METADATA, 8)
+        body = Writer().int32(1).string(topic_name).int8(0).int8(1).int8(1).bytes()
+        r = conn.request(ApiKey.METADATA, 8, body)
+    r.int32()  # throttle
+    for _ in range(r.int32()):
+        r.int32(), r.string(), r.int32(), r.string()
+    r.string()  # cluster id
+    r.int32()  # controller
+    topic_ops = {}
+    for _ in range(r.int32()):
+        r.int16()
+        name = r.string()
+        r.int8()
+        for _ in range(r.int32()):
+            r.int16(), r.int32(), r.int32(), r.int32()
+            for _ in range(3):
+                for _ in range(r.int32()):
+                    r.int32()
+        topic_ops[name] = r.int32()
+    cluster_ops = r.int32()
+    int32_min = -2**31
+
+    def bits(v):
+        return {b for b in range(32) if v & (1 << b)}
+    READ, WRITE, DESCRIBE = 3, 4, 8
+    assert topic_ops.get(topic_name, int32_min) != int32_min, \
+        f"topic_authorized_operations not filled in although requested: {topic_ops}"
+    ops = bits(topic_ops[topic_name])
+    assert {READ, WRITE, DESCRIBE} <= ops and not ops & {0, 1, 2, 31}, \
+        f"topic_authorized_operations bits {sorted(ops)}"
+    assert cluster_ops != int32_min, "cluster_authorized_operations not filled in although requested"
+    assert DESCRIBE in bits(cluster_ops) and not bits(cluster_ops) & {0, 1, 2, 31}, \
+        f"cluster_authorized_operations bits {sorted(bits(cluster_ops))}"
+
+
 # -- topic auto-creation ------------------------------------------------------
 
 def test_metadata_auto_creates_topics_with_default_partitions(broker_factory, topic_name):
@@ -249,6 +315,15 @@ def test_metadata_auto_creates_topics_with_default_partitions(broker_factory, to
     # librdkafka's list_topics(topic=...) asks Metadata with auto-creation allowed.
     wait_until(lambda: len(admin.list_topics(topic=topic_name, timeout=5).topics[topic_name].partitions) == 3,
                CLIENT_TIMEOUT_S, f"Metadata to auto-create {topic_name} with 3 partitions")
+
+
+def test_create_topic_with_broker_default_partitions_and_replication(broker_factory, topic_name):
+    """num_partitions=-1 and replication_factor=-1 mean "broker default" (KIP-464)."""
+    broker = broker_factory({"SILT_LOG__NUM_PARTITIONS": "3"})
+    admin = admin_client(broker)
+    fs = admin.create_topics([NewTopic(topic_name, num_partitions=-1, replication_factor=-1)])
+    future_result(fs[topic_name], "CreateTopics with -1/-1")
+    wait_for_partitions(broker, topic_name, 3)
 
 
 def test_auto_create_disabled(broker_factory, topic_name):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from silt_harness import (DeliveryTracker, HarnessError, admin_client, confluent_conf,
+from silt_harness import (DeliveryTracker, HarnessError, confluent_conf, describe_topic_configs,
                           consume_partitions, create_topic, produce_all, wait_for_partitions,
                           watermarks)
 
@@ -60,9 +60,7 @@ def test_sigterm_then_sigkill_lose_nothing_acknowledged(broker, topic_name):
     broker.restart()
     wait_for_partitions(broker, topic_name, PARTITIONS)
     assert_all_present(broker, topic_name, placed, "after SIGTERM + restart")
-    from confluent_kafka.admin import ConfigResource, ResourceType
-    res = ConfigResource(ResourceType.TOPIC, topic_name)
-    cfg = admin_client(broker).describe_configs([res])[res].result(timeout=30)
+    cfg = describe_topic_configs(broker, topic_name)
     assert cfg["retention.ms"].value == "123456789", "topic config lost across restart"
 
     placed.update(produce_batch(broker, topic_name, N, N + M, acks=1))
@@ -87,9 +85,13 @@ def test_sigint_is_graceful(broker, topic_name):
 
 
 def test_torn_write_at_segment_tail_is_recovered(broker, topic_name):
-    create_topic(broker, topic_name, PARTITIONS)
+    # Small segments, so recovery has to deal with several per partition.
+    create_topic(broker, topic_name, PARTITIONS, {"segment.bytes": "16384"})
     placed = produce_batch(broker, topic_name, 0, N, acks="all")
     broker.kill9()
+    segments = {p: len([s for s in broker.data_dir.glob("**/*.log") if s.parent.name == f"{topic_name}-{p}"])
+                for p in range(PARTITIONS)}
+    assert max(segments.values()) > 1, f"expected segments to roll at 16 KiB, got {segments}"
 
     torn = {}
     for p in range(PARTITIONS):

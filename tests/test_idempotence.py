@@ -8,8 +8,9 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from kafka_wire import (ApiKey, ErrorCode, RawConnection, api_versions_v0, encode_record_batch,
-                        fetch_all_batches, raw_init_producer_id, raw_produce_v3, require_version)
+from kafka_wire import (ApiKey, ConnectionClosed, ErrorCode, RawConnection, api_versions_v0,
+                        encode_record_batch, fetch_all_batches, raw_init_producer_id, raw_produce_v3,
+                        require_version)
 from silt_harness import (DeliveryTracker, HarnessError, client_errors_sink, confluent_conf,
                           consume_partitions, create_topic, kafka_python_kwargs, produce_all,
                           watermarks)
@@ -118,7 +119,7 @@ def test_raw_corrupt_batch_crc_is_rejected(module_broker, topic_name):
     with RawConnection(module_broker.kafka_addr) as conn:
         try:
             err, _ = raw_produce_v3(conn, topic_name, 0, bytes(good))
-        except Exception as e:  # closing the connection is also acceptable
+        except ConnectionClosed as e:  # closing the connection is also acceptable
             err = f"connection dropped: {e!r}"
     assert err != ErrorCode.NONE, "a batch with a bad CRC was accepted"
     if isinstance(err, int):

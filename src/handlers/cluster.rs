@@ -4,7 +4,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::wire;
+use super::{authorized_operations, wire};
 use crate::protocol::RequestContext;
 
 /// DescribeCluster's endpoint type for brokers (controllers are type 2).
@@ -22,6 +22,9 @@ pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> 
             response.error_message = Some(wire("only broker endpoints (type 1) are served; the controller is co-located"));
             return response;
         }
+    }
+    if request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = authorized_operations::CLUSTER;
     }
     response.brokers = vec![DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.node.node_id))

@@ -6,7 +6,7 @@ use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, Metada
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use silt_actors::node::{CreateTopic, TopicView};
 
-use super::{topic_name, wire};
+use super::{authorized_operations, topic_name, wire};
 use crate::protocol::RequestContext;
 
 /// Metadata v4 added the client's consent to auto-creation; before it, consent is implied.
@@ -25,6 +25,11 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     if ctx.version >= 2 {
         response.cluster_id = Some(wire(node.cluster_id.clone()));
     }
+    // Authorized operations were reported for the cluster in v8-v10 and for topics since v8.
+    if (8..=10).contains(&ctx.version) && request.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = authorized_operations::CLUSTER;
+    }
+    let topic_operations = (ctx.version >= 8 && request.include_topic_authorized_operations).then_some(authorized_operations::TOPIC);
     let client_allows = ctx.version < ALLOW_AUTO_CREATE_SINCE_VERSION || request.allow_auto_topic_creation;
     let auto_create = client_allows && broker.config.log.auto_create_topics;
 
@@ -32,7 +37,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     let requested = match request.topics {
         Some(topics) if !(topics.is_empty() && ctx.version == 0) => topics,
         _ => {
-            response.topics = node.topics().iter().map(|t| describe_topic(ctx, t)).collect();
+            response.topics = node.topics().iter().map(|t| describe_topic(ctx, t, topic_operations)).collect();
             return response;
         }
     };
@@ -62,7 +67,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             None => Err(silt_actors::Error::UnknownTopicOrPartition(name.clone())),
         };
         match view {
-            Ok(view) => response.topics.push(describe_topic(ctx, &view)),
+            Ok(view) => response.topics.push(describe_topic(ctx, &view, topic_operations)),
             Err(e) => {
                 let code = ctx.error_code(&e);
                 response.topics.push(MetadataResponseTopic::default().with_error_code(code).with_name(Some(topic_name(&name))));
@@ -72,7 +77,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
     response
 }
 
-fn describe_topic(ctx: &RequestContext, topic: &TopicView) -> MetadataResponseTopic {
+fn describe_topic(ctx: &RequestContext, topic: &TopicView, authorized_operations: Option<i32>) -> MetadataResponseTopic {
     let node_id = BrokerId(ctx.broker.node.node_id);
     let partitions = (0..topic.partitions.len() as i32)
         .map(|index| {
@@ -84,8 +89,9 @@ fn describe_topic(ctx: &RequestContext, topic: &TopicView) -> MetadataResponseTo
                 .with_isr_nodes(vec![node_id])
         })
         .collect();
-    MetadataResponseTopic::default()
-        .with_name(Some(topic_name(&topic.name)))
-        .with_topic_id(topic.id)
-        .with_partitions(partitions)
+    let mut out = MetadataResponseTopic::default().with_name(Some(topic_name(&topic.name))).with_topic_id(topic.id).with_partitions(partitions);
+    if let Some(operations) = authorized_operations {
+        out.topic_authorized_operations = operations;
+    }
+    out
 }

@@ -32,6 +32,9 @@ pub const MAILBOX_CAPACITY: usize = 256;
 /// The offsets (and size) of a partition as last published by its actor.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Watermarks {
+    /// False until the log has opened (the offsets below are then meaningless):
+    /// readers must ask the actor, which answers once the log is open.
+    pub open: bool,
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub log_end_offset: i64,
@@ -42,6 +45,7 @@ pub struct Watermarks {
 impl Watermarks {
     fn of(log: &PartitionLog) -> Watermarks {
         Watermarks {
+            open: true,
             log_start_offset: log.log_start_offset(),
             high_watermark: log.high_watermark(),
             log_end_offset: log.log_end_offset(),
@@ -544,6 +548,18 @@ mod tests {
         assert_eq!(read.high_watermark, 5);
         assert_eq!(restarts.load(Ordering::Relaxed), 2);
         assert_eq!(victim.watermarks().log_end_offset, 5);
+    }
+
+    #[actix_rt::test]
+    async fn watermarks_say_when_the_log_is_not_open_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start(dir.path().join("t-0"), 0, Arc::default());
+        // The actor has not run yet on this single-threaded runtime.
+        assert!(!handle.watermarks().open, "offsets must not be trusted before the log opens");
+        append(&handle, 3).await.unwrap();
+        let marks = handle.watermarks();
+        assert!(marks.open);
+        assert_eq!((marks.high_watermark, marks.log_end_offset), (3, 3));
     }
 
     #[actix_rt::test]

@@ -149,7 +149,7 @@ async fn read_available(topics: &mut [TopicSlots], max_bytes: usize) -> usize {
             continue;
         }
         let in_range = slot.fetch_offset >= marks.log_start_offset && slot.fetch_offset <= marks.log_end_offset;
-        if in_range && slot.fetch_offset == marks.high_watermark {
+        if marks.open && in_range && slot.fetch_offset == marks.high_watermark {
             continue; // nothing new yet
         }
         // Always let the first partition with data return one batch, even past max_bytes (KIP-74).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use silt_actors::group::GroupCoordinator;
 use silt_actors::NodeHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
@@ -19,6 +20,8 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// Everything a request handler may need, shared by all connections.
 pub struct Broker {
     pub node: NodeHandle,
+    /// The group coordinator (every group's coordinator is this node).
+    pub groups: Arc<GroupCoordinator>,
     pub metrics: Arc<Metrics>,
     pub config: Config,
     /// The host and port clients are told to use.
@@ -46,12 +49,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node = NodeHandle::start(config.node_options())
         .await
         .with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
+    // Every group is loaded before the listener serves a request.
+    let groups = GroupCoordinator::start(node.clone(), config.groups_config()).await.context("loading consumer groups from __consumer_offsets")?;
     let kafka_addr = kafka_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (advertised_host, advertised_port) = advertised(&config, kafka_addr);
     let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
     let broker = Arc::new(Broker {
         node: node.clone(),
+        groups,
         metrics: Arc::new(Metrics::new()),
         request_memory: Arc::new(Semaphore::new(queued)),
         config,

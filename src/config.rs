@@ -24,6 +24,7 @@ pub struct Config {
     pub http: HttpSection,
     pub storage: StorageSection,
     pub log: LogSection,
+    pub groups: GroupsSection,
 }
 
 /// This broker's identity.
@@ -149,6 +150,38 @@ impl Default for LogSection {
     }
 }
 
+/// The group coordinator (Kafka's `group.*` and `offsets.*` broker configs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsSection {
+    /// How long the first rebalance of an empty group waits for more members (`group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay_ms: u64,
+    /// The shortest session timeout a member may ask for (`group.min.session.timeout.ms`).
+    pub min_session_timeout_ms: i32,
+    /// The longest session timeout a member may ask for (`group.max.session.timeout.ms`).
+    pub max_session_timeout_ms: i32,
+    /// The most members of one group (`group.max.size`).
+    pub max_size: u32,
+    /// Partitions of `__consumer_offsets` when it is created (`offsets.topic.num.partitions`).
+    pub offsets_topic_partitions: i32,
+    /// Committed offsets of an empty group expire this long after their commit (`offsets.retention.minutes`, in ms).
+    pub offsets_retention_ms: u64,
+}
+
+impl Default for GroupsSection {
+    fn default() -> Self {
+        let d = silt_actors::group::GroupsConfig::default();
+        GroupsSection {
+            initial_rebalance_delay_ms: d.initial_rebalance_delay_ms,
+            min_session_timeout_ms: d.min_session_timeout_ms,
+            max_session_timeout_ms: d.max_session_timeout_ms,
+            max_size: i32::MAX as u32,
+            offsets_topic_partitions: d.offsets_topic_partitions,
+            offsets_retention_ms: d.offsets_retention_ms,
+        }
+    }
+}
+
 /// A configuration that cannot be used, naming the key and the value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -232,6 +265,25 @@ impl Config {
         if l.retention_check_interval_ms == 0 {
             return Err(invalid("log.retention_check_interval_ms", 0, "must be positive"));
         }
+        let g = &self.groups;
+        if g.initial_rebalance_delay_ms > 600_000 {
+            return Err(invalid("groups.initial_rebalance_delay_ms", g.initial_rebalance_delay_ms, "must be 0..=600000"));
+        }
+        if g.min_session_timeout_ms < 1 {
+            return Err(invalid("groups.min_session_timeout_ms", g.min_session_timeout_ms, "must be positive"));
+        }
+        if g.max_session_timeout_ms < g.min_session_timeout_ms {
+            return Err(invalid("groups.max_session_timeout_ms", g.max_session_timeout_ms, "must be at least groups.min_session_timeout_ms"));
+        }
+        if g.max_size == 0 {
+            return Err(invalid("groups.max_size", 0, "must be at least 1"));
+        }
+        if !(1..=1000).contains(&g.offsets_topic_partitions) {
+            return Err(invalid("groups.offsets_topic_partitions", g.offsets_topic_partitions, "must be 1..=1000"));
+        }
+        if g.offsets_retention_ms == 0 {
+            return Err(invalid("groups.offsets_retention_ms", 0, "must be positive"));
+        }
         Ok(())
     }
 
@@ -252,6 +304,19 @@ impl Config {
                 index_interval_bytes: l.index_interval_bytes,
             },
             min_insync_replicas: l.min_insync_replicas,
+        }
+    }
+
+    /// How the group coordinator runs.
+    pub fn groups_config(&self) -> silt_actors::group::GroupsConfig {
+        let g = &self.groups;
+        silt_actors::group::GroupsConfig {
+            initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
+            min_session_timeout_ms: g.min_session_timeout_ms,
+            max_session_timeout_ms: g.max_session_timeout_ms,
+            max_size: g.max_size as usize,
+            offsets_topic_partitions: g.offsets_topic_partitions,
+            offsets_retention_ms: g.offsets_retention_ms,
         }
     }
 
@@ -301,6 +366,19 @@ mod tests {
             .unwrap()
             .try_deserialize()
             .unwrap()
+    }
+
+    #[test]
+    fn group_settings_are_validated() {
+        let mut config = Config::default();
+        assert_eq!(config.groups.initial_rebalance_delay_ms, 3000);
+        assert_eq!(config.groups.offsets_topic_partitions, 50);
+        config.groups.max_session_timeout_ms = 10;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("groups.max_session_timeout_ms") && err.contains("10"), "{err}");
+        let mut config = Config::default();
+        config.groups.offsets_topic_partitions = 0;
+        assert!(config.validate().unwrap_err().to_string().contains("groups.offsets_topic_partitions"));
     }
 
     #[test]

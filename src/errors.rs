@@ -2,6 +2,7 @@
 //! exhaustive so that a new error variant forces a decision here.
 
 use kafka_protocol::error::ResponseError;
+use silt_actors::group::GroupError;
 use silt_actors::Error;
 use silt_tiering::{BatchError, LogError};
 
@@ -21,6 +22,31 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::Unavailable(..) => ResponseError::LeaderNotAvailable,
         Error::ShuttingDown => ResponseError::BrokerNotAvailable,
         Error::Metadata(_) => ResponseError::KafkaStorageError,
+        Error::Group(group) => group_error_code(group),
+    }
+}
+
+/// Group errors. Member metadata over Silt's limit has no Kafka code of its
+/// own: INVALID_REQUEST says "this request is malformed for this broker"
+/// without suggesting a retry (GROUP_MAX_SIZE_REACHED is about member counts).
+fn group_error_code(error: &GroupError) -> ResponseError {
+    match error {
+        GroupError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress(_) => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+        GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        GroupError::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        GroupError::GroupMaxSizeReached { .. } => ResponseError::GroupMaxSizeReached,
+        GroupError::MemberMetadataTooLarge { .. } => ResponseError::InvalidRequest,
+        GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        GroupError::InvalidGroupId(_) => ResponseError::InvalidGroupId,
+        GroupError::NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
+        GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
+        GroupError::CoordinatorLoading => ResponseError::CoordinatorLoadInProgress,
+        GroupError::CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
     }
 }
 
@@ -64,5 +90,8 @@ mod tests {
         assert_eq!(error_code(&Error::InvalidReplicationFactor(3)).code(), 38);
         let range = Error::Log(LogError::OffsetOutOfRange { offset: 9, log_start_offset: 0, log_end_offset: 1 });
         assert_eq!(error_code(&range).code(), 1);
+        let generation = Error::Group(GroupError::IllegalGeneration { group_id: "g".into(), generation_id: 1, current: 2 });
+        assert_eq!(error_code(&generation).code(), 22);
+        assert_eq!(error_code(&Error::Group(GroupError::InconsistentGroupProtocol("g".into()))).code(), 23);
     }
 }

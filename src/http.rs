@@ -27,7 +27,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadca
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], broker.metrics.render(&broker.node))
+    ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], broker.metrics.render(&broker.node, &broker.groups))
 }
 
 async fn health() -> &'static str {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use silt_actors::group::GroupCoordinator;
 use silt_actors::NodeHandle;
 
 /// Every metric the broker exports.
@@ -32,6 +33,10 @@ pub struct Metrics {
     log_end_offset_sum: IntGaugeVec,
     actor_restarts: IntCounterVec,
     restarts_seen: AtomicU64,
+    group_lag: IntGaugeVec,
+    group_members: IntGaugeVec,
+    groups: IntGaugeVec,
+    group_rebalances: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -84,6 +89,10 @@ impl Metrics {
             log_end_offset_sum: gauge(&registry, "silt_log_end_offset_sum", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
             actor_restarts: counter(&registry, "silt_actor_restarts_total", "Actors restarted by their supervisor after a failure, by actor kind.", &["actor"]),
             restarts_seen: AtomicU64::new(0),
+            group_lag: gauge(&registry, "silt_consumer_group_lag", "High watermark minus the committed offset, by group and partition.", &["group", "topic", "partition"]),
+            group_members: gauge(&registry, "silt_consumer_group_members", "Members of a consumer group.", &["group"]),
+            groups: gauge(&registry, "silt_consumer_groups", "Consumer groups, by state.", &["state"]),
+            group_rebalances: counter(&registry, "silt_consumer_group_rebalances_total", "Rebalances completed, by group (since the group was loaded).", &["group"]),
             request_duration,
             connections,
             partitions,
@@ -100,8 +109,9 @@ impl Metrics {
     }
 
     /// Refreshes the gauges that mirror node state, then renders everything.
-    pub fn render(&self, node: &NodeHandle) -> String {
+    pub fn render(&self, node: &NodeHandle, groups: &GroupCoordinator) -> String {
         self.refresh(node);
+        self.refresh_groups(node, groups);
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
@@ -128,6 +138,33 @@ impl Metrics {
         let restarts = node.partition_restarts.load(Ordering::Relaxed);
         let seen = self.restarts_seen.swap(restarts, Ordering::Relaxed);
         self.actor_restarts.with_label_values(&["partition"]).inc_by(restarts.saturating_sub(seen));
+    }
+}
+
+impl Metrics {
+    fn refresh_groups(&self, node: &NodeHandle, coordinator: &GroupCoordinator) {
+        let high_watermarks: HashMap<_, i64> = node.partition_watermarks().into_iter().map(|(tp, marks)| (tp, marks.high_watermark)).collect();
+        let listing = coordinator.list();
+        self.group_lag.reset();
+        self.group_members.reset();
+        self.groups.reset();
+        for state in ["Empty", "PreparingRebalance", "CompletingRebalance", "Stable"] {
+            self.groups.with_label_values(&[state]).set(0);
+        }
+        for (group, summary) in &listing {
+            if let Some(phase) = summary.phase {
+                self.groups.with_label_values(&[phase.as_str()]).inc();
+            }
+            self.group_members.with_label_values(&[group]).set(summary.members as i64);
+            // A counter mirrors the group's count; a group loaded anew starts again from 0.
+            let counter = self.group_rebalances.with_label_values(&[group]);
+            counter.inc_by(summary.rebalances.saturating_sub(counter.get()));
+            for (tp, committed) in &summary.offsets {
+                if let Some(hw) = high_watermarks.get(tp) {
+                    self.group_lag.with_label_values(&[group.as_str(), tp.topic.as_ref(), tp.partition.to_string().as_str()]).set((hw - committed).max(0));
+                }
+            }
+        }
     }
 }
 

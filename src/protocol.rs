@@ -37,6 +37,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The advertised version range of `api`, if Silt implements it.
@@ -75,6 +86,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<String>,
+    /// The client's address as Kafka reports it in DescribeGroups (`/1.2.3.4`).
+    pub client_host: String,
 }
 
 impl RequestContext {
@@ -109,6 +122,17 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
         _ => "Other",
     }
 }
@@ -182,7 +206,7 @@ pub fn decode_body(parsed: &ParsedFrame) -> Result<RequestKind, Outcome> {
 }
 
 /// Handles one request frame (without its length prefix).
-pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: Option<std::net::SocketAddr>) -> Outcome {
     let parsed = match parse_frame(frame) {
         Ok(parsed) => parsed,
         Err(outcome) => return outcome,
@@ -194,6 +218,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
         version: parsed.version,
         correlation_id: parsed.correlation_id,
         client_id: parsed.header.client_id.as_ref().map(|c| c.to_string()),
+        client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
     };
     let span = tracing::debug_span!("request", api_key = ctx.api_name, api_version = ctx.version, correlation_id = ctx.correlation_id, client_id = ctx.client_id.as_deref().unwrap_or(""));
     let started = Instant::now();
@@ -252,6 +277,17 @@ async fn dispatch(ctx: &RequestContext, mut body: Bytes) -> Outcome {
         ApiKey::DescribeConfigs => route!(handlers::configs::describe),
         ApiKey::IncrementalAlterConfigs => route!(handlers::configs::incremental_alter),
         ApiKey::DescribeCluster => route!(handlers::cluster::describe),
+        ApiKey::FindCoordinator => route!(handlers::groups::find_coordinator),
+        ApiKey::JoinGroup => route!(handlers::groups::join),
+        ApiKey::SyncGroup => route!(handlers::groups::sync),
+        ApiKey::Heartbeat => route!(handlers::groups::heartbeat),
+        ApiKey::LeaveGroup => route!(handlers::groups::leave),
+        ApiKey::OffsetCommit => route!(handlers::offsets::commit),
+        ApiKey::OffsetFetch => route!(handlers::offsets::fetch),
+        ApiKey::OffsetDelete => route!(handlers::offsets::delete),
+        ApiKey::ListGroups => route!(handlers::groups::list),
+        ApiKey::DescribeGroups => route!(handlers::groups::describe),
+        ApiKey::DeleteGroups => route!(handlers::groups::delete),
         other => close("unsupported_api", format!("API {other:?} is not implemented")),
     }
 }
@@ -333,6 +369,17 @@ mod tests {
             ApiKey::CreatePartitions => RequestKind::CreatePartitions(Default::default()),
             ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
             ApiKey::DescribeCluster => RequestKind::DescribeCluster(Default::default()),
+            ApiKey::FindCoordinator => RequestKind::FindCoordinator(Default::default()),
+            ApiKey::JoinGroup => RequestKind::JoinGroup(Default::default()),
+            ApiKey::SyncGroup => RequestKind::SyncGroup(Default::default()),
+            ApiKey::Heartbeat => RequestKind::Heartbeat(Default::default()),
+            ApiKey::LeaveGroup => RequestKind::LeaveGroup(Default::default()),
+            ApiKey::OffsetCommit => RequestKind::OffsetCommit(Default::default()),
+            ApiKey::OffsetFetch => RequestKind::OffsetFetch(Default::default()),
+            ApiKey::OffsetDelete => RequestKind::OffsetDelete(Default::default()),
+            ApiKey::ListGroups => RequestKind::ListGroups(Default::default()),
+            ApiKey::DescribeGroups => RequestKind::DescribeGroups(Default::default()),
+            ApiKey::DeleteGroups => RequestKind::DeleteGroups(Default::default()),
             other => panic!("no default request for {other:?}"),
         }
     }

@@ -128,7 +128,7 @@ async fn connection(stream: TcpStream, broker: &Arc<Broker>, mut stop: broadcast
                 return Ok(());
             }
         };
-        match protocol::handle_frame(broker, frame).await {
+        match protocol::handle_frame(broker, frame, Some(peer)).await {
             Outcome::Respond(response) => {
                 writer.write_all(&response).await?;
                 writer.flush().await?;

@@ -43,6 +43,17 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// Kafka's ConfigResource types.
@@ -114,7 +125,8 @@ fn reference(broker: &Broker) -> Client {
 
 #[test]
 fn every_advertised_version_of_every_api_answers_well_formed() {
-    let mut broker = Broker::start();
+    // Groups complete their first rebalance at once (the default waits 3 s for more members).
+    let mut broker = Broker::start_with(&[("SILT_GROUPS__INITIAL_REBALANCE_DELAY_MS", "0")]);
     let mut admin = reference(&broker);
     let api_versions = admin.api_versions(3);
     assert_eq!(api_versions.error_code, 0, "ApiVersions v3: error {}", code_name(api_versions.error_code));
@@ -181,6 +193,17 @@ fn check(broker: &Broker, m: &Matrix, api: ApiKey, version: i16) {
         ApiKey::CreatePartitions => check_create_partitions(broker, version),
         ApiKey::IncrementalAlterConfigs => check_incremental_alter_configs(broker, version),
         ApiKey::DescribeCluster => check_describe_cluster(broker, m, version),
+        ApiKey::FindCoordinator => check_find_coordinator(broker, m, version),
+        ApiKey::JoinGroup => check_join_group(broker, version),
+        ApiKey::SyncGroup => check_sync_group(broker, version),
+        ApiKey::Heartbeat => check_heartbeat(broker, version),
+        ApiKey::LeaveGroup => check_leave_group(broker, version),
+        ApiKey::OffsetCommit => check_offset_commit(broker, m, version),
+        ApiKey::OffsetFetch => check_offset_fetch(broker, m, version),
+        ApiKey::OffsetDelete => check_offset_delete(broker, m, version),
+        ApiKey::ListGroups => check_list_groups(broker, m, version),
+        ApiKey::DescribeGroups => check_describe_groups(broker, version),
+        ApiKey::DeleteGroups => check_delete_groups(broker, m, version),
         other => panic!("the broker advertises {other:?}, which this suite has no check for (is it really implemented?)"),
     }
 }
@@ -728,6 +751,238 @@ fn check_describe_cluster(broker: &Broker, m: &Matrix, version: i16) {
     assert_eq!(b.host.as_str(), "127.0.0.1");
     assert_eq!(b.port, m.kafka_port);
     assert!(!b.is_fenced, "the only broker is fenced");
+}
+
+// ---------------------------------------------------------------------------
+// Consumer groups
+
+fn group_for(api: &str, version: i16) -> String {
+    unique_topic(&format!("matrix-{api}-v{version}"))
+}
+
+fn check_find_coordinator(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    if version >= 4 {
+        let request = FindCoordinatorRequest::default().with_coordinator_keys(vec![str_bytes("g1"), str_bytes("g2")]);
+        let response = client.must(&request, version);
+        assert_eq!(response.coordinators.len(), 2, "one coordinator per key");
+        for c in &response.coordinators {
+            assert_eq!(c.error_code, 0, "key {}: error {}", c.key, code_name(c.error_code));
+            assert_eq!((c.node_id.0, c.port), (m.node_id, m.kafka_port), "key {}", c.key);
+        }
+        let txn = client.must(&FindCoordinatorRequest::default().with_key_type(1).with_coordinator_keys(vec![str_bytes("t")]), version);
+        assert_eq!(txn.coordinators[0].error_code, 15, "a transaction coordinator: error {}", code_name(txn.coordinators[0].error_code));
+        return;
+    }
+    let response = client.must(&FindCoordinatorRequest::default().with_key(str_bytes("g1")), version);
+    assert_eq!(response.error_code, 0, "error {}", code_name(response.error_code));
+    assert_eq!((response.node_id.0, response.host.as_str(), response.port), (m.node_id, "127.0.0.1", m.kafka_port));
+    if version >= 1 {
+        let txn = client.must(&FindCoordinatorRequest::default().with_key(str_bytes("t")).with_key_type(1), version);
+        assert_eq!(txn.error_code, 15, "a transaction coordinator: error {}", code_name(txn.error_code));
+    }
+}
+
+fn check_join_group(broker: &Broker, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("join", version);
+    let mut member_id = String::new();
+    if version >= 4 {
+        let first = client.must(&join_group_request(&group, "", "range", Bytes::from_static(b"m")), version);
+        assert_eq!(first.error_code, 79, "a new member first gets MEMBER_ID_REQUIRED, got {}", code_name(first.error_code));
+        member_id = first.member_id.to_string();
+        assert!(!member_id.is_empty(), "MEMBER_ID_REQUIRED carries the id");
+    }
+    let joined = client.must(&join_group_request(&group, &member_id, "range", Bytes::from_static(b"m")), version);
+    assert_eq!(joined.error_code, 0, "error {}", code_name(joined.error_code));
+    assert_eq!(joined.generation_id, 1);
+    assert_eq!(joined.leader, joined.member_id, "the only member leads");
+    assert_eq!(joined.members.len(), 1);
+    assert_eq!(joined.members[0].metadata.as_ref(), b"m");
+    assert_eq!(joined.protocol_name.as_ref().map(|p| p.as_str()), Some("range"));
+    let mut other = join_group_request(&group, "", "range", Bytes::new());
+    other.protocol_type = str_bytes("connect");
+    let refused = client.must(&other, version);
+    assert_eq!(refused.error_code, 23, "another protocol type: error {}", code_name(refused.error_code));
+}
+
+fn check_sync_group(broker: &Broker, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("sync", version);
+    let first = client.must(&join_group_request(&group, "", "range", Bytes::from_static(b"m")), 5);
+    let member_id = first.member_id.to_string();
+    let joined = client.must(&join_group_request(&group, &member_id, "range", Bytes::from_static(b"m")), 5);
+    assert_eq!(joined.error_code, 0, "join: error {}", code_name(joined.error_code));
+    let mut sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(str_bytes(&group)))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(str_bytes(&member_id))
+        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default().with_member_id(str_bytes(&member_id)).with_assignment(Bytes::from_static(b"assigned"))]);
+    if version >= 5 {
+        sync.protocol_type = Some(str_bytes("consumer"));
+        sync.protocol_name = Some(str_bytes("range"));
+    }
+    let synced = client.must(&sync, version);
+    assert_eq!(synced.error_code, 0, "error {}", code_name(synced.error_code));
+    assert_eq!(synced.assignment.as_ref(), b"assigned");
+    if version >= 5 {
+        assert_eq!(synced.protocol_name.as_ref().map(|p| p.as_str()), Some("range"));
+    }
+    let stale = client.must(&sync.clone().with_generation_id(joined.generation_id - 1), version);
+    assert_eq!(stale.error_code, 22, "a stale generation: error {}", code_name(stale.error_code));
+}
+
+fn check_heartbeat(broker: &Broker, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("heartbeat", version);
+    let (member_id, generation) = join_and_sync(&mut client, &group, b"a");
+    let beat = HeartbeatRequest::default().with_group_id(GroupId(str_bytes(&group))).with_generation_id(generation).with_member_id(str_bytes(&member_id));
+    let ok = client.must(&beat, version);
+    assert_eq!(ok.error_code, 0, "error {}", code_name(ok.error_code));
+    let stale = client.must(&beat.clone().with_generation_id(generation + 1), version);
+    assert_eq!(stale.error_code, 22, "another generation: error {}", code_name(stale.error_code));
+    let unknown = client.must(&beat.with_member_id(str_bytes("nobody")), version);
+    assert_eq!(unknown.error_code, 25, "an unknown member: error {}", code_name(unknown.error_code));
+}
+
+fn check_leave_group(broker: &Broker, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("leave", version);
+    let (member_id, generation) = join_and_sync(&mut client, &group, b"a");
+    let mut leave = LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(&group)));
+    if version >= 3 {
+        leave.members = vec![leave_group_request::MemberIdentity::default().with_member_id(str_bytes(&member_id))];
+    } else {
+        leave.member_id = str_bytes(&member_id);
+    }
+    let left = client.must(&leave, version);
+    assert_eq!(left.error_code, 0, "error {}", code_name(left.error_code));
+    if version >= 3 {
+        assert_eq!(left.members.len(), 1);
+        assert_eq!(left.members[0].error_code, 0, "member error {}", code_name(left.members[0].error_code));
+    }
+    let beat = HeartbeatRequest::default().with_group_id(GroupId(str_bytes(&group))).with_generation_id(generation).with_member_id(str_bytes(&member_id));
+    assert_eq!(client.must(&beat, 0).error_code, 25, "the member is gone");
+}
+
+fn check_offset_commit(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("commit", version);
+    let simple = offset_commit_request(&group, -1, "", &m.topic, 0, 2);
+    let response = client.must(&simple, version);
+    assert_eq!(response.topics[0].partitions[0].error_code, 0, "simple commit: error {}", code_name(response.topics[0].partitions[0].error_code));
+    assert_eq!(committed_offset(&mut client, &group, &m.topic, 0), 2);
+    let missing = client.must(&offset_commit_request(&group, -1, "", &m.topic, 99, 1), version);
+    assert_eq!(missing.topics[0].partitions[0].error_code, 3, "an unknown partition: error {}", code_name(missing.topics[0].partitions[0].error_code));
+}
+
+fn check_offset_fetch(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("fetch", version);
+    let committed = client.must(&offset_commit_request(&group, -1, "", &m.topic, 0, 3), 8);
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    let wanted = |parts: Vec<i32>| offset_fetch_request::OffsetFetchRequestTopic::default().with_name(topic_name(&m.topic)).with_partition_indexes(parts);
+    if version >= 8 {
+        let request = OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(str_bytes(&group))).with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopics::default().with_name(topic_name(&m.topic)).with_partition_indexes(vec![0, 1]),
+            ])),
+            offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(str_bytes("matrix-no-such-group"))).with_topics(None),
+        ]);
+        let response = client.must(&request, version);
+        assert_eq!(response.groups.len(), 2);
+        let parts = &response.groups[0].topics[0].partitions;
+        assert_eq!((parts[0].committed_offset, parts[1].committed_offset), (3, -1));
+        assert!(response.groups[1].topics.is_empty(), "an unknown group has no offsets");
+        return;
+    }
+    let request = OffsetFetchRequest::default().with_group_id(GroupId(str_bytes(&group))).with_topics(Some(vec![wanted(vec![0, 1])]));
+    let response = client.must(&request, version);
+    let parts = &response.topics[0].partitions;
+    assert_eq!((parts[0].committed_offset, parts[1].committed_offset), (3, -1));
+    assert_eq!(parts[0].metadata.as_ref().map(|s| s.as_str()), Some("meta"));
+    if version >= 2 {
+        let all = client.must(&OffsetFetchRequest::default().with_group_id(GroupId(str_bytes(&group))).with_topics(None), version);
+        assert_eq!(all.topics.len(), 1, "null topics: every committed offset");
+        assert_eq!(all.topics[0].partitions.len(), 1);
+    }
+}
+
+fn check_offset_delete(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("offset-delete", version);
+    client.must(&offset_commit_request(&group, -1, "", &m.topic, 0, 1), 8);
+    let request = OffsetDeleteRequest::default().with_group_id(GroupId(str_bytes(&group))).with_topics(vec![
+        offset_delete_request::OffsetDeleteRequestTopic::default()
+            .with_name(topic_name(&m.topic))
+            .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+    ]);
+    let response = client.must(&request, version);
+    assert_eq!(response.error_code, 0, "error {}", code_name(response.error_code));
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    assert_eq!(committed_offset(&mut client, &group, &m.topic, 0), -1, "the offset is gone");
+    let unknown = client.must(&request.with_group_id(GroupId(str_bytes("matrix-no-such-group"))), version);
+    assert_eq!(unknown.error_code, 69, "an unknown group: error {}", code_name(unknown.error_code));
+}
+
+fn check_list_groups(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("list", version);
+    client.must(&offset_commit_request(&group, -1, "", &m.topic, 0, 1), 8);
+    let mut request = ListGroupsRequest::default();
+    if version >= 4 {
+        request.states_filter = vec![str_bytes("Empty")];
+    }
+    if version >= 5 {
+        request.types_filter = vec![str_bytes("classic")];
+    }
+    let response = client.must(&request, version);
+    assert_eq!(response.error_code, 0);
+    let listed = response.groups.iter().find(|g| g.group_id.as_str() == group).unwrap_or_else(|| panic!("{group} is not listed"));
+    if version >= 4 {
+        assert_eq!(listed.group_state.as_str(), "Empty");
+    }
+    if version >= 4 {
+        let stable = client.must(&ListGroupsRequest::default().with_states_filter(vec![str_bytes("Stable")]), version);
+        assert!(stable.groups.iter().all(|g| g.group_id.as_str() != group), "the states filter applies");
+    }
+}
+
+fn check_describe_groups(broker: &Broker, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("describe", version);
+    let (member_id, _) = join_and_sync(&mut client, &group, b"the-assignment");
+    let mut request = DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(&group)), GroupId(str_bytes("matrix-no-such-group"))]);
+    if version >= 3 {
+        request.include_authorized_operations = true;
+    }
+    let response = client.must(&request, version);
+    let described = &response.groups[0];
+    assert_eq!(described.error_code, 0, "error {}", code_name(described.error_code));
+    assert_eq!((described.group_state.as_str(), described.protocol_type.as_str(), described.protocol_data.as_str()), ("Stable", "consumer", "range"));
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(described.members[0].member_id.as_str(), member_id);
+    assert_eq!(described.members[0].member_assignment.as_ref(), b"the-assignment");
+    assert_eq!(described.members[0].member_metadata.as_ref(), b"meta");
+    if version >= 3 {
+        assert!(described.authorized_operations > 0, "authorized operations {}", described.authorized_operations);
+    }
+    assert_eq!(response.groups[1].group_state.as_str(), "Dead", "an unknown group");
+}
+
+fn check_delete_groups(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("delete", version);
+    client.must(&offset_commit_request(&group, -1, "", &m.topic, 0, 1), 8);
+    let busy = group_for("delete-busy", version);
+    join_and_sync(&mut client, &busy, b"a");
+    let request = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str_bytes(&group)), GroupId(str_bytes(&busy))]);
+    let response = client.must(&request, version);
+    let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(codes, vec![0, 68], "deleted, then NON_EMPTY_GROUP");
+    assert_eq!(committed_offset(&mut client, &group, &m.topic, 0), -1, "the offsets went with the group");
+    let again = client.must(&DeleteGroupsRequest::default().with_groups_names(vec![GroupId(str_bytes(&group))]), version);
+    assert_eq!(again.results[0].error_code, 69, "GROUP_ID_NOT_FOUND: got {}", code_name(again.results[0].error_code));
 }
 
 // ---------------------------------------------------------------------------

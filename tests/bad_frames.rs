@@ -92,9 +92,9 @@ fn unknown_apis_and_versions_are_refused() {
     let mut broker = Broker::start();
     expect_refused(&mut broker, "unknown API key 9999", &request_frame_raw(9999, 0, 17, &[]));
     expect_refused(&mut broker, "unknown API key -1", &request_frame_raw(-1, 0, 17, &[]));
-    // Consumer groups are not implemented: FindCoordinator v3 is closed, not answered.
-    let find_coordinator = FindCoordinatorRequest::default().with_key(str_bytes("group")).with_key_type(0);
-    expect_refused(&mut broker, "FindCoordinator v3 (not implemented)", &request_frame(ApiKey::FindCoordinator, 3, 17, &encode_body(&find_coordinator, 3)));
+    // Transactions are not implemented: EndTxn v3 is closed, not answered.
+    let end_txn = EndTxnRequest::default().with_transactional_id(TransactionalId(str_bytes("txn")));
+    expect_refused(&mut broker, "EndTxn v3 (not implemented)", &request_frame(ApiKey::EndTxn, 3, 17, &encode_body(&end_txn, 3)));
     expect_refused(&mut broker, "Metadata v99", &request_frame_raw(ApiKey::Metadata as i16, 99, 17, &[0, 0, 0, 0]));
     expect_refused(&mut broker, "Produce v-1", &request_frame_raw(ApiKey::Produce as i16, -1, 17, &[]));
 

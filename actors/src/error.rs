@@ -29,4 +29,6 @@ pub enum Error {
     ShuttingDown,
     #[error("the node's metadata store failed: {0}")]
     Metadata(String),
+    #[error(transparent)]
+    Group(#[from] crate::group::GroupError),
 }

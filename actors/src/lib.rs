@@ -5,6 +5,7 @@
 //! | [`partition`] | [`partition::PartitionActor`]: one partition's log, behind domain messages |
 //! | [`node`] | [`node::Node`]: the supervisor of partitions and the topic catalog |
 //! | [`catalog`] | the durable list of topics and node identity |
+//! | [`group`] | consumer groups: the classic protocol, committed offsets and the `__consumer_offsets` topic |
 //! | [`topic_config`] | Kafka-named topic configs, validated and resolved into log settings |
 //! | [`error`] | the domain errors every message answers with |
 //!
@@ -13,6 +14,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod group;
 pub mod node;
 pub mod partition;
 pub mod topic_config;

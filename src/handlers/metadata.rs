@@ -89,7 +89,11 @@ fn describe_topic(ctx: &RequestContext, topic: &TopicView, authorized_operations
                 .with_isr_nodes(vec![node_id])
         })
         .collect();
-    let mut out = MetadataResponseTopic::default().with_name(Some(topic_name(&topic.name))).with_topic_id(topic.id).with_partitions(partitions);
+    let mut out = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(topic.id)
+        .with_is_internal(silt_actors::group::GroupCoordinator::is_internal(&topic.name))
+        .with_partitions(partitions);
     if let Some(operations) = authorized_operations {
         out.topic_authorized_operations = operations;
     }

@@ -7,8 +7,10 @@ pub mod cluster;
 pub mod configs;
 pub mod delete_records;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 pub mod topics;
@@ -42,6 +44,8 @@ pub(crate) mod authorized_operations {
 
     /// What a client may do to a topic.
     pub const TOPIC: i32 = bits(&[READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS]);
+    /// What a client may do to a group.
+    pub const GROUP: i32 = bits(&[READ, DELETE, DESCRIBE]);
     /// What a client may do to the cluster (token operations belong to users, not the cluster).
     pub const CLUSTER: i32 = bits(&[CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE]);
 }

@@ -94,7 +94,11 @@ pub async fn delete(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
                 if let Some(view) = node.topic(&name) {
                     out.topic_id = view.id;
                 }
-                node.delete_topic(name).await
+                if silt_actors::group::GroupCoordinator::is_internal(&name) {
+                    Err(silt_actors::Error::InvalidTopic { name, reason: "internal topics cannot be deleted".into() })
+                } else {
+                    node.delete_topic(name).await
+                }
             }
             Err(e) => {
                 out.topic_id = id;
@@ -118,7 +122,10 @@ pub async fn create_partitions(ctx: &RequestContext, request: CreatePartitionsRe
     for topic in request.topics {
         let mut out = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         let local = topic.assignments.as_ref().is_none_or(|a| assignments_are_local(node.node_id, a.iter().map(|x| &x.broker_ids)));
-        let result = if !local {
+        let result = if silt_actors::group::GroupCoordinator::is_internal(topic.name.as_str()) {
+            // Groups map to offsets partitions by count: changing it would strand their records.
+            Err(silt_actors::Error::InvalidPartitions(format!("the partition count of internal topic {} cannot change", topic.name.as_str())))
+        } else if !local {
             out.error_code = ctx.count(ResponseError::InvalidReplicaAssignment.code());
             out.error_message = Some(wire(format!("replicas can only be placed on node {}", node.node_id)));
             results.push(out);

@@ -906,3 +906,66 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
         std::thread::sleep(POLL_INTERVAL);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Consumer groups
+// ---------------------------------------------------------------------------
+
+/// The session timeout the group tests join with (within the broker's 6 s..30 min).
+pub const GROUP_SESSION_TIMEOUT_MS: i32 = 10_000;
+
+/// A JoinGroup request of a consumer-protocol member with one protocol.
+pub fn join_group_request(group: &str, member_id: &str, protocol: &str, metadata: Bytes) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(str_bytes(group)))
+        .with_session_timeout_ms(GROUP_SESSION_TIMEOUT_MS)
+        .with_rebalance_timeout_ms(GROUP_SESSION_TIMEOUT_MS)
+        .with_member_id(str_bytes(member_id))
+        .with_protocol_type(str_bytes("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default().with_name(str_bytes(protocol)).with_metadata(metadata)])
+}
+
+/// Joins `group` alone as a new member (following MEMBER_ID_REQUIRED) with
+/// JoinGroup v5, then syncs an assignment with SyncGroup v3. Returns the
+/// member id and generation.
+pub fn join_and_sync(client: &mut Client, group: &str, assignment: &[u8]) -> (String, i32) {
+    let first = client.must(&join_group_request(group, "", "range", Bytes::from_static(b"meta")), 5);
+    assert_eq!(first.error_code, 79, "first join of {group}: expected MEMBER_ID_REQUIRED, got {}", code_name(first.error_code));
+    let member_id = first.member_id.to_string();
+    let joined = client.must(&join_group_request(group, &member_id, "range", Bytes::from_static(b"meta")), 5);
+    assert_eq!(joined.error_code, 0, "join of {group}: error {}", code_name(joined.error_code));
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(str_bytes(group)))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(str_bytes(&member_id))
+        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+            .with_member_id(str_bytes(&member_id))
+            .with_assignment(Bytes::copy_from_slice(assignment))]);
+    let synced = client.must(&sync, 3);
+    assert_eq!(synced.error_code, 0, "sync of {group}: error {}", code_name(synced.error_code));
+    (member_id, joined.generation_id)
+}
+
+/// Commits `offset` for `topic`-`partition` in `group` with OffsetCommit `version`.
+pub fn offset_commit_request(group: &str, generation: i32, member_id: &str, topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(str_bytes(group)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(str_bytes(member_id))
+        .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+            offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)
+                .with_committed_metadata(Some(str_bytes("meta"))),
+        ])])
+}
+
+/// The committed offset of `topic`-`partition` in `group` (OffsetFetch v7), -1 if none.
+pub fn committed_offset(client: &mut Client, group: &str, topic: &str, partition: i32) -> i64 {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(str_bytes(group)))
+        .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopic::default().with_name(topic_name(topic)).with_partition_indexes(vec![partition])]));
+    let response = client.must(&request, 7);
+    assert_eq!(response.error_code, 0, "OffsetFetch of {group}: error {}", code_name(response.error_code));
+    response.topics.iter().flat_map(|t| &t.partitions).find(|p| p.partition_index == partition).map_or(-1, |p| p.committed_offset)
+}

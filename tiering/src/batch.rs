@@ -251,6 +251,68 @@ pub fn record_positions(batch: &Bytes) -> Result<Vec<RecordPosition>, BatchError
         .collect())
 }
 
+/// One record as the internal topics (`__consumer_offsets`) see it: a key and
+/// an optional value (`None` is a tombstone), with its offset once stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+/// Encodes `records` (key, value) as one uncompressed magic v2 batch with
+/// base offset 0 (the log assigns the real offset on append).
+pub fn encode_key_values(records: &[(Bytes, Option<Bytes>)], timestamp: i64) -> Result<Bytes, BatchError> {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch when offset - sequence changes;
+            // this keeps one batch with base sequence -1 (no producer).
+            sequence: i as i32 - 1,
+            timestamp,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .map_err(|e| BatchError::Undecodable { reason: format!("cannot encode records: {e}") })?;
+    Ok(buf.freeze())
+}
+
+/// Decodes every record of the batches in `batches` (as a log read returns
+/// them), decompressing as needed.
+pub fn decode_key_values(batches: &Bytes) -> Result<Vec<KeyValue>, BatchError> {
+    let mut buf = batches.clone();
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let header = BatchHeader::parse(&buf)?;
+        let len = header.total_len();
+        if len > buf.len() {
+            return Err(BatchError::Truncated { needed: len, available: buf.len() });
+        }
+        let mut one = buf.split_to(len);
+        if header.is_control() {
+            continue;
+        }
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one)
+            .map_err(|e| BatchError::Undecodable { reason: e.to_string() })?;
+        out.extend(set.records.into_iter().map(|r| KeyValue { offset: r.offset, key: r.key, value: r.value }));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -353,6 +415,20 @@ pub(crate) mod tests {
         let positions = record_positions(&batch).expect("decode");
         assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![100, 101, 102, 103]);
         assert_eq!(positions[3].timestamp, 503);
+    }
+
+    #[test]
+    fn key_values_round_trip_with_tombstones() {
+        let records = vec![(Bytes::from_static(b"k1"), Some(Bytes::from_static(b"v1"))), (Bytes::from_static(b"k2"), None)];
+        let batch = encode_key_values(&records, 1234).unwrap();
+        validate(&batch).unwrap();
+        let stamped = stamp(&batch, 10, 0, None);
+        let mut two = BytesMut::from(&stamped[..]);
+        two.extend_from_slice(&stamp(&batch, 12, 0, None));
+        let decoded = decode_key_values(&two.freeze()).unwrap();
+        assert_eq!(decoded.len(), 4);
+        assert_eq!(decoded[1], KeyValue { offset: 11, key: Some(Bytes::from_static(b"k2")), value: None });
+        assert_eq!(decoded[2].offset, 12);
     }
 
     proptest! {

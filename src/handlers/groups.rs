@@ -1,0 +1,327 @@
+//! Group coordination: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, ListGroups, DescribeGroups and DeleteGroups. Requests become
+//! messages to the group's actor (`silt_actors::group::actor`); JoinGroup and
+//! SyncGroup answers wait there until the rebalance completes.
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use silt_actors::group::actor::{DeleteGroup, Describe, Heartbeat, Join, Leave, Sync};
+use silt_actors::group::state::{JoinRequest, Phase};
+use silt_actors::group::GroupError;
+
+use super::{authorized_operations, wire};
+use crate::protocol::RequestContext;
+
+/// FindCoordinator's key type of a consumer group (1 is a transactional id).
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+/// Kafka's group type of every classic group (ListGroups v5).
+const GROUP_TYPE_CLASSIC: &str = "classic";
+
+fn opt(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
+fn invalid_group_id(group_id: &str) -> silt_actors::Error {
+    GroupError::InvalidGroupId(group_id.to_owned()).into()
+}
+
+/// Checks that a member names a group that exists: SyncGroup, Heartbeat and
+/// LeaveGroup of an unknown group answer UNKNOWN_MEMBER_ID (as Kafka does)
+/// without creating it.
+fn known_group(ctx: &RequestContext, group_id: &str, member_id: &str) -> Result<(), silt_actors::Error> {
+    if group_id.is_empty() {
+        return Err(invalid_group_id(group_id));
+    }
+    match ctx.broker.groups.existing(group_id) {
+        Some(_) => Ok(()),
+        None => Err(GroupError::UnknownMemberId { group_id: group_id.to_owned(), member_id: member_id.to_owned() }.into()),
+    }
+}
+
+/// One coordinator lookup: this node for groups, none for transactions.
+fn coordinator_for(ctx: &RequestContext, key_type: i8) -> Result<(), (i16, String)> {
+    match key_type {
+        KEY_TYPE_GROUP => Ok(()),
+        KEY_TYPE_TRANSACTION => Err((ctx.count(ResponseError::CoordinatorNotAvailable.code()), "transactions are not supported".to_owned())),
+        other => Err((ctx.count(ResponseError::InvalidRequest.code()), format!("unknown coordinator key type {other}"))),
+    }
+}
+
+pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let broker = &ctx.broker;
+    let node_id = BrokerId(broker.node.node_id);
+    let mut response = FindCoordinatorResponse::default();
+    if ctx.version >= 4 {
+        response.coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let out = Coordinator::default().with_key(key.clone());
+                match coordinator_for(ctx, request.key_type) {
+                    Ok(()) => out.with_node_id(node_id).with_host(wire(broker.advertised_host.clone())).with_port(broker.advertised_port),
+                    Err((code, msg)) => out.with_node_id(BrokerId(-1)).with_port(-1).with_error_code(code).with_error_message(Some(wire(msg))),
+                }
+            })
+            .collect();
+        return response;
+    }
+    let key_type = if ctx.version >= 1 { request.key_type } else { KEY_TYPE_GROUP };
+    match coordinator_for(ctx, key_type) {
+        Ok(()) => {
+            response.node_id = node_id;
+            response.host = wire(broker.advertised_host.clone());
+            response.port = broker.advertised_port;
+        }
+        Err((code, msg)) => {
+            response.error_code = code;
+            response.node_id = BrokerId(-1);
+            response.port = -1;
+            if ctx.version >= 1 {
+                response.error_message = Some(wire(msg));
+            }
+        }
+    }
+    response
+}
+
+pub async fn join(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    // Nullable strings of v7+; before, an empty string.
+    let none = |s: Option<String>| if ctx.version >= 7 { s.map(wire) } else { Some(wire(s.unwrap_or_default())) };
+    let result = if group_id.is_empty() {
+        Err(invalid_group_id(&group_id))
+    } else {
+        let join = JoinRequest {
+            member_id: request.member_id.to_string(),
+            instance_id: if ctx.version >= 5 { opt(&request.group_instance_id) } else { None },
+            client_id: ctx.client_id.clone().unwrap_or_default(),
+            client_host: ctx.client_host.clone(),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms: if ctx.version >= 1 { request.rebalance_timeout_ms } else { -1 },
+            protocol_type: request.protocol_type.to_string(),
+            protocols: request.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+            require_known_member_id: ctx.version >= 4,
+        };
+        match ctx.broker.groups.ask(&group_id, Join(join)).await {
+            Ok(result) => result,
+            Err(e) => Err(e),
+        }
+    };
+    let mut response = JoinGroupResponse::default();
+    match result {
+        Ok(joined) => {
+            response.generation_id = joined.generation_id;
+            response.protocol_type = none(joined.protocol_type);
+            response.protocol_name = none(joined.protocol_name);
+            response.leader = wire(joined.leader);
+            response.member_id = wire(joined.member_id);
+            response.members = joined
+                .members
+                .into_iter()
+                .map(|(id, instance, metadata)| {
+                    let mut m = JoinGroupResponseMember::default().with_member_id(wire(id)).with_metadata(metadata);
+                    if ctx.version >= 5 {
+                        m.group_instance_id = instance.map(wire);
+                    }
+                    m
+                })
+                .collect();
+        }
+        Err(e) => {
+            response.error_code = ctx.error_code(&e);
+            response.generation_id = -1;
+            response.protocol_type = none(None);
+            response.protocol_name = none(None);
+            // MEMBER_ID_REQUIRED hands out the id to rejoin with; other errors echo the request's.
+            response.member_id = match &e {
+                silt_actors::Error::Group(GroupError::MemberIdRequired { member_id, .. }) => wire(member_id.clone()),
+                _ => request.member_id.clone(),
+            };
+        }
+    }
+    response
+}
+
+pub async fn sync(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let msg = Sync {
+        member_id: request.member_id.to_string(),
+        instance_id: if ctx.version >= 3 { opt(&request.group_instance_id) } else { None },
+        generation_id: request.generation_id,
+        protocol_type: if ctx.version >= 5 { opt(&request.protocol_type) } else { None },
+        protocol_name: if ctx.version >= 5 { opt(&request.protocol_name) } else { None },
+        assignments: request.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
+    };
+    let result = match known_group(ctx, &group_id, &msg.member_id) {
+        Err(e) => Err(e),
+        Ok(()) => ctx.broker.groups.ask(&group_id, msg).await.and_then(|r| r),
+    };
+    let mut response = SyncGroupResponse::default();
+    match result {
+        Ok(assignment) => {
+            response.assignment = assignment;
+            if ctx.version >= 5 {
+                // Answer with the group's chosen protocol, as Kafka does.
+                let described = ctx.broker.groups.ask(&group_id, Describe).await.ok();
+                response.protocol_type = described.as_ref().and_then(|d| d.protocol_type.clone()).map(wire);
+                response.protocol_name = described.and_then(|d| d.protocol).map(wire);
+            }
+        }
+        Err(e) => {
+            response.error_code = ctx.error_code(&e);
+            response.assignment = Bytes::new();
+        }
+    }
+    response
+}
+
+pub async fn heartbeat(ctx: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
+    let group_id = request.group_id.0.to_string();
+    let msg = Heartbeat {
+        member_id: request.member_id.to_string(),
+        instance_id: if ctx.version >= 3 { opt(&request.group_instance_id) } else { None },
+        generation_id: request.generation_id,
+    };
+    let result = match known_group(ctx, &group_id, &msg.member_id) {
+        Err(e) => Err(e),
+        Ok(()) => ctx.broker.groups.ask(&group_id, msg).await.and_then(|r| r),
+    };
+    let mut response = HeartbeatResponse::default();
+    if let Err(e) = result {
+        response.error_code = ctx.error_code(&e);
+    }
+    response
+}
+
+pub async fn leave(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let mut response = LeaveGroupResponse::default();
+    if let Err(e) = known_group(ctx, &group_id, request.member_id.as_str()) {
+        response.error_code = ctx.error_code(&e);
+        return response;
+    }
+    let groups = &ctx.broker.groups;
+    if ctx.version < 3 {
+        let msg = Leave { member_id: request.member_id.to_string(), instance_id: None };
+        if let Err(e) = groups.ask(&group_id, msg).await.and_then(|r| r) {
+            response.error_code = ctx.error_code(&e);
+        }
+        return response;
+    }
+    for member in &request.members {
+        let msg = Leave { member_id: member.member_id.to_string(), instance_id: opt(&member.group_instance_id) };
+        let mut out = MemberResponse::default().with_member_id(member.member_id.clone()).with_group_instance_id(member.group_instance_id.clone());
+        match groups.ask(&group_id, msg).await.and_then(|r| r) {
+            Ok(member_id) => out.member_id = wire(member_id),
+            Err(e) => out.error_code = ctx.error_code(&e),
+        }
+        response.members.push(out);
+    }
+    response
+}
+
+pub async fn list(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
+    let states: Vec<String> = if ctx.version >= 4 { request.states_filter.iter().map(|s| s.to_lowercase()).collect() } else { Vec::new() };
+    let types: Vec<String> = if ctx.version >= 5 { request.types_filter.iter().map(|s| s.to_lowercase()).collect() } else { Vec::new() };
+    let groups = ctx
+        .broker
+        .groups
+        .list()
+        .into_iter()
+        .filter_map(|(id, summary)| {
+            let state = summary.phase?.as_str();
+            if !states.is_empty() && !states.iter().any(|s| s == &state.to_lowercase()) {
+                return None;
+            }
+            if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
+                return None;
+            }
+            let mut out = ListedGroup::default().with_group_id(GroupId(wire(id))).with_protocol_type(wire(summary.protocol_type.unwrap_or_default()));
+            if ctx.version >= 4 {
+                out.group_state = wire(state);
+            }
+            if ctx.version >= 5 {
+                out.group_type = wire(GROUP_TYPE_CLASSIC);
+            }
+            Some(out)
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn describe(ctx: &RequestContext, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for group_id in &request.groups {
+        let mut out = DescribedGroup::default().with_group_id(group_id.clone());
+        if ctx.version >= 3 && request.include_authorized_operations {
+            out.authorized_operations = authorized_operations::GROUP;
+        }
+        let existing = ctx.broker.groups.existing(group_id.as_str());
+        let described = match existing {
+            Some(addr) => addr.send(Describe).await.ok(),
+            None => None,
+        };
+        let Some(d) = described.filter(|d| d.phase != Phase::Dead) else {
+            // Kafka describes an unknown group as Dead, without an error.
+            out.group_state = wire(Phase::Dead.as_str());
+            groups.push(out);
+            continue;
+        };
+        let protocol = d.protocol.clone().unwrap_or_default();
+        out.group_state = wire(d.phase.as_str());
+        out.protocol_type = wire(d.protocol_type.unwrap_or_default());
+        out.protocol_data = wire(protocol.clone());
+        let with_metadata = d.phase == Phase::Stable;
+        out.members = d
+            .members
+            .into_iter()
+            .map(|m| {
+                let mut member = DescribedGroupMember::default()
+                    .with_member_id(wire(m.member_id.clone()))
+                    .with_client_id(wire(m.client_id.clone()))
+                    .with_client_host(wire(m.client_host.clone()));
+                if ctx.version >= 4 {
+                    member.group_instance_id = m.instance_id.clone().map(wire);
+                }
+                if with_metadata {
+                    member.member_metadata = m.metadata(&protocol);
+                    member.member_assignment = m.assignment.clone();
+                }
+                member
+            })
+            .collect();
+        groups.push(out);
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn delete(ctx: &RequestContext, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let coordinator = &ctx.broker.groups;
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for group_id in &request.groups_names {
+        let id = group_id.as_str();
+        let result = match coordinator.existing(id) {
+            None => Err(silt_actors::Error::from(GroupError::GroupIdNotFound(id.to_owned()))),
+            Some(addr) => match addr.send(DeleteGroup).await {
+                Ok(result) => result,
+                Err(e) => Err(GroupError::CoordinatorNotAvailable(e.to_string()).into()),
+            },
+        };
+        let mut out = DeletableGroupResult::default().with_group_id(group_id.clone());
+        match result {
+            Ok(()) => coordinator.forget(id),
+            Err(e) => out.error_code = ctx.error_code(&e),
+        }
+        results.push(out);
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}

@@ -55,6 +55,15 @@ impl Watermarks {
     }
 }
 
+/// Publishes a snapshot, waking watchers only when it changed.
+fn publish(sender: &watch::Sender<Watermarks>, marks: Watermarks) {
+    sender.send_if_modified(|current| {
+        let changed = *current != marks;
+        *current = marks;
+        changed
+    });
+}
+
 /// How many replicas must have a write before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequiredAcks {
@@ -193,7 +202,10 @@ pub struct PartitionActor {
     leader_epoch: i32,
     in_sync_replicas: i32,
     maintenance_running: bool,
-    watermarks: watch::Sender<Watermarks>,
+    /// Published from inside the log lock, so snapshots reach watchers in the
+    /// order the log changed (a read finishing after a later append must not
+    /// publish its older view over the newer one).
+    watermarks: Arc<watch::Sender<Watermarks>>,
     restarts: Arc<AtomicU64>,
 }
 
@@ -208,7 +220,7 @@ impl PartitionActor {
             leader_epoch: 0,
             in_sync_replicas: 1,
             maintenance_running: false,
-            watermarks,
+            watermarks: Arc::new(watermarks),
             restarts,
         }
     }
@@ -238,7 +250,7 @@ impl PartitionActor {
                 log.set_high_watermark(leo);
                 tracing::info!(topic = %act.tp.topic, partition = act.tp.partition, log_end_offset = leo,
                     segments = report.segments, validated = report.segments_validated, truncated_bytes = report.truncated_bytes, "partition log open");
-                act.publish(Watermarks::of(&log));
+                publish(&act.watermarks, Watermarks::of(&log));
                 act.state = LogState::Open(Arc::new(Mutex::new(log)));
             }
             Ok(Err(e)) => {
@@ -250,14 +262,6 @@ impl PartitionActor {
                 act.state = LogState::Failed(format!("opening the log panicked: {join}"));
             }
         }));
-    }
-
-    fn publish(&self, marks: Watermarks) {
-        self.watermarks.send_if_modified(|current| {
-            let changed = *current != marks;
-            *current = marks;
-            changed
-        });
     }
 
     /// Stops the actor so that its supervisor restarts it from disk.
@@ -277,17 +281,16 @@ impl PartitionActor {
             return Box::pin(actix::fut::ready(Err(self.unavailable())));
         };
         let log = Arc::clone(log);
+        let watermarks = Arc::clone(&self.watermarks);
         let tp = self.tp.to_string();
         let work = tokio::task::spawn_blocking(move || {
             let mut guard = log.lock().map_err(|_| Error::Unavailable(tp, "the log is recovering from a failure".into()))?;
             let result = op(&mut guard);
-            Ok::<_, Error>((result, Watermarks::of(&guard)))
+            publish(&watermarks, Watermarks::of(&guard));
+            Ok::<_, Error>(result)
         });
         Box::pin(work.into_actor(self).map(|joined, act, ctx| match joined {
-            Ok(Ok((result, marks))) => {
-                act.publish(marks);
-                result
-            }
+            Ok(Ok(result)) => result,
             Ok(Err(unavailable)) => Err(unavailable),
             Err(join) => {
                 act.crash(ctx, &format!("a log operation panicked: {join}"));
@@ -548,6 +551,19 @@ mod tests {
         assert_eq!(read.high_watermark, 5);
         assert_eq!(restarts.load(Ordering::Relaxed), 2);
         assert_eq!(victim.watermarks().log_end_offset, 5);
+    }
+
+    #[actix_rt::test]
+    async fn published_watermarks_end_at_the_latest_state_under_concurrent_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start(dir.path().join("t-0"), 0, Arc::default());
+        const ROUNDS: usize = 200;
+        let appends = (0..ROUNDS).map(|_| append(&handle, 1));
+        let reads = (0..ROUNDS).map(|_| handle.ask(Read { offset: 0, max_bytes: 1 << 20 }));
+        let (appended, read) = futures::future::join(futures::future::join_all(appends), futures::future::join_all(reads)).await;
+        assert!(appended.iter().all(Result::is_ok) && read.iter().all(Result::is_ok));
+        let marks = handle.watermarks();
+        assert_eq!(marks.high_watermark, ROUNDS as i64, "a read that finished last must not publish an older view");
     }
 
     #[actix_rt::test]

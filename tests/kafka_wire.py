@@ -555,3 +555,340 @@ def fetch_all_batches(conn: RawConnection, topic: str, partition: int, start: in
                 batches.append(b)
                 offset = b.next_offset
     raise HarnessError(f"more than {max_rounds} fetch rounds for {topic}-{partition}")
+
+
+# -- Consumer-group APIs (classic protocol) -----------------------------------
+#
+# Encoders for the group APIs at any version in the ranges below, flexible
+# (compact) or not, so a test can pick the highest version both it and the
+# broker support (`pick_version`). Added for tests/test_groups*.py.
+
+class GroupApiKey:
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    JOIN_GROUP = 11
+    HEARTBEAT = 12
+    LEAVE_GROUP = 13
+    SYNC_GROUP = 14
+    DESCRIBE_GROUPS = 15
+    LIST_GROUPS = 16
+    DELETE_GROUPS = 42
+    OFFSET_DELETE = 47
+
+
+class GroupErrorCode:
+    NONE = 0
+    UNKNOWN_SERVER_ERROR = -1
+    UNKNOWN_TOPIC_OR_PARTITION = 3
+    COORDINATOR_NOT_AVAILABLE = 15
+    NOT_COORDINATOR = 16
+    ILLEGAL_GENERATION = 22
+    INCONSISTENT_GROUP_PROTOCOL = 23
+    INVALID_GROUP_ID = 24
+    UNKNOWN_MEMBER_ID = 25
+    INVALID_SESSION_TIMEOUT = 26
+    REBALANCE_IN_PROGRESS = 27
+    RECORD_LIST_TOO_LARGE = 18
+    MESSAGE_TOO_LARGE = 10
+    NON_EMPTY_GROUP = 68
+    GROUP_ID_NOT_FOUND = 69
+    MEMBER_ID_REQUIRED = 79
+
+
+#: (lowest, highest) version each encoder below implements, and the first
+#: flexible version of each API.
+GROUP_API_RANGES = {
+    GroupApiKey.JOIN_GROUP: (2, 9),
+    GroupApiKey.SYNC_GROUP: (0, 5),
+    GroupApiKey.HEARTBEAT: (0, 4),
+    GroupApiKey.LEAVE_GROUP: (0, 5),
+    GroupApiKey.OFFSET_COMMIT: (2, 8),
+}
+FIRST_FLEXIBLE = {
+    GroupApiKey.JOIN_GROUP: 6,
+    GroupApiKey.SYNC_GROUP: 4,
+    GroupApiKey.HEARTBEAT: 4,
+    GroupApiKey.LEAVE_GROUP: 4,
+    GroupApiKey.OFFSET_COMMIT: 8,
+}
+
+
+def pick_version(versions: dict[int, tuple[int, int]], api_key: int) -> int:
+    """Highest version of `api_key` that both the broker (ApiVersions v0
+    result) and our encoder support; HarnessError if there is none."""
+    lo, hi = GROUP_API_RANGES[api_key]
+    blo, bhi = versions.get(api_key, (None, None))
+    if blo is None or max(lo, blo) > min(hi, bhi):
+        raise HarnessError(f"broker advertises api_key {api_key} as {blo}..{bhi}; the raw group "
+                           f"tests implement {lo}..{hi}")
+    return min(hi, bhi)
+
+
+class GWriter(Writer):
+    """Writer that encodes strings, bytes and arrays compactly when `flex`."""
+
+    def __init__(self, flex: bool):
+        super().__init__()
+        self.flex = flex
+
+    def str_(self, s: Optional[str]):
+        return self.compact_string(s) if self.flex else self.string(s)
+
+    def bytes_any(self, b: Optional[bytes]):
+        if not self.flex:
+            return self.bytes_(b)
+        if b is None:
+            return self.uvarint(0)
+        return self.uvarint(len(b) + 1).raw(b)
+
+    def array_len(self, n: int):
+        return self.uvarint(n + 1) if self.flex else self.int32(n)
+
+    def tags(self):
+        if self.flex:
+            self.tagged_fields()
+        return self
+
+
+class GReader:
+    """Reader helpers that decode compactly when `flex`."""
+
+    def __init__(self, r: Reader, flex: bool):
+        self.r = r
+        self.flex = flex
+
+    def str_(self) -> Optional[str]:
+        return self.r.compact_string() if self.flex else self.r.string()
+
+    def bytes_any(self) -> Optional[bytes]:
+        if not self.flex:
+            return self.r.bytes_()
+        n = self.r.uvarint()
+        return None if n == 0 else self.r._take(n - 1)
+
+    def array_len(self) -> int:
+        n = self.r.uvarint() - 1 if self.flex else self.r.int32()
+        if n > 100_000:
+            raise ValueError(f"absurd array length {n}")
+        return n
+
+    def tags(self):
+        if self.flex:
+            self.r.tagged_fields()
+
+
+def group_request(conn: RawConnection, api_key: int, version: int, body: bytes,
+                  timeout_s: float = RAW_IO_TIMEOUT_S) -> GReader:
+    flex = version >= FIRST_FLEXIBLE[api_key]
+    r = conn.request(api_key, version, body, header_version=2 if flex else 1,
+                     timeout_s=timeout_s, response_header_version=1 if flex else 0)
+    return GReader(r, flex)
+
+
+def encode_subscription(topics: list[str], user_data: Optional[bytes] = None) -> bytes:
+    """ConsumerProtocolSubscription v0 (the `consumer` protocol's metadata)."""
+    w = Writer().int16(0).int32(len(topics))
+    for t in topics:
+        w.string(t)
+    return w.bytes_(user_data).bytes()
+
+
+def encode_assignment(partitions: dict[str, list[int]]) -> bytes:
+    """ConsumerProtocolAssignment v0."""
+    w = Writer().int16(0).int32(len(partitions))
+    for t, ps in partitions.items():
+        w.string(t).int32(len(ps))
+        for p in ps:
+            w.int32(p)
+    return w.bytes_(None).bytes()
+
+
+@dataclass
+class JoinGroupResult:
+    error_code: int
+    generation_id: int
+    protocol_name: Optional[str]
+    leader: str
+    member_id: str
+    members: list  # [(member_id, metadata bytes)]
+
+
+def raw_join_group(conn: RawConnection, version: int, group: str, member_id: str,
+                   protocol_type: str, protocols: list[tuple[str, bytes]],
+                   session_timeout_ms: int = 6000, rebalance_timeout_ms: int = 6000,
+                   timeout_s: float = 30.0) -> JoinGroupResult:
+    flex = version >= FIRST_FLEXIBLE[GroupApiKey.JOIN_GROUP]
+    w = GWriter(flex).str_(group)
+    w.int32(session_timeout_ms)
+    w.int32(rebalance_timeout_ms)  # v1+
+    w.str_(member_id)
+    if version >= 5:
+        w.str_(None)  # group_instance_id
+    w.str_(protocol_type)
+    w.array_len(len(protocols))
+    for name, meta in protocols:
+        w.str_(name).bytes_any(meta).tags()
+    if version >= 8:
+        w.str_(None)  # reason
+    w.tags()
+    g = group_request(conn, GroupApiKey.JOIN_GROUP, version, w.bytes(), timeout_s=timeout_s)
+    r = g.r
+    r.int32()  # throttle_time_ms (v2+)
+    err = r.int16()
+    gen = r.int32()
+    if version >= 7:
+        g.str_()  # protocol_type
+    proto = g.str_()
+    leader = g.str_()
+    if version >= 9:
+        r.int8()  # skip_assignment
+    mid = g.str_()
+    members = []
+    for _ in range(g.array_len()):
+        m = g.str_()
+        if version >= 5:
+            g.str_()
+        meta = g.bytes_any()
+        g.tags()
+        members.append((m, meta))
+    g.tags()
+    return JoinGroupResult(err, gen, proto, leader or "", mid or "", members)
+
+
+def raw_join_group_full(conn: RawConnection, version: int, group: str, protocol_type: str,
+                        protocols: list[tuple[str, bytes]], member_id: str = "",
+                        **kw) -> JoinGroupResult:
+    """JoinGroup, repeating it once with the assigned id if the broker
+    answers MEMBER_ID_REQUIRED (KIP-394, v4+)."""
+    res = raw_join_group(conn, version, group, member_id, protocol_type, protocols, **kw)
+    if res.error_code == GroupErrorCode.MEMBER_ID_REQUIRED:
+        if not res.member_id:
+            raise AssertionError("MEMBER_ID_REQUIRED without a member id")
+        res = raw_join_group(conn, version, group, res.member_id, protocol_type, protocols, **kw)
+    return res
+
+
+def raw_sync_group(conn: RawConnection, version: int, group: str, generation_id: int,
+                   member_id: str, assignments: list[tuple[str, bytes]],
+                   protocol_type: Optional[str] = "consumer", protocol_name: Optional[str] = None,
+                   timeout_s: float = 30.0) -> tuple[int, Optional[bytes]]:
+    """SyncGroup: (error_code, assignment bytes)."""
+    flex = version >= FIRST_FLEXIBLE[GroupApiKey.SYNC_GROUP]
+    w = GWriter(flex).str_(group).int32(generation_id).str_(member_id)
+    if version >= 3:
+        w.str_(None)
+    if version >= 5:
+        w.str_(protocol_type).str_(protocol_name)
+    w.array_len(len(assignments))
+    for m, a in assignments:
+        w.str_(m).bytes_any(a).tags()
+    w.tags()
+    g = group_request(conn, GroupApiKey.SYNC_GROUP, version, w.bytes(), timeout_s=timeout_s)
+    if version >= 1:
+        g.r.int32()
+    err = g.r.int16()
+    if version >= 5:
+        g.str_()
+        g.str_()
+    assignment = g.bytes_any()
+    g.tags()
+    return err, assignment
+
+
+def raw_heartbeat(conn: RawConnection, version: int, group: str, generation_id: int,
+                  member_id: str) -> int:
+    flex = version >= FIRST_FLEXIBLE[GroupApiKey.HEARTBEAT]
+    w = GWriter(flex).str_(group).int32(generation_id).str_(member_id)
+    if version >= 3:
+        w.str_(None)
+    w.tags()
+    g = group_request(conn, GroupApiKey.HEARTBEAT, version, w.bytes())
+    if version >= 1:
+        g.r.int32()
+    return g.r.int16()
+
+
+def raw_leave_group(conn: RawConnection, version: int, group: str, member_id: str) -> int:
+    """LeaveGroup for one member: the top-level error, or the member's error
+    when the top level is NONE (v3+)."""
+    flex = version >= FIRST_FLEXIBLE[GroupApiKey.LEAVE_GROUP]
+    w = GWriter(flex).str_(group)
+    if version < 3:
+        w.str_(member_id)
+    else:
+        w.array_len(1).str_(member_id).str_(None)
+        if version >= 5:
+            w.str_(None)
+        w.tags()
+    w.tags()
+    g = group_request(conn, GroupApiKey.LEAVE_GROUP, version, w.bytes())
+    if version >= 1:
+        g.r.int32()
+    err = g.r.int16()
+    if version >= 3 and err == 0:
+        for _ in range(g.array_len()):
+            g.str_()
+            g.str_()
+            merr = g.r.int16()
+            g.tags()
+            if merr != 0:
+                err = merr
+    return err
+
+
+def raw_offset_commit(conn: RawConnection, version: int, group: str,
+                      offsets: dict[str, dict[int, int]], generation_id: int = -1,
+                      member_id: str = "", metadata: Optional[str] = None
+                      ) -> dict[tuple[str, int], int]:
+    """OffsetCommit; {(topic, partition): error_code}. generation -1 and an
+    empty member id commit as a standalone (simple) consumer."""
+    flex = version >= FIRST_FLEXIBLE[GroupApiKey.OFFSET_COMMIT]
+    w = GWriter(flex).str_(group).int32(generation_id).str_(member_id)
+    if version >= 7:
+        w.str_(None)
+    if 2 <= version <= 4:
+        w.int64(-1)  # retention_time_ms: broker default
+    w.array_len(len(offsets))
+    for topic, parts in offsets.items():
+        w.str_(topic).array_len(len(parts))
+        for p, off in parts.items():
+            w.int32(p).int64(off)
+            if version >= 6:
+                w.int32(-1)  # committed_leader_epoch
+            w.str_(metadata).tags()
+        w.tags()
+    w.tags()
+    g = group_request(conn, GroupApiKey.OFFSET_COMMIT, version, w.bytes())
+    if version >= 3:
+        g.r.int32()
+    out = {}
+    for _ in range(g.array_len()):
+        topic = g.str_()
+        for _ in range(g.array_len()):
+            p = g.r.int32()
+            out[(topic, p)] = g.r.int16()
+            g.tags()
+        g.tags()
+    g.tags()
+    return out
+
+
+def raw_offset_delete(conn: RawConnection, group: str, topics: dict[str, list[int]]
+                      ) -> tuple[int, dict[tuple[str, int], int]]:
+    """OffsetDelete v0 (never flexible): (top-level error, {(topic, partition): error})."""
+    w = Writer().string(group).int32(len(topics))
+    for t, ps in topics.items():
+        w.string(t).int32(len(ps))
+        for p in ps:
+            w.int32(p)
+    r = conn.request(GroupApiKey.OFFSET_DELETE, 0, w.bytes())
+    err = r.int16()
+    r.int32()  # throttle_time_ms
+    out = {}
+    for _ in range(r.int32()):
+        t = r.string()
+        for _ in range(r.int32()):
+            p = r.int32()
+            out[(t, p)] = r.int16()
+    return err, out

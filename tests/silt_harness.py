@@ -517,3 +517,381 @@ def parse_prometheus(text: str) -> list[tuple[str, str, float]]:
             continue
         samples.append((m.group("name"), m.group("labels") or "", value))
     return samples
+
+
+# ---------------------------------------------------------------------------
+# Consumer groups (added for tests/test_groups*.py)
+# ---------------------------------------------------------------------------
+
+#: Broker settings for group tests: no initial rebalance delay (Kafka's
+#: group.initial.rebalance.delay.ms, default 3000) and a minimum session
+#: timeout low enough for the short client session timeouts below.
+GROUP_BROKER_ENV = {
+    "SILT_GROUPS__INITIAL_REBALANCE_DELAY_MS": "0",
+    "SILT_GROUPS__MIN_SESSION_TIMEOUT_MS": "1000",
+}
+#: Client session timeout for group members: a killed member is noticed
+#: after this long.
+GROUP_SESSION_TIMEOUT_MS = 3000
+GROUP_HEARTBEAT_INTERVAL_MS = 500
+#: Rebalance timeout (max.poll.interval.ms): bounds how long a rebalance can
+#: wait for a member that does not rejoin.
+GROUP_MAX_POLL_INTERVAL_MS = 20000
+#: Upper bound on one consumer thread's life.
+GROUP_CONSUMER_LIFETIME_S = 150.0
+
+
+class GroupConsumer:
+    """One group member on its own thread: poll a batch, record it as
+    processed, commit the batch's offsets synchronously, repeat. A commit
+    that a rebalance overtook stays in `pending` and is retried after the
+    next poll; clients with a revocation hook commit there too.
+
+    Shared state (read it under `lock`): `seen` [(partition, offset, value)]
+    in processing order, `assignment` (partitions, refreshed after every
+    poll), `committed` {partition: next offset} of the last successful
+    commits, `commit_errors`, `errors` (consumer errors), `crash` (an
+    exception that ended the thread). Subclasses implement `_open`, `_poll`,
+    `_commit`, `_assignment`, `_close` for one client library.
+    """
+
+    client = "?"
+
+    def __init__(self, name: str, broker: Broker, group: str, topic: str, **conf):
+        self.name = name
+        self.broker = broker
+        self.group = group
+        self.topic = topic
+        self.conf = conf
+        self.lock = threading.Lock()
+        self.seen: list[tuple[int, int, bytes]] = []
+        self.assignment: frozenset[int] = frozenset()
+        self.committed: dict[int, int] = {}
+        self.commit_errors: list[str] = []
+        #: Commits refused because a rebalance overtook them (ILLEGAL_GENERATION,
+        #: REBALANCE_IN_PROGRESS); their offsets stay pending and are committed
+        #: again after the next poll, as an application would.
+        self.commit_retries: list[str] = []
+        self.pending: dict[int, int] = {}
+        self.errors: list[str] = []
+        self.crash: BaseException | None = None
+        self.closed = False
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"consumer-{name}", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> "GroupConsumer":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 60.0):
+        """Finish the current batch and its commit, then close (leave the
+        group) and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise HarnessError(f"consumer {self.name} did not stop within {timeout_s:.0f}s")
+
+    def _run(self):
+        deadline = time.monotonic() + GROUP_CONSUMER_LIFETIME_S
+        try:
+            self._open()
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                self._step()
+        except BaseException as e:  # reported by check()
+            self.crash = e
+        finally:
+            try:
+                self._close()
+            except BaseException as e:
+                if self.crash is None:
+                    self.crash = e
+            self.closed = True
+
+    def _step(self):
+        recs = self._poll()
+        with self.lock:
+            self.seen.extend(recs)
+            self.polls += 1
+        for p, o, _ in recs:
+            self.pending[p] = max(self.pending.get(p, 0), o + 1)
+        a = frozenset(self._assignment())
+        self._commit_pending(a)
+        with self.lock:
+            self.assignment = a
+
+    def _commit_pending(self, assignment=None):
+        """Commit every pending offset (of partitions still assigned, when
+        `assignment` is given: committing a partition another member now owns
+        could move its offset backwards)."""
+        nxt = {p: o for p, o in self.pending.items() if assignment is None or p in assignment}
+        if not nxt:
+            return
+        try:
+            self._commit(nxt)
+        except Exception as e:
+            with self.lock:
+                if _is_rebalance_error(e):
+                    self.commit_retries.append(f"commit {nxt}: {e!r}")
+                else:
+                    self.commit_errors.append(f"commit {nxt}: {e!r}")
+                    for p in nxt:
+                        self.pending.pop(p, None)
+            return
+        with self.lock:
+            self.committed.update(nxt)
+            for p in nxt:
+                self.pending.pop(p, None)
+
+    # -- views -------------------------------------------------------------
+    def snapshot(self):
+        with self.lock:
+            return list(self.seen), self.assignment, dict(self.committed)
+
+    def check(self):
+        """Raise if the thread crashed or the client reported errors."""
+        if self.crash is not None:
+            raise HarnessError(f"consumer {self.name} ({self.client}) crashed: {self.crash!r}")
+        with self.lock:
+            if self.errors:
+                raise HarnessError(f"consumer {self.name} ({self.client}) errors: {self.errors[:5]}")
+
+    def describe(self) -> str:
+        with self.lock:
+            return (f"{self.name}({self.client}): assignment={sorted(self.assignment)} "
+                    f"seen={len(self.seen)} committed={self.committed} pending={self.pending} "
+                    f"polls={self.polls} commit_retries={self.commit_retries[:3]} "
+                    f"commit_errors={self.commit_errors[:3]} errors={self.errors[:3]} crash={self.crash!r}")
+
+
+def _is_rebalance_error(e: BaseException) -> bool:
+    text = repr(e)
+    return any(k in text for k in ("ILLEGAL_GENERATION", "REBALANCE_IN_PROGRESS", "IllegalGeneration",
+                                   "RebalanceInProgress", "CommitFailedError"))
+
+
+class ConfluentGroupConsumer(GroupConsumer):
+    client = "confluent-kafka"
+
+    def _open(self):
+        from confluent_kafka import Consumer
+        errors = self.errors
+
+        def error_cb(err):
+            # Transport hiccups are retried by librdkafka; keep only fatal ones.
+            if err.fatal():
+                errors.append(str(err))
+        conf = confluent_conf(self.broker, **{
+            "group.id": self.group, "client.id": self.name,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": GROUP_SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": GROUP_HEARTBEAT_INTERVAL_MS,
+            "max.poll.interval.ms": GROUP_MAX_POLL_INTERVAL_MS,
+            "fetch.wait.max.ms": 100, "error_cb": error_cb})
+        conf.update(self.conf)
+        self.c = Consumer(conf)
+        self.c.subscribe([self.topic], on_revoke=self._on_revoke)
+
+    def _on_revoke(self, consumer, partitions):
+        # Runs inside consume(): commit what was processed from the partitions
+        # being taken away, so their next owner starts after it.
+        revoked = {tp.partition for tp in partitions if tp.topic == self.topic}
+        keep = {p: o for p, o in self.pending.items() if p not in revoked}
+        self.pending = {p: o for p, o in self.pending.items() if p in revoked}
+        try:
+            self._commit_pending()
+        finally:
+            self.pending.update(keep)
+
+    def _poll(self):
+        out = []
+        for m in self.c.consume(num_messages=200, timeout=0.2):
+            if m.error() is not None:
+                self.errors.append(str(m.error()))
+                continue
+            out.append((m.partition(), m.offset(), m.value()))
+        return out
+
+    def _commit(self, nxt):
+        from confluent_kafka import TopicPartition
+        res = self.c.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in nxt.items()],
+                            asynchronous=False)
+        bad = [(tp.partition, str(tp.error)) for tp in res or () if tp.error is not None]
+        if bad:
+            raise HarnessError(f"partition commit errors {bad}")
+
+    def _assignment(self):
+        member = self.c.memberid()
+        with self.lock:
+            self._member_id = member
+        return {tp.partition for tp in self.c.assignment() if tp.topic == self.topic}
+
+    def _close(self):
+        if hasattr(self, "c"):
+            self.c.close()
+
+    def member_id(self) -> str:
+        """The member id as of the last poll. (Calling the Consumer from the
+        test thread while the consumer thread polls it can block for good in
+        confluent-kafka, so the consumer thread records it.)"""
+        with self.lock:
+            return getattr(self, "_member_id", None)
+
+
+class KafkaPythonGroupConsumer(GroupConsumer):
+    client = "kafka-python"
+
+    def _open(self):
+        from kafka import KafkaConsumer
+        kw = kafka_python_kwargs(
+            self.broker, group_id=self.group, client_id=self.name, enable_auto_commit=False,
+            auto_offset_reset="earliest", session_timeout_ms=GROUP_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=GROUP_HEARTBEAT_INTERVAL_MS,
+            max_poll_interval_ms=GROUP_MAX_POLL_INTERVAL_MS, fetch_max_wait_ms=100)
+        kw.update(self.conf)
+        self.c = KafkaConsumer(self.topic, **kw)
+
+    def _poll(self):
+        out = []
+        for tp, recs in self.c.poll(timeout_ms=200, max_records=200).items():
+            for r in recs:
+                out.append((tp.partition, r.offset, r.value))
+        return out
+
+    def _commit(self, nxt):
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+        self.c.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                       for p, o in nxt.items()})
+
+    def _assignment(self):
+        return {tp.partition for tp in self.c.assignment() if tp.topic == self.topic}
+
+    def _close(self):
+        if hasattr(self, "c"):
+            self.c.close(autocommit=False)
+
+
+class AioKafkaGroupConsumer(GroupConsumer):
+    """aiokafka needs its event loop running for heartbeats, so the whole
+    thread body is one coroutine."""
+    client = "aiokafka"
+
+    def _run(self):
+        import asyncio
+        asyncio.run(self._arun())
+
+    async def _arun(self):
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+        deadline = time.monotonic() + GROUP_CONSUMER_LIFETIME_S
+        kw = dict(bootstrap_servers=self.broker.bootstrap, group_id=self.group, client_id=self.name,
+                  enable_auto_commit=False, auto_offset_reset="earliest",
+                  session_timeout_ms=GROUP_SESSION_TIMEOUT_MS,
+                  heartbeat_interval_ms=GROUP_HEARTBEAT_INTERVAL_MS,
+                  max_poll_interval_ms=GROUP_MAX_POLL_INTERVAL_MS, fetch_max_wait_ms=100,
+                  request_timeout_ms=30000)
+        kw.update(self.conf)
+        c = None
+        me = self
+
+        async def commit(nxt):
+            try:
+                await c.commit({TopicPartition(me.topic, p): o for p, o in nxt.items()})
+            except Exception as e:
+                with me.lock:
+                    if _is_rebalance_error(e):
+                        me.commit_retries.append(f"commit {nxt}: {e!r}")
+                        return
+                    me.commit_errors.append(f"commit {nxt}: {e!r}")
+            else:
+                with me.lock:
+                    me.committed.update(nxt)
+            for p in nxt:
+                me.pending.pop(p, None)
+
+        class Listener(ConsumerRebalanceListener):
+            # Awaited by aiokafka before it rejoins: commit what was processed
+            # from the partitions being taken away.
+            async def on_partitions_revoked(self, revoked):
+                gone = {tp.partition for tp in revoked if tp.topic == me.topic}
+                nxt = {p: o for p, o in me.pending.items() if p in gone}
+                if nxt:
+                    await commit(nxt)
+
+            async def on_partitions_assigned(self, assigned):
+                pass
+        try:
+            c = AIOKafkaConsumer(**kw)
+            c.subscribe([self.topic], listener=Listener())
+            await c.start()
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                batches = await c.getmany(timeout_ms=200, max_records=200)
+                recs = [(tp.partition, r.offset, r.value) for tp, rs in batches.items() for r in rs]
+                with self.lock:
+                    self.seen.extend(recs)
+                    self.polls += 1
+                for p, o, _ in recs:
+                    self.pending[p] = max(self.pending.get(p, 0), o + 1)
+                a = frozenset(tp.partition for tp in c.assignment() if tp.topic == self.topic)
+                nxt = {p: o for p, o in self.pending.items() if p in a}
+                if nxt:
+                    await commit(nxt)
+                with self.lock:
+                    self.assignment = a
+        except BaseException as e:
+            self.crash = e
+        finally:
+            if c is not None:
+                try:
+                    await c.stop()
+                except BaseException as e:
+                    if self.crash is None:
+                        self.crash = e
+            self.closed = True
+
+
+GROUP_CONSUMER_CLASSES = {
+    "confluent": ConfluentGroupConsumer,
+    "kafka-python": KafkaPythonGroupConsumer,
+    "aiokafka": AioKafkaGroupConsumer,
+}
+
+
+def wait_for_balanced_group(consumers: list[GroupConsumer], partitions: int,
+                            timeout_s: float = CLIENT_TIMEOUT_S, broker: Broker | None = None):
+    """Wait until the members' own views of their assignments are pairwise
+    disjoint, cover all `partitions`, and are balanced (sizes differ by at
+    most one, none empty)."""
+    def balanced():
+        for c in consumers:
+            c.check()
+        views = [c.snapshot()[1] for c in consumers]
+        union = set().union(*views)
+        if sum(len(v) for v in views) != len(union) or union != set(range(partitions)):
+            return False
+        sizes = [len(v) for v in views]
+        return min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+    def diag():
+        out = "\n".join(c.describe() for c in consumers)
+        return out + ("\n" + broker.log_tail(30) if broker else "")
+    wait_until(balanced, timeout_s, f"{len(consumers)} group members to hold a balanced, disjoint "
+               f"assignment covering all {partitions} partitions", interval_s=0.1, diagnostics=diag)
+
+
+def produce_keyed(broker: Broker, topic: str, ids: Iterable[int], partitions: int,
+                  tag: bytes = b"r") -> dict[int, tuple[int, int]]:
+    """Produce one keyed record per id to partition id % partitions, value
+    b"<tag>-<id>"; returns {id: (partition, offset)}."""
+    from confluent_kafka import Producer
+    errors, error_cb = client_errors_sink()
+    p = Producer(confluent_conf(broker, acks="all", error_cb=error_cb, **{"linger.ms": 5}))
+    tracker = DeliveryTracker()
+    recs = ({"id": i, "key": b"key-%d" % i, "value": b"%s-%d" % (tag, i), "partition": i % partitions}
+            for i in ids)
+    produce_all(p, topic, recs, tracker, flush_timeout_s=60)
+    if tracker.failed:
+        raise HarnessError(f"{len(tracker.failed)} deliveries failed, e.g. "
+                           f"{list(tracker.failed.items())[:3]}; client errors {errors[:5]}")
+    return dict(tracker.ok)

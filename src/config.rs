@@ -166,6 +166,10 @@ pub struct GroupsSection {
     pub offsets_topic_partitions: i32,
     /// Committed offsets of an empty group expire this long after their commit (`offsets.retention.minutes`, in ms).
     pub offsets_retention_ms: u64,
+    /// How often consumer-protocol (KIP-848) members are told to heartbeat (`group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval_ms: i32,
+    /// A consumer-protocol member without a heartbeat for this long is removed (`group.consumer.session.timeout.ms`).
+    pub consumer_session_timeout_ms: i32,
 }
 
 impl Default for GroupsSection {
@@ -178,6 +182,8 @@ impl Default for GroupsSection {
             max_size: i32::MAX as u32,
             offsets_topic_partitions: d.offsets_topic_partitions,
             offsets_retention_ms: d.offsets_retention_ms,
+            consumer_heartbeat_interval_ms: d.consumer_heartbeat_interval_ms,
+            consumer_session_timeout_ms: d.consumer_session_timeout_ms,
         }
     }
 }
@@ -284,6 +290,12 @@ impl Config {
         if g.offsets_retention_ms == 0 {
             return Err(invalid("groups.offsets_retention_ms", 0, "must be positive"));
         }
+        if !(1..=3_600_000).contains(&g.consumer_session_timeout_ms) {
+            return Err(invalid("groups.consumer_session_timeout_ms", g.consumer_session_timeout_ms, "must be 1..=3600000"));
+        }
+        if g.consumer_heartbeat_interval_ms < 1 || g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
+            return Err(invalid("groups.consumer_heartbeat_interval_ms", g.consumer_heartbeat_interval_ms, "must be at least 1 and below groups.consumer_session_timeout_ms"));
+        }
         Ok(())
     }
 
@@ -317,6 +329,8 @@ impl Config {
             max_size: g.max_size as usize,
             offsets_topic_partitions: g.offsets_topic_partitions,
             offsets_retention_ms: g.offsets_retention_ms,
+            consumer_heartbeat_interval_ms: g.consumer_heartbeat_interval_ms,
+            consumer_session_timeout_ms: g.consumer_session_timeout_ms,
         }
     }
 
@@ -379,6 +393,14 @@ mod tests {
         let mut config = Config::default();
         config.groups.offsets_topic_partitions = 0;
         assert!(config.validate().unwrap_err().to_string().contains("groups.offsets_topic_partitions"));
+        let mut config = Config::default();
+        assert_eq!((config.groups.consumer_heartbeat_interval_ms, config.groups.consumer_session_timeout_ms), (5000, 45000));
+        config.groups.consumer_heartbeat_interval_ms = 45000;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("groups.consumer_heartbeat_interval_ms") && err.contains("45000"), "{err}");
+        let mut config = Config::default();
+        config.groups.consumer_session_timeout_ms = 0;
+        assert!(config.validate().unwrap_err().to_string().contains("groups.consumer_session_timeout_ms"));
     }
 
     #[test]

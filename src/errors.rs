@@ -47,6 +47,13 @@ fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         GroupError::CoordinatorLoading => ResponseError::CoordinatorLoadInProgress,
         GroupError::CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+        GroupError::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId { .. } => ResponseError::UnreleasedInstanceId,
+        GroupError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        // Kafka's answer to a request of one protocol for a group of the other.
+        GroupError::WrongGroupType { .. } => ResponseError::GroupIdNotFound,
     }
 }
 
@@ -93,5 +100,9 @@ mod tests {
         let generation = Error::Group(GroupError::IllegalGeneration { group_id: "g".into(), generation_id: 1, current: 2 });
         assert_eq!(error_code(&generation).code(), 22);
         assert_eq!(error_code(&Error::Group(GroupError::InconsistentGroupProtocol("g".into()))).code(), 23);
+        let fenced = Error::Group(GroupError::FencedMemberEpoch { group_id: "g".into(), member_id: "m".into(), member_epoch: 1, current: 2 });
+        assert_eq!(error_code(&fenced).code(), 110);
+        let stale = Error::Group(GroupError::StaleMemberEpoch { group_id: "g".into(), member_id: "m".into(), member_epoch: 1, current: 2 });
+        assert_eq!(error_code(&stale).code(), 113);
     }
 }

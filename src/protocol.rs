@@ -48,6 +48,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The advertised version range of `api`, if Silt implements it.
@@ -133,6 +135,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "Other",
     }
 }
@@ -288,6 +292,8 @@ async fn dispatch(ctx: &RequestContext, mut body: Bytes) -> Outcome {
         ApiKey::ListGroups => route!(handlers::groups::list),
         ApiKey::DescribeGroups => route!(handlers::groups::describe),
         ApiKey::DeleteGroups => route!(handlers::groups::delete),
+        ApiKey::ConsumerGroupHeartbeat => route!(handlers::consumer_groups::heartbeat),
+        ApiKey::ConsumerGroupDescribe => route!(handlers::consumer_groups::describe),
         other => close("unsupported_api", format!("API {other:?} is not implemented")),
     }
 }
@@ -380,6 +386,8 @@ mod tests {
             ApiKey::ListGroups => RequestKind::ListGroups(Default::default()),
             ApiKey::DescribeGroups => RequestKind::DescribeGroups(Default::default()),
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(Default::default()),
+            ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(Default::default()),
+            ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(Default::default()),
             other => panic!("no default request for {other:?}"),
         }
     }

@@ -54,6 +54,8 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// Kafka's ConfigResource types.
@@ -204,6 +206,8 @@ fn check(broker: &Broker, m: &Matrix, api: ApiKey, version: i16) {
         ApiKey::ListGroups => check_list_groups(broker, m, version),
         ApiKey::DescribeGroups => check_describe_groups(broker, version),
         ApiKey::DeleteGroups => check_delete_groups(broker, m, version),
+        ApiKey::ConsumerGroupHeartbeat => check_consumer_group_heartbeat(broker, m, version),
+        ApiKey::ConsumerGroupDescribe => check_consumer_group_describe(broker, m, version),
         other => panic!("the broker advertises {other:?}, which this suite has no check for (is it really implemented?)"),
     }
 }
@@ -1037,4 +1041,82 @@ fn produce_with_acks_0_is_not_answered() {
         assert_eq!(response.error_code, 0);
     }
     assert_eq!(client.log_end_offset(&topic, 0), 3, "the acks=0 batches were written");
+}
+
+/// A KIP-848 member joining `group` subscribed to `topic` (v1 members name themselves).
+fn consumer_join(group: &str, topic: &str, version: i16) -> ConsumerGroupHeartbeatRequest {
+    let member_id = if version >= 1 { uuid::Uuid::new_v4().to_string() } else { String::new() };
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(str_bytes(group)))
+        .with_member_id(str_bytes(&member_id))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![topic_name(topic)]))
+        .with_topic_partitions(Some(vec![]))
+}
+
+fn check_consumer_group_heartbeat(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("cg-heartbeat", version);
+    let joined = client.must(&consumer_join(&group, &m.topic, version), version);
+    assert_eq!(joined.error_code, 0, "error {}", code_name(joined.error_code));
+    let member_id = joined.member_id.clone().expect("a member id").to_string();
+    assert!(!member_id.is_empty());
+    assert_eq!(joined.member_epoch, 1);
+    assert!(joined.heartbeat_interval_ms > 0);
+    let assignment = joined.assignment.expect("a joining member gets its assignment");
+    assert_eq!(assignment.topic_partitions.len(), 1);
+    assert_eq!((assignment.topic_partitions[0].topic_id, assignment.topic_partitions[0].partitions.clone()), (m.topic_id, vec![0]));
+    let beat = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(str_bytes(&group)))
+        .with_member_id(str_bytes(&member_id))
+        .with_member_epoch(1)
+        .with_rebalance_timeout_ms(-1);
+    let ok = client.must(&beat, version);
+    assert_eq!((ok.error_code, ok.member_epoch), (0, 1), "error {}", code_name(ok.error_code));
+    assert!(ok.assignment.is_none(), "an unchanged assignment is not repeated");
+    let fenced = client.must(&beat.clone().with_member_epoch(5), version);
+    assert_eq!(fenced.error_code, 110, "a future epoch: error {}", code_name(fenced.error_code));
+    let unknown = client.must(&beat.clone().with_member_id(str_bytes("nobody")), version);
+    assert_eq!(unknown.error_code, 25, "an unknown member: error {}", code_name(unknown.error_code));
+    let assignor = client.must(&consumer_join(&group, &m.topic, version).with_server_assignor(Some(str_bytes("sticky"))), version);
+    assert_eq!(assignor.error_code, 112, "an unknown assignor: error {}", code_name(assignor.error_code));
+    let left = client.must(&beat.with_member_epoch(-1), version);
+    assert_eq!((left.error_code, left.member_epoch), (0, -1), "error {}", code_name(left.error_code));
+    // A classic group with members refuses the consumer protocol.
+    let classic = group_for("cg-classic", version);
+    join_and_sync(&mut client, &classic, b"a");
+    let refused = client.must(&consumer_join(&classic, &m.topic, version), version);
+    assert_eq!(refused.error_code, 69, "a classic group: error {}", code_name(refused.error_code));
+}
+
+fn check_consumer_group_describe(broker: &Broker, m: &Matrix, version: i16) {
+    let mut client = broker.client();
+    let group = group_for("cg-describe", version);
+    let joined = client.must(&consumer_join(&group, &m.topic, 1).with_server_assignor(Some(str_bytes("range"))), 1);
+    assert_eq!(joined.error_code, 0, "error {}", code_name(joined.error_code));
+    let classic = group_for("cg-describe-classic", version);
+    join_and_sync(&mut client, &classic, b"a");
+    let request = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(str_bytes(&group)), GroupId(str_bytes("matrix-no-such-group")), GroupId(str_bytes(&classic))])
+        .with_include_authorized_operations(true);
+    let response = client.must(&request, version);
+    let described = &response.groups[0];
+    assert_eq!(described.error_code, 0, "error {}", code_name(described.error_code));
+    assert_eq!((described.group_state.as_str(), described.group_epoch, described.assignment_epoch, described.assignor_name.as_str()), ("Stable", 1, 1, "range"));
+    assert!(described.authorized_operations > 0);
+    assert_eq!(described.members.len(), 1);
+    let member = &described.members[0];
+    assert_eq!(Some(&member.member_id), joined.member_id.as_ref());
+    assert_eq!(member.member_epoch, 1);
+    assert_eq!(member.subscribed_topic_names, vec![topic_name(&m.topic)]);
+    assert_eq!(member.assignment.topic_partitions.len(), 1);
+    assert_eq!(member.assignment.topic_partitions[0].topic_name.as_str(), m.topic);
+    assert_eq!(member.assignment.topic_partitions[0].partitions, vec![0]);
+    assert_eq!(member.target_assignment, member.assignment);
+    if version >= 1 {
+        assert_eq!(member.member_type, 1);
+    }
+    assert_eq!(response.groups[1].error_code, 69, "an unknown group: error {}", code_name(response.groups[1].error_code));
+    assert_eq!(response.groups[2].error_code, 69, "a classic group: error {}", code_name(response.groups[2].error_code));
 }

@@ -17,14 +17,18 @@ use silt_actors::group::actor::{DeleteGroup, Describe, Heartbeat, Join, Leave, S
 use silt_actors::group::state::{JoinRequest, Phase};
 use silt_actors::group::GroupError;
 
-use super::{authorized_operations, wire};
+use bytes::BufMut;
+use kafka_protocol::protocol::Encodable;
+use silt_actors::group::consumer;
+
+use super::{authorized_operations, topic_name, wire};
 use crate::protocol::RequestContext;
 
 /// FindCoordinator's key type of a consumer group (1 is a transactional id).
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-/// Kafka's group type of every classic group (ListGroups v5).
-const GROUP_TYPE_CLASSIC: &str = "classic";
+/// The version prefix of the embedded consumer protocol structures DescribeGroups carries.
+const CONSUMER_PROTOCOL_VERSION: i16 = 0;
 
 fn opt(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
@@ -238,11 +242,13 @@ pub async fn list(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroup
         .list()
         .into_iter()
         .filter_map(|(id, summary)| {
-            let state = summary.phase?.as_str();
+            let phase = summary.phase?;
+            let state = summary.consumer_state.unwrap_or(phase.as_str());
+            let group_type = summary.group_type.as_str();
             if !states.is_empty() && !states.iter().any(|s| s == &state.to_lowercase()) {
                 return None;
             }
-            if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
+            if !types.is_empty() && !types.iter().any(|t| t == group_type) {
                 return None;
             }
             let mut out = ListedGroup::default().with_group_id(GroupId(wire(id))).with_protocol_type(wire(summary.protocol_type.unwrap_or_default()));
@@ -250,7 +256,7 @@ pub async fn list(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroup
                 out.group_state = wire(state);
             }
             if ctx.version >= 5 {
-                out.group_type = wire(GROUP_TYPE_CLASSIC);
+                out.group_type = wire(group_type);
             }
             Some(out)
         })
@@ -276,6 +282,32 @@ pub async fn describe(ctx: &RequestContext, request: DescribeGroupsRequest) -> D
             groups.push(out);
             continue;
         };
+        if let Some(c) = &d.consumer {
+            // Kafka describes a consumer-protocol group in classic terms
+            // (`ConsumerGroup.asDescribedGroup`): protocol type "consumer", the
+            // assignor as protocol, and the embedded consumer protocol structures.
+            out.group_state = wire(consumer::state_name(c));
+            out.protocol_type = wire("consumer");
+            out.protocol_data = wire(c.assignor.name());
+            out.members = c
+                .members
+                .values()
+                .map(|m| {
+                    let mut member = DescribedGroupMember::default()
+                        .with_member_id(wire(m.member_id.clone()))
+                        .with_client_id(wire(m.client_id.clone()))
+                        .with_client_host(wire(m.client_host.clone()))
+                        .with_member_metadata(subscription_bytes(&m.subscribed_topic_names))
+                        .with_member_assignment(assignment_bytes(ctx, &m.assigned));
+                    if ctx.version >= 4 {
+                        member.group_instance_id = m.instance_id.clone().map(wire);
+                    }
+                    member
+                })
+                .collect();
+            groups.push(out);
+            continue;
+        }
         let protocol = d.protocol.clone().unwrap_or_default();
         out.group_state = wire(d.phase.as_str());
         out.protocol_type = wire(d.protocol_type.unwrap_or_default());
@@ -324,4 +356,35 @@ pub async fn delete(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
         results.push(out);
     }
     DeleteGroupsResponse::default().with_results(results)
+}
+
+/// A `ConsumerProtocolSubscription` with its version prefix.
+fn subscription_bytes(topics: &[String]) -> Bytes {
+    let subscription = ConsumerProtocolSubscription::default().with_topics(topics.iter().map(|t| wire(t.clone())).collect());
+    versioned(&subscription)
+}
+
+/// A `ConsumerProtocolAssignment` with its version prefix and topic names.
+fn assignment_bytes(ctx: &RequestContext, assignment: &silt_actors::group::assignors::Assignment) -> Bytes {
+    let partitions = assignment
+        .iter()
+        .filter_map(|(id, parts)| {
+            let name = ctx.broker.node.topic_name(*id)?;
+            Some(consumer_protocol_assignment::TopicPartition::default().with_topic(topic_name(&name)).with_partitions(parts.iter().copied().collect()))
+        })
+        .collect();
+    versioned(&ConsumerProtocolAssignment::default().with_assigned_partitions(partitions))
+}
+
+fn versioned<T: Encodable>(value: &T) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    buf.put_i16(CONSUMER_PROTOCOL_VERSION);
+    // Plain structures of strings and integers always encode at version 0.
+    match value.encode(&mut buf, CONSUMER_PROTOCOL_VERSION) {
+        Ok(()) => buf.freeze(),
+        Err(e) => {
+            tracing::warn!(cause = %e, "could not encode an embedded consumer protocol structure");
+            Bytes::new()
+        }
+    }
 }

@@ -12,6 +12,12 @@
 //! actor handles nothing else meanwhile (`AtomicResponse`), so memory never
 //! runs ahead of the log. Group metadata is written after each completed
 //! rebalance without holding up the members' answers.
+//!
+//! The same actor hosts a consumer-protocol group ([`ConsumerGroup`]) instead
+//! when the group's type is "consumer": heartbeats are answered at once (the
+//! protocol has no waiting), members keep a session timer each, and the
+//! group's state is written after every heartbeat that changed it. Requests of
+//! the other protocol are refused unless the group is empty.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -22,7 +28,9 @@ use futures::future::LocalBoxFuture;
 use silt_tiering::LogError;
 use tokio::sync::{oneshot, watch};
 
+use super::consumer::{self, ConsumerGroup, HeartbeatAnswer};
 use super::error::GroupError;
+use super::GroupType;
 use super::offsets::{Committed, Offsets, OffsetsRecord, StoredGroup, StoredMember};
 use super::state::{GroupState, JoinOutcome, JoinRequest, JoinResult, Limits, Member, Phase};
 use crate::error::Error;
@@ -42,12 +50,19 @@ pub struct GroupTimers {
     pub initial_rebalance_delay_ms: u64,
     pub offsets_retention_ms: u64,
     pub limits: Limits,
+    /// How often consumer-protocol members heartbeat (`group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval_ms: i32,
+    /// How long a consumer-protocol member lives without heartbeating (`group.consumer.session.timeout.ms`).
+    pub consumer_session_timeout_ms: i32,
 }
 
 /// What the rest of the node sees of a group without asking it.
 #[derive(Debug, Clone, Default)]
 pub struct GroupSummary {
     pub phase: Option<Phase>,
+    pub group_type: GroupType,
+    /// The state's name for a consumer-protocol group (`phase` is Empty or Stable then).
+    pub consumer_state: Option<&'static str>,
     pub protocol_type: Option<String>,
     pub members: usize,
     pub rebalances: u64,
@@ -57,10 +72,13 @@ pub struct GroupSummary {
 /// A group as DescribeGroups reports it.
 #[derive(Debug, Clone)]
 pub struct GroupDescription {
+    /// A consumer-protocol group is described as `Empty` or `Stable`.
     pub phase: Phase,
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
     pub members: Vec<Member>,
+    /// The group's state if it is a consumer-protocol group (then `members` is empty).
+    pub consumer: Option<ConsumerGroup>,
 }
 
 /// JoinGroup.
@@ -135,6 +153,19 @@ pub struct DeleteGroup;
 #[rtype(result = "Result<(), Error>")]
 pub struct Rewrite;
 
+/// Resolves a topic name to its id and partition count (`None`: no such topic).
+pub type TopicLookup = Box<dyn Fn(&str) -> Option<(uuid::Uuid, i32)> + Send>;
+
+/// ConsumerGroupHeartbeat. Answers the member's state and the heartbeat
+/// interval. `topics` is only used while the heartbeat is handled (the actor
+/// keeps no handle on the node, whose resources must go when it shuts down).
+#[derive(Message)]
+#[rtype(result = "Result<(HeartbeatAnswer, i32), Error>")]
+pub struct ConsumerHeartbeat {
+    pub heartbeat: consumer::Heartbeat,
+    pub topics: TopicLookup,
+}
+
 /// One group. See the module docs.
 pub struct GroupActor {
     state: GroupState,
@@ -147,6 +178,11 @@ pub struct GroupActor {
     rebalance_timer: Option<SpawnHandle>,
     delay_timer: Option<SpawnHandle>,
     summary: watch::Sender<GroupSummary>,
+    /// `Some` while the group is a consumer-protocol group.
+    consumer: Option<ConsumerGroup>,
+    /// Consumer-protocol members that must revoke partitions, with the timer
+    /// that removes them if they have not within their rebalance timeout.
+    revocation_timers: HashMap<String, SpawnHandle>,
 }
 
 fn not_available(group_id: &str) -> GroupError {
@@ -157,7 +193,9 @@ impl GroupActor {
     /// A group, possibly restored from the offsets topic.
     pub fn new(group_id: String, stored: Option<StoredGroup>, offsets: Offsets, timers: GroupTimers, log: PartitionHandle, summary: watch::Sender<GroupSummary>) -> GroupActor {
         let mut state = GroupState::new(group_id, timers.limits);
-        if let Some(stored) = stored {
+        let mut consumer = None;
+        if let Some(mut stored) = stored {
+            consumer = stored.consumer.take();
             state.generation_id = stored.generation_id;
             state.protocol_type = stored.protocol_type;
             state.protocol = stored.protocol;
@@ -195,15 +233,33 @@ impl GroupActor {
             rebalance_timer: None,
             delay_timer: None,
             summary,
+            consumer,
+            revocation_timers: HashMap::new(),
+        }
+    }
+
+    fn group_type(&self) -> GroupType {
+        if self.consumer.is_some() {
+            GroupType::Consumer
+        } else {
+            GroupType::Classic
         }
     }
 
     /// Publishes the group's summary (state, members, offsets) to its watchers.
     pub fn publish(&self) {
+        let (phase, protocol_type, members) = match &self.consumer {
+            Some(c) if self.state.phase != Phase::Dead => {
+                (if c.members.is_empty() { Phase::Empty } else { Phase::Stable }, Some("consumer".to_owned()), c.members.len())
+            }
+            _ => (self.state.phase, self.state.protocol_type.clone(), self.state.members.len()),
+        };
         let summary = GroupSummary {
-            phase: Some(self.state.phase),
-            protocol_type: self.state.protocol_type.clone(),
-            members: self.state.members.len(),
+            phase: Some(phase),
+            group_type: self.group_type(),
+            consumer_state: self.consumer.as_ref().map(consumer::state_name),
+            protocol_type,
+            members,
             rebalances: self.state.rebalances,
             offsets: self.offsets.iter().map(|(tp, c)| (tp.clone(), c.offset)).collect(),
         };
@@ -231,6 +287,7 @@ impl GroupActor {
                     assignment: m.assignment.to_vec(),
                 })
                 .collect(),
+            consumer: self.consumer.clone(),
         }
     }
 
@@ -262,8 +319,12 @@ impl GroupActor {
     }
 
     fn arm_session(&mut self, member_id: &str, ctx: &mut Context<Self>) {
-        let Some(member) = self.state.members.get(member_id) else { return };
-        let timeout = Duration::from_millis(member.session_timeout_ms.max(0) as u64);
+        let timeout_ms = match (&self.consumer, self.state.members.get(member_id)) {
+            (Some(c), _) if c.members.contains_key(member_id) => self.timers.consumer_session_timeout_ms,
+            (_, Some(member)) => member.session_timeout_ms,
+            _ => return,
+        };
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
         let id = member_id.to_owned();
         let handle = ctx.run_later(timeout, move |act, ctx| act.session_expired(id, ctx));
         if let Some(old) = self.session_timers.insert(member_id.to_owned(), handle) {
@@ -273,6 +334,14 @@ impl GroupActor {
 
     fn session_expired(&mut self, member_id: String, ctx: &mut Context<Self>) {
         self.session_timers.remove(&member_id);
+        if let Some(c) = &mut self.consumer {
+            if c.remove(&member_id) {
+                tracing::info!(group = %self.state.group_id, member = %member_id, "consumer member session expired");
+                self.persist_group(ctx);
+                self.publish();
+            }
+            return;
+        }
         let Some(member) = self.state.members.get(&member_id) else { return };
         if member.awaiting_join || member.awaiting_sync {
             // Kafka keeps members waiting for an answer alive.
@@ -378,8 +447,13 @@ impl GroupActor {
         self.publish();
     }
 
+    /// Whether the group has members of either protocol (offsets of empty groups expire).
+    fn has_members(&self) -> bool {
+        self.state.phase != Phase::Empty || self.consumer.as_ref().is_some_and(|c| !c.members.is_empty())
+    }
+
     fn expire_offsets(&mut self, ctx: &mut Context<Self>) {
-        if self.state.phase != Phase::Empty || self.offsets.is_empty() {
+        if self.has_members() || self.offsets.is_empty() {
             return;
         }
         let horizon = now_ms().saturating_sub(i64::try_from(self.timers.offsets_retention_ms).unwrap_or(i64::MAX));
@@ -408,7 +482,8 @@ impl Actor for GroupActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         // Restored members must heartbeat within their session, as after a coordinator move in Kafka.
-        let members: Vec<String> = self.state.members.keys().cloned().collect();
+        let mut members: Vec<String> = self.state.members.keys().cloned().collect();
+        members.extend(self.consumer.iter().flat_map(|c| c.members.keys().cloned()));
         for id in members {
             self.arm_session(&id, ctx);
         }
@@ -431,6 +506,7 @@ impl Supervised for GroupActor {
         self.join_waiters.clear();
         self.sync_waiters.clear();
         self.session_timers.clear();
+        self.revocation_timers.clear();
         self.rebalance_timer = None;
         self.delay_timer = None;
         for m in self.state.members.values_mut() {
@@ -454,6 +530,12 @@ impl Handler<Join> for GroupActor {
     type Result = ResponseFuture<Result<JoinResult, Error>>;
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        match &self.consumer {
+            Some(c) if !c.members.is_empty() => return now(Err(GroupError::InconsistentGroupProtocol(self.state.group_id.clone()))),
+            // An empty consumer group becomes a classic group.
+            Some(_) => self.consumer = None,
+            None => {}
+        }
         let client_id = msg.0.client_id.clone();
         let outcome = self.state.join(msg.0, || format!("{client_id}-{}", uuid::Uuid::new_v4()), now_ms());
         let result = match outcome {
@@ -550,10 +632,14 @@ impl Handler<Commit> for GroupActor {
     type Result = AtomicResponse<Self, Result<(), Error>>;
 
     fn handle(&mut self, msg: Commit, ctx: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.state.check_commit(&msg.member_id, msg.instance_id.as_deref(), msg.generation_id) {
+        let checked = match &self.consumer {
+            Some(c) => c.check_commit(&self.state.group_id, &msg.member_id, msg.generation_id),
+            None => self.state.check_commit(&msg.member_id, msg.instance_id.as_deref(), msg.generation_id),
+        };
+        if let Err(e) = checked {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e.into()))));
         }
-        if self.state.members.contains_key(&msg.member_id) {
+        if self.state.members.contains_key(&msg.member_id) || self.consumer.as_ref().is_some_and(|c| c.members.contains_key(&msg.member_id)) {
             self.arm_session(&msg.member_id, ctx);
         }
         let group = self.state.group_id.clone();
@@ -587,11 +673,12 @@ impl Handler<DeleteOffsets> for GroupActor {
 
     fn handle(&mut self, msg: DeleteOffsets, _ctx: &mut Context<Self>) -> Self::Result {
         let group = self.state.group_id.clone();
+        let has_members = self.has_members();
         let results: Vec<(TopicPartition, Option<GroupError>)> = msg
             .partitions
             .into_iter()
             .map(|tp| {
-                let subscribed = self.state.phase != Phase::Empty && msg.subscribed.contains(tp.topic.as_ref());
+                let subscribed = has_members && msg.subscribed.contains(tp.topic.as_ref());
                 let error = subscribed.then(|| GroupError::GroupSubscribedToTopic { group_id: group.clone(), topic: tp.topic.to_string() });
                 (tp, error)
             })
@@ -613,11 +700,16 @@ impl Handler<Describe> for GroupActor {
     type Result = MessageResult<Describe>;
 
     fn handle(&mut self, _msg: Describe, _ctx: &mut Context<Self>) -> Self::Result {
+        let (phase, protocol_type) = match &self.consumer {
+            Some(c) if self.state.phase != Phase::Dead => (if c.members.is_empty() { Phase::Empty } else { Phase::Stable }, Some("consumer".to_owned())),
+            _ => (self.state.phase, self.state.protocol_type.clone()),
+        };
         MessageResult(GroupDescription {
-            phase: self.state.phase,
-            protocol_type: self.state.protocol_type.clone(),
+            phase,
+            protocol_type,
             protocol: self.state.protocol.clone(),
             members: self.state.members.values().cloned().collect(),
+            consumer: self.consumer.clone(),
         })
     }
 }
@@ -628,6 +720,8 @@ impl Handler<DeleteGroup> for GroupActor {
     fn handle(&mut self, _msg: DeleteGroup, _ctx: &mut Context<Self>) -> Self::Result {
         let group = self.state.group_id.clone();
         let refusal = match self.state.phase {
+            Phase::Empty if self.consumer.as_ref().is_some_and(|c| !c.members.is_empty()) => Some(GroupError::NonEmptyGroup(group.clone())),
+            Phase::Empty if self.consumer.is_some() => None,
             Phase::Empty if self.offsets.is_empty() && self.state.generation_id == 0 => Some(GroupError::GroupIdNotFound(group.clone())),
             Phase::Empty => None,
             Phase::Dead => Some(GroupError::GroupIdNotFound(group.clone())),
@@ -642,6 +736,7 @@ impl Handler<DeleteGroup> for GroupActor {
             result?;
             act.offsets.clear();
             act.state.kill();
+            act.consumer = None;
             act.publish();
             tracing::info!(group = %group, "group deleted");
             Ok(())
@@ -655,10 +750,89 @@ impl Handler<Rewrite> for GroupActor {
     fn handle(&mut self, _msg: Rewrite, _ctx: &mut Context<Self>) -> Self::Result {
         let group = self.state.group_id.clone();
         let mut records = Vec::with_capacity(self.offsets.len() + 1);
-        if self.state.generation_id > 0 || !self.state.members.is_empty() {
+        if self.state.generation_id > 0 || !self.state.members.is_empty() || self.consumer.is_some() {
             records.push(OffsetsRecord::Group { group: group.clone(), value: Some(self.stored_group()) });
         }
         records.extend(self.offsets.iter().map(|(tp, c)| OffsetsRecord::Offset { group: group.clone(), tp: tp.clone(), committed: Some(c.clone()) }));
         AtomicResponse::new(Box::pin(self.append(records).into_actor(self)))
+    }
+}
+
+impl Handler<ConsumerHeartbeat> for GroupActor {
+    type Result = Result<(HeartbeatAnswer, i32), Error>;
+
+    fn handle(&mut self, msg: ConsumerHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
+        let group_id = self.state.group_id.clone();
+        if self.state.phase == Phase::Dead {
+            return Err(GroupError::CoordinatorNotAvailable(format!("group {group_id} was deleted")).into());
+        }
+        if self.consumer.is_none() {
+            if self.state.phase != Phase::Empty {
+                return Err(GroupError::WrongGroupType { group_id, expected: "consumer" }.into());
+            }
+            // An empty classic group (or a new one) becomes a consumer group.
+            self.consumer = Some(ConsumerGroup::new());
+        }
+        let ConsumerHeartbeat { heartbeat, topics } = msg;
+        let client_id = heartbeat.client_id.clone();
+        let max_size = self.timers.limits.max_size;
+        let Some(group) = self.consumer.as_mut() else { return Err(GroupError::CoordinatorNotAvailable(group_id).into()) };
+        let before = group.clone();
+        let answer = group.heartbeat(&group_id, heartbeat, topics, || format!("{client_id}-{}", uuid::Uuid::new_v4()), max_size);
+        let changed = *group != before;
+        match &answer {
+            Ok(a) if a.member_epoch >= 0 => self.arm_session(&a.member_id, ctx),
+            Ok(a) if a.member_epoch == consumer::LEAVE_GROUP_MEMBER_EPOCH => {
+                tracing::info!(group = %group_id, member = %a.member_id, "consumer member left");
+                if let Some(handle) = self.session_timers.remove(&a.member_id) {
+                    ctx.cancel_future(handle);
+                }
+            }
+            _ => {}
+        }
+        if let Ok(a) = &answer {
+            self.watch_revocation(&a.member_id, ctx);
+        }
+        if changed {
+            self.persist_group(ctx);
+            self.publish();
+        }
+        Ok((answer?, self.timers.consumer_heartbeat_interval_ms))
+    }
+}
+
+impl GroupActor {
+    /// Arms the revocation timer of a consumer member that must give up
+    /// partitions (Kafka fences a member that has not revoked within its
+    /// rebalance timeout, so that the partitions reach their new owners), and
+    /// disarms it once the member has.
+    fn watch_revocation(&mut self, member_id: &str, ctx: &mut Context<Self>) {
+        let revoking = self.consumer.as_ref().and_then(|c| c.members.get(member_id)).filter(|m| m.state == consumer::MemberState::UnrevokedPartitions);
+        match revoking {
+            None => {
+                if let Some(handle) = self.revocation_timers.remove(member_id) {
+                    ctx.cancel_future(handle);
+                }
+            }
+            Some(_) if self.revocation_timers.contains_key(member_id) => {}
+            Some(m) => {
+                let timeout = Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64);
+                let id = member_id.to_owned();
+                let handle = ctx.run_later(timeout, move |act, ctx| {
+                    act.revocation_timers.remove(&id);
+                    let still = act.consumer.as_ref().and_then(|c| c.members.get(&id)).is_some_and(|m| m.state == consumer::MemberState::UnrevokedPartitions);
+                    if let (true, Some(c)) = (still, act.consumer.as_mut()) {
+                        tracing::info!(group = %act.state.group_id, member = %id, "consumer member did not revoke its partitions in time; removed");
+                        c.remove(&id);
+                        if let Some(handle) = act.session_timers.remove(&id) {
+                            ctx.cancel_future(handle);
+                        }
+                        act.persist_group(ctx);
+                        act.publish();
+                    }
+                });
+                self.revocation_timers.insert(member_id.to_owned(), handle);
+            }
+        }
     }
 }

@@ -36,4 +36,16 @@ pub enum GroupError {
     CoordinatorLoading,
     #[error("the group coordinator is not available: {0}")]
     CoordinatorNotAvailable(String),
+    #[error("group {group_id}: member {member_id} is at epoch {member_epoch}, not its current epoch {current}; it must rejoin")]
+    FencedMemberEpoch { group_id: String, member_id: String, member_epoch: i32, current: i32 },
+    #[error("group {group_id}: member {member_id} committed at epoch {member_epoch}, not its current epoch {current}")]
+    StaleMemberEpoch { group_id: String, member_id: String, member_epoch: i32, current: i32 },
+    #[error("group {group_id}: instance {instance_id} is still held by another member than {member_id}")]
+    UnreleasedInstanceId { group_id: String, instance_id: String, member_id: String },
+    #[error("server assignor {0:?} is not supported (uniform, range)")]
+    UnsupportedAssignor(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("group {group_id} is not a {expected} group")]
+    WrongGroupType { group_id: String, expected: &'static str },
 }

@@ -49,6 +49,10 @@ pub struct GroupsConfig {
     pub max_size: usize,
     pub offsets_topic_partitions: i32,
     pub offsets_retention_ms: u64,
+    /// The heartbeat interval consumer-protocol members are told (`group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval_ms: i32,
+    /// How long a consumer-protocol member lives without a heartbeat (`group.consumer.session.timeout.ms`).
+    pub consumer_session_timeout_ms: i32,
 }
 
 impl Default for GroupsConfig {
@@ -60,6 +64,8 @@ impl Default for GroupsConfig {
             max_size: usize::MAX,
             offsets_topic_partitions: 50,
             offsets_retention_ms: 7 * 24 * 3_600_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_session_timeout_ms: 45_000,
         }
     }
 }
@@ -95,6 +101,8 @@ fn timers(config: &GroupsConfig) -> GroupTimers {
             max_session_timeout_ms: config.max_session_timeout_ms,
             max_size: config.max_size,
         },
+        consumer_heartbeat_interval_ms: config.consumer_heartbeat_interval_ms,
+        consumer_session_timeout_ms: config.consumer_session_timeout_ms,
     }
 }
 

@@ -1,18 +1,23 @@
 //! Consumer groups: the classic group protocol (JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup) and durable committed offsets.
+//! Heartbeat, LeaveGroup), the KIP-848 consumer protocol
+//! (ConsumerGroupHeartbeat, server-side assignment) and durable committed offsets.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`state`] | the classic group state machine, plain Rust with no timers or I/O |
+//! | [`consumer`] | the KIP-848 consumer group protocol's state machine and reconciliation, plain Rust |
+//! | [`assignors`] | the consumer protocol's server-side assignors (`uniform`, `range`), pure functions |
 //! | [`offsets`] | committed offsets of a group and the `__consumer_offsets` record format |
 //! | [`actor`] | [`actor::GroupActor`]: one group's state, its timers and its pending joins and syncs |
 //! | [`manager`] | [`manager::GroupCoordinator`]: starts group actors on demand, loads them at startup, compacts the offsets topic |
 //! | [`error`] | [`GroupError`], the errors group requests answer with |
 //!
-//! The KIP-848 consumer protocol would live beside [`state`] as a second
-//! state machine behind the same actor and coordinator.
+//! A group is of one type at a time: "classic" (JoinGroup/SyncGroup) or
+//! "consumer" (ConsumerGroupHeartbeat); an empty group may change type.
 
 pub mod actor;
+pub mod assignors;
+pub mod consumer;
 pub mod error;
 pub mod manager;
 pub mod offsets;
@@ -20,6 +25,26 @@ pub mod state;
 
 pub use error::GroupError;
 pub use manager::{GroupCoordinator, GroupsConfig};
+
+/// Which protocol a group speaks (Kafka's `Group.GroupType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GroupType {
+    /// JoinGroup, SyncGroup, Heartbeat, LeaveGroup.
+    #[default]
+    Classic,
+    /// ConsumerGroupHeartbeat (KIP-848).
+    Consumer,
+}
+
+impl GroupType {
+    /// Kafka's name of the type (ListGroups v5).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+        }
+    }
+}
 
 /// Kafka's name of the internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -5,10 +5,12 @@
 //! | key | value |
 //! |---|---|
 //! | `{"v":1,"offset":{"group":g,"topic":t,"partition":p}}` | `{"offset":o,"leader_epoch":e,"metadata":m,"commit_timestamp_ms":ts}` |
-//! | `{"v":1,"group":g}` | `{"protocol_type":..,"generation_id":..,"protocol":..,"leader":..,"members":[..]}` |
+//! | `{"v":1,"group":g}` | `{"protocol_type":..,"generation_id":..,"protocol":..,"leader":..,"members":[..],"consumer":{..}}` |
 //!
 //! A record without a value (null) is a tombstone: the offset or group is
-//! gone. Byte fields (member metadata, assignments) are arrays of numbers.
+//! gone. `consumer` (optional) holds a consumer-protocol group: its epochs,
+//! members, target assignment and the topic metadata it was computed from.
+//! Byte fields (member metadata, assignments) are arrays of numbers.
 //! The last record of a key wins when the topic is read back at startup.
 
 use std::collections::BTreeMap;
@@ -56,6 +58,10 @@ pub struct StoredGroup {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: Vec<StoredMember>,
+    /// A consumer-protocol group's state (absent for classic groups and in
+    /// records written before the consumer protocol existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<super::consumer::ConsumerGroup>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,6 +151,15 @@ mod erased {
 mod tests {
     use super::*;
 
+    fn consumer_group() -> super::super::consumer::ConsumerGroup {
+        use super::super::consumer::{ConsumerGroup, Heartbeat};
+        let mut g = ConsumerGroup::new();
+        let topic = uuid::Uuid::from_u128(9);
+        let join = Heartbeat { member_id: "m".into(), subscribed_topic_names: Some(vec!["t".into()]), rebalance_timeout_ms: 1000, ..Heartbeat::default() };
+        g.heartbeat("c", join, |_| Some((topic, 3)), || unreachable!(), 10).unwrap();
+        g
+    }
+
     #[test]
     fn records_round_trip_with_tombstones() {
         let tp = TopicPartition { topic: "orders".into(), partition: 3 };
@@ -169,9 +184,21 @@ mod tests {
                         protocols: vec![("range".into(), vec![1, 2])],
                         assignment: vec![3],
                     }],
+                    consumer: None,
                 }),
             },
             OffsetsRecord::Group { group: "g".into(), value: None },
+            OffsetsRecord::Group {
+                group: "c".into(),
+                value: Some(StoredGroup {
+                    protocol_type: Some("consumer".into()),
+                    generation_id: 0,
+                    protocol: None,
+                    leader: None,
+                    members: vec![],
+                    consumer: Some(consumer_group()),
+                }),
+            },
         ];
         for record in records {
             let (key, value) = record.encode();

@@ -144,7 +144,15 @@ pub async fn describe(ctx: &RequestContext, request: ConsumerGroupDescribeReques
         let id = group_id.as_str().to_owned();
         let mut out = DescribedGroup::default().with_group_id(group_id.clone());
         let described = match ctx.broker.groups.existing(&id) {
-            Some(addr) => addr.send(Describe).await.ok(),
+            Some(addr) => match addr.send(Describe).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    // A restarting group is not a missing one: the client retries.
+                    out.error_code = ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into());
+                    groups.push(out);
+                    continue;
+                }
+            },
             None => None,
         };
         let group = match described {

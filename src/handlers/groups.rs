@@ -273,7 +273,15 @@ pub async fn describe(ctx: &RequestContext, request: DescribeGroupsRequest) -> D
         }
         let existing = ctx.broker.groups.existing(group_id.as_str());
         let described = match existing {
-            Some(addr) => addr.send(Describe).await.ok(),
+            Some(addr) => match addr.send(Describe).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    // A restarting group is not a dead one: the client retries.
+                    out.error_code = ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into());
+                    groups.push(out);
+                    continue;
+                }
+            },
             None => None,
         };
         let Some(d) = described.filter(|d| d.phase != Phase::Dead) else {

@@ -91,11 +91,16 @@ pub async fn commit(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
 }
 
 /// The committed offsets of one group: `None` topics asks for all of them.
-/// Unknown partitions answer offset -1, as Kafka does.
-async fn fetch_group(ctx: &RequestContext, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> PerTopic<Option<Committed>> {
+/// Unknown partitions answer offset -1, as Kafka does. A group actor that
+/// cannot answer (restarting) is an error code, never "nothing committed":
+/// that would send consumers back to their reset policy.
+async fn fetch_group(ctx: &RequestContext, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Result<PerTopic<Option<Committed>>, i16> {
     let wanted: Option<Vec<TopicPartition>> = topics.as_ref().map(|t| t.iter().flat_map(|(name, parts)| parts.iter().map(move |p| tp(name, *p))).collect());
     let found = match ctx.broker.groups.existing(group_id) {
-        Some(addr) => addr.send(FetchOffsets(wanted.clone())).await.unwrap_or_default(),
+        Some(addr) => match addr.send(FetchOffsets(wanted.clone())).await {
+            Ok(found) => found,
+            Err(e) => return Err(ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into())),
+        },
         None => wanted.unwrap_or_default().into_iter().map(|tp| (tp, None)).collect(),
     };
     let mut out: PerTopic<Option<Committed>> = Vec::new();
@@ -105,7 +110,7 @@ async fn fetch_group(ctx: &RequestContext, group_id: &str, topics: Option<Vec<(S
             _ => out.push((tp.topic.to_string(), vec![(tp.partition, committed)])),
         }
     }
-    out
+    Ok(out)
 }
 
 pub async fn fetch(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
@@ -114,7 +119,13 @@ pub async fn fetch(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetF
     if ctx.version >= 8 {
         for group in request.groups {
             let topics = group.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-            let found = fetch_group(ctx, group.group_id.as_str(), topics).await;
+            let found = match fetch_group(ctx, group.group_id.as_str(), topics).await {
+                Ok(found) => found,
+                Err(code) => {
+                    response.groups.push(OffsetFetchResponseGroup::default().with_group_id(group.group_id).with_error_code(code));
+                    continue;
+                }
+            };
             let topics = found
                 .into_iter()
                 .map(|(name, parts)| {
@@ -136,8 +147,29 @@ pub async fn fetch(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetF
         }
         return response;
     }
-    let topics = request.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
-    let found = fetch_group(ctx, request.group_id.as_str(), topics).await;
+    let topics: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    let found = match fetch_group(ctx, request.group_id.as_str(), topics.clone()).await {
+        Ok(found) => found,
+        // v2 added a top-level error; v1 reports it on every partition asked for.
+        Err(code) if ctx.version >= 2 => {
+            response.error_code = code;
+            return response;
+        }
+        Err(code) => {
+            response.topics = topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(|p| OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(-1).with_error_code(code))
+                        .collect();
+                    OffsetFetchResponseTopic::default().with_name(topic_name(&name)).with_partitions(partitions)
+                })
+                .collect();
+            return response;
+        }
+    };
     response.topics = found
         .into_iter()
         .map(|(name, parts)| {

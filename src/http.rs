@@ -1,9 +1,13 @@
-//! The HTTP listener: `/metrics` (Prometheus text format) and `/health`.
+//! The HTTP listener: `/metrics` (Prometheus text format), `/health` (the
+//! process serves) and `/ready` (every partition's log has opened, so every
+//! request is answered from a recovered log: what a load balancer or a
+//! Kubernetes readiness probe should wait for).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -14,7 +18,7 @@ use crate::broker::Broker;
 
 /// Serves until `shutdown` fires.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadcast::Sender<()>) {
-    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).with_state(broker);
+    let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).route("/ready", get(ready)).with_state(broker);
     let mut stop = shutdown.subscribe();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -32,4 +36,14 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 
 async fn health() -> &'static str {
     "ok\n"
+}
+
+async fn ready(State(broker): State<Arc<Broker>>) -> (StatusCode, String) {
+    let partitions = broker.node.partition_watermarks();
+    let opening = partitions.iter().filter(|(_, marks)| !marks.open).count();
+    if opening == 0 {
+        (StatusCode::OK, format!("ready: {} partitions open\n", partitions.len()))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {opening} of {} partitions still opening\n", partitions.len()))
+    }
 }

@@ -1,6 +1,8 @@
-//! Reads right after a restart: until a partition's log has opened, a fetch
-//! must wait for it, never answer "empty, high watermark 0" for a partition
-//! that holds data.
+//! Reads right after an unclean restart see every partition's data: a fetch
+//! that reaches a partition whose log is still opening must wait for it, never
+//! answer "empty, high watermark 0". (Whether a fetch lands in that window
+//! depends on timing; the unit test `watermarks_say_when_the_log_is_not_open_yet`
+//! pins down the mechanism deterministically.)
 
 mod common;
 

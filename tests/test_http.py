@@ -1,4 +1,4 @@
-"""The HTTP listener: /health and Prometheus /metrics.
+"""The HTTP listener: /health, /ready and Prometheus /metrics.
 
 Metric names are matched loosely (the exact names may still change) but
 values are checked: after producing to a topic, a Produce request counter
@@ -63,3 +63,17 @@ def test_metrics_count_produce_requests_and_topic_bytes_in(broker, topic_name):
                                                         if n.startswith("silt_"))[:4000])
     assert sum(v for _, _, v in bytes_in) >= 200 * 100, \
         f"bytes_in for {topic_name} is {bytes_in}, but 20,000 bytes of values were produced"
+
+
+def test_ready_once_every_partition_log_is_open(broker):
+    create_topic(broker, "ready-topic", partitions=8)
+
+    def is_ready():
+        status, _, body = broker.http_get("/ready")
+        return status == 200 and body.startswith(b"ready:")
+
+    wait_until(is_ready, 30.0, "/ready to answer 200 once the logs are open")
+    status, _, body = broker.http_get("/ready")
+    # 8 user partitions plus the internal offsets topic's.
+    count = int(body.split()[1])
+    assert count >= 8, f"/ready counted {count} partitions: {body!r}"

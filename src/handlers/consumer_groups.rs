@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::consumer_group_describe_response::{self as describe_response, DescribedGroup};
 use kafka_protocol::messages::consumer_group_heartbeat_response::{self as heartbeat_response};
 use kafka_protocol::messages::*;
-use silt_actors::group::actor::{ConsumerHeartbeat, Describe};
+use silt_actors::group::actor::ConsumerHeartbeat;
 use silt_actors::group::assignors::{Assignment, Assignor};
 use silt_actors::group::consumer::{self, Heartbeat, LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH};
-use silt_actors::group::state::Phase;
 use silt_actors::group::GroupError;
 
 use super::{authorized_operations, message, topic_name, wire};
@@ -143,20 +142,16 @@ pub async fn describe(ctx: &RequestContext, request: ConsumerGroupDescribeReques
     for group_id in &request.group_ids {
         let id = group_id.as_str().to_owned();
         let mut out = DescribedGroup::default().with_group_id(group_id.clone());
-        let described = match ctx.broker.groups.existing(&id) {
-            Some(addr) => match addr.send(Describe).await {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    // A restarting group is not a missing one: the client retries.
-                    out.error_code = ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into());
-                    groups.push(out);
-                    continue;
-                }
-            },
-            None => None,
+        let described = match super::groups::describe_live(ctx, &id).await {
+            Ok(d) => d,
+            Err(code) => {
+                out.error_code = code;
+                groups.push(out);
+                continue;
+            }
         };
         let group = match described {
-            Some(d) if d.phase != Phase::Dead => match d.consumer {
+            Some(d) => match d.consumer {
                 Some(c) => Ok(c),
                 None => Err(GroupError::WrongGroupType { group_id: id.clone(), expected: "consumer" }),
             },

@@ -13,7 +13,7 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use silt_actors::group::actor::{DeleteGroup, Describe, Heartbeat, Join, Leave, Sync};
+use silt_actors::group::actor::{DeleteGroup, Describe, GroupDescription, Heartbeat, Join, Leave, Sync};
 use silt_actors::group::state::{JoinRequest, Phase};
 use silt_actors::group::GroupError;
 
@@ -271,20 +271,15 @@ pub async fn describe(ctx: &RequestContext, request: DescribeGroupsRequest) -> D
         if ctx.version >= 3 && request.include_authorized_operations {
             out.authorized_operations = authorized_operations::GROUP;
         }
-        let existing = ctx.broker.groups.existing(group_id.as_str());
-        let described = match existing {
-            Some(addr) => match addr.send(Describe).await {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    // A restarting group is not a dead one: the client retries.
-                    out.error_code = ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into());
-                    groups.push(out);
-                    continue;
-                }
-            },
-            None => None,
+        let described = match describe_live(ctx, group_id.as_str()).await {
+            Ok(d) => d,
+            Err(code) => {
+                out.error_code = code;
+                groups.push(out);
+                continue;
+            }
         };
-        let Some(d) = described.filter(|d| d.phase != Phase::Dead) else {
+        let Some(d) = described else {
             // Kafka describes an unknown group as Dead, without an error.
             out.group_state = wire(Phase::Dead.as_str());
             groups.push(out);
@@ -394,5 +389,16 @@ fn versioned<T: Encodable>(value: &T) -> Bytes {
             tracing::warn!(cause = %e, "could not encode an embedded consumer protocol structure");
             Bytes::new()
         }
+    }
+}
+
+/// Describes a group that exists and is not dead (`None` otherwise). A group
+/// actor that cannot answer (restarting) is COORDINATOR_NOT_AVAILABLE, not a
+/// dead or missing group, so the client retries.
+pub(crate) async fn describe_live(ctx: &RequestContext, group_id: &str) -> Result<Option<GroupDescription>, i16> {
+    let Some(addr) = ctx.broker.groups.existing(group_id) else { return Ok(None) };
+    match addr.send(Describe).await {
+        Ok(d) => Ok(Some(d).filter(|d| d.phase != Phase::Dead)),
+        Err(e) => Err(ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into())),
     }
 }

@@ -46,7 +46,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
-    let node = NodeHandle::start(config.node_options())
+    let metrics = Arc::new(Metrics::new());
+    let archive = match config.archive_settings()? {
+        Some(settings) => {
+            let url = settings.store.url.clone();
+            let observer: Arc<dyn silt_tiering::archive::ArchiveObserver> = metrics.clone();
+            let archive = silt_tiering::archive::Archive::open(settings, tokio::runtime::Handle::current(), observer)
+                .with_context(|| format!("cannot open the archive tiering.archive_url {url}"))?;
+            tracing::info!(archive_url = %url, "archiving sealed segments");
+            Some(archive)
+        }
+        None => None,
+    };
+    let node = NodeHandle::start(config.node_options(archive))
         .await
         .with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
     // Every group is loaded before the listener serves a request.
@@ -58,7 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let broker = Arc::new(Broker {
         node: node.clone(),
         groups,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         request_memory: Arc::new(Semaphore::new(queued)),
         config,
         advertised_host,

@@ -25,6 +25,7 @@ pub struct Config {
     pub storage: StorageSection,
     pub log: LogSection,
     pub groups: GroupsSection,
+    pub tiering: TieringSection,
 }
 
 /// This broker's identity.
@@ -112,8 +113,9 @@ pub struct LogSection {
     pub segment_bytes: u64,
     /// `segment.ms`
     pub segment_ms: u64,
-    /// `retention.ms`; -1 keeps data forever.
-    pub retention_ms: i64,
+    /// `retention.ms`; -1 keeps data forever. Unset: -1 when tiering is
+    /// enabled (the archive keeps history), else 7 days.
+    pub retention_ms: Option<i64>,
     /// `retention.bytes`; -1 is unbounded.
     pub retention_bytes: i64,
     /// `max.message.bytes`: the largest batch accepted.
@@ -128,6 +130,11 @@ pub struct LogSection {
     pub min_insync_replicas: i32,
     /// How often retention and time-based rolling run (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// `local.retention.ms` of archived topics: archived segments older than
+    /// this leave the local disk; -2 follows `retention.ms`, -1 is unbounded.
+    pub local_retention_ms: i64,
+    /// `local.retention.bytes` of archived topics; -2 follows `retention.bytes`, -1 is unbounded.
+    pub local_retention_bytes: i64,
 }
 
 impl Default for LogSection {
@@ -138,7 +145,7 @@ impl Default for LogSection {
             auto_create_topics: true,
             segment_bytes: log.segment_bytes,
             segment_ms: log.segment_ms,
-            retention_ms: log.retention_ms.map_or(-1, |v| v as i64),
+            retention_ms: None,
             retention_bytes: log.retention_bytes.map_or(-1, |v| v as i64),
             max_message_bytes: log.max_message_bytes,
             flush_messages: log.flush_messages,
@@ -146,6 +153,8 @@ impl Default for LogSection {
             index_interval_bytes: log.index_interval_bytes,
             min_insync_replicas: 1,
             retention_check_interval_ms: 300_000,
+            local_retention_ms: log.local_retention_ms.map_or(-1, |v| v as i64),
+            local_retention_bytes: log.local_retention_bytes.map_or(-1, |v| v as i64),
         }
     }
 }
@@ -184,6 +193,66 @@ impl Default for GroupsSection {
             offsets_retention_ms: d.offsets_retention_ms,
             consumer_heartbeat_interval_ms: d.consumer_heartbeat_interval_ms,
             consumer_session_timeout_ms: d.consumer_session_timeout_ms,
+        }
+    }
+}
+
+/// Archiving of sealed segments to object storage as Parquet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TieringSection {
+    /// Archive sealed segments of every (non-internal) topic.
+    pub enabled: bool,
+    /// Where the archive lives: `file:///path`, `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` or `az://container/prefix`. Empty: a folder
+    /// named `<data dir>-archive` beside the data directory.
+    pub archive_url: String,
+    /// S3 endpoint for S3-compatible stores (MinIO, moto, Ceph...); else `AWS_ENDPOINT_URL` or AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region; else `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub s3_region: Option<String>,
+    /// S3 credentials; else `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (or instance credentials).
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    /// Allow a plain `http://` endpoint.
+    pub s3_allow_http: bool,
+    /// Virtual-hosted-style requests (`bucket.host`) instead of path style.
+    pub s3_virtual_hosted_style: bool,
+    /// Further object_store options by name (e.g. `aws_session_token`, `google_service_account`).
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Segments uploaded at once across the node.
+    pub upload_concurrency: usize,
+    /// How often each partition looks for sealed segments to upload.
+    pub upload_check_interval_ms: u64,
+    /// The longest wait between retries of a failed upload (backoff doubles from 200 ms).
+    pub upload_retry_backoff_max_ms: u64,
+    /// Memory for decoded archive row groups served to consumers reading history.
+    pub cache_bytes: u64,
+    /// A Parquet row group closes after about this many bytes of record batches.
+    pub row_group_bytes: u64,
+    /// zstd level of the Parquet pages (1 = fastest).
+    pub zstd_level: i32,
+}
+
+impl Default for TieringSection {
+    fn default() -> Self {
+        let encode = silt_tiering::archive::format::EncodeOptions::default();
+        TieringSection {
+            enabled: true,
+            archive_url: String::new(),
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
+            s3_virtual_hosted_style: false,
+            options: Default::default(),
+            upload_concurrency: 2,
+            upload_check_interval_ms: 1_000,
+            upload_retry_backoff_max_ms: 30_000,
+            cache_bytes: 256 << 20,
+            row_group_bytes: encode.row_group_bytes,
+            zstd_level: encode.zstd_level,
         }
     }
 }
@@ -253,8 +322,14 @@ impl Config {
         if l.segment_ms == 0 {
             return Err(invalid("log.segment_ms", 0, "must be positive"));
         }
-        if l.retention_ms < -1 {
-            return Err(invalid("log.retention_ms", l.retention_ms, "must be -1 (unbounded) or non-negative"));
+        if let Some(ms) = l.retention_ms.filter(|&ms| ms < -1) {
+            return Err(invalid("log.retention_ms", ms, "must be -1 (unbounded) or non-negative"));
+        }
+        if l.local_retention_ms < -2 {
+            return Err(invalid("log.local_retention_ms", l.local_retention_ms, "must be -2 (follow retention.ms), -1 (unbounded) or non-negative"));
+        }
+        if l.local_retention_bytes < -2 {
+            return Err(invalid("log.local_retention_bytes", l.local_retention_bytes, "must be -2 (follow retention.bytes), -1 (unbounded) or non-negative"));
         }
         if l.retention_bytes < -1 {
             return Err(invalid("log.retention_bytes", l.retention_bytes, "must be -1 (unbounded) or non-negative"));
@@ -271,6 +346,7 @@ impl Config {
         if l.retention_check_interval_ms == 0 {
             return Err(invalid("log.retention_check_interval_ms", 0, "must be positive"));
         }
+        self.validate_tiering()?;
         let g = &self.groups;
         if g.initial_rebalance_delay_ms > 600_000 {
             return Err(invalid("groups.initial_rebalance_delay_ms", g.initial_rebalance_delay_ms, "must be 0..=600000"));
@@ -299,21 +375,92 @@ impl Config {
         Ok(())
     }
 
+    fn validate_tiering(&self) -> Result<(), ConfigError> {
+        let t = &self.tiering;
+        if !t.archive_url.is_empty() {
+            let scheme = t.archive_url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("file" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" | "memory")) {
+                return Err(invalid("tiering.archive_url", &t.archive_url, "must be a file://, s3://, gs:// or az:// URL"));
+            }
+        }
+        if !(1..=64).contains(&t.upload_concurrency) {
+            return Err(invalid("tiering.upload_concurrency", t.upload_concurrency, "must be 1..=64"));
+        }
+        if t.upload_check_interval_ms < 10 {
+            return Err(invalid("tiering.upload_check_interval_ms", t.upload_check_interval_ms, "must be at least 10"));
+        }
+        if t.upload_retry_backoff_max_ms < 200 {
+            return Err(invalid("tiering.upload_retry_backoff_max_ms", t.upload_retry_backoff_max_ms, "must be at least 200"));
+        }
+        if t.cache_bytes < 1 << 20 {
+            return Err(invalid("tiering.cache_bytes", t.cache_bytes, "must be at least 1048576"));
+        }
+        if !(4096..=1 << 30).contains(&t.row_group_bytes) {
+            return Err(invalid("tiering.row_group_bytes", t.row_group_bytes, "must be 4096..=1073741824"));
+        }
+        if !(1..=22).contains(&t.zstd_level) {
+            return Err(invalid("tiering.zstd_level", t.zstd_level, "must be 1..=22"));
+        }
+        Ok(())
+    }
+
+    /// The archive's location: the configured URL, or `<data dir>-archive`.
+    pub fn archive_url(&self) -> Result<String, ConfigError> {
+        if !self.tiering.archive_url.is_empty() {
+            return Ok(self.tiering.archive_url.clone());
+        }
+        let data_dir = std::path::absolute(&self.storage.data_dir).map_err(|_| invalid("storage.data_dir", self.storage.data_dir.display(), "cannot be made absolute"))?;
+        let mut name = data_dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "silt".into());
+        name.push("-archive");
+        let dir = data_dir.with_file_name(name);
+        Ok(format!("file://{}", dir.display()))
+    }
+
+    /// The archive's settings, when tiering is enabled.
+    pub fn archive_settings(&self) -> Result<Option<silt_tiering::archive::ArchiveSettings>, ConfigError> {
+        use silt_tiering::archive::{format::EncodeOptions, ArchiveSettings, S3Settings, StoreSettings};
+        let t = &self.tiering;
+        if !t.enabled {
+            return Ok(None);
+        }
+        Ok(Some(ArchiveSettings {
+            store: StoreSettings {
+                url: self.archive_url()?,
+                s3: S3Settings {
+                    endpoint: t.s3_endpoint.clone(),
+                    region: t.s3_region.clone(),
+                    access_key_id: t.s3_access_key_id.clone(),
+                    secret_access_key: t.s3_secret_access_key.clone(),
+                    allow_http: t.s3_allow_http,
+                    virtual_hosted_style: t.s3_virtual_hosted_style,
+                },
+                options: t.options.clone(),
+            },
+            encode: EncodeOptions { row_group_bytes: t.row_group_bytes, zstd_level: t.zstd_level },
+            upload_concurrency: t.upload_concurrency,
+            cache_bytes: t.cache_bytes,
+        }))
+    }
+
     /// Topic defaults in the log's units.
     pub fn topic_defaults(&self) -> TopicDefaults {
         let l = &self.log;
         let limit = |v: i64| (v >= 0).then_some(v as u64);
+        let retention_ms = l.retention_ms.unwrap_or(if self.tiering.enabled { -1 } else { 7 * 24 * 3_600_000 });
         TopicDefaults {
             log: LogConfig {
                 segment_bytes: l.segment_bytes,
                 segment_ms: l.segment_ms,
-                retention_ms: limit(l.retention_ms),
+                retention_ms: limit(retention_ms),
                 retention_bytes: limit(l.retention_bytes),
                 max_message_bytes: l.max_message_bytes,
                 log_append_time: false,
                 flush_messages: l.flush_messages,
                 flush_ms: l.flush_ms,
                 index_interval_bytes: l.index_interval_bytes,
+                archived: self.tiering.enabled,
+                local_retention_ms: limit(if l.local_retention_ms == -2 { retention_ms } else { l.local_retention_ms }),
+                local_retention_bytes: limit(if l.local_retention_bytes == -2 { l.retention_bytes } else { l.local_retention_bytes }),
             },
             min_insync_replicas: l.min_insync_replicas,
         }
@@ -334,8 +481,8 @@ impl Config {
         }
     }
 
-    /// How the node actor starts.
-    pub fn node_options(&self) -> NodeOptions {
+    /// How the node actor starts; `archive` is the opened archive, if tiering is enabled.
+    pub fn node_options(&self, archive: Option<std::sync::Arc<silt_tiering::archive::Archive>>) -> NodeOptions {
         let threads = match self.storage.partition_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -348,6 +495,11 @@ impl Config {
             default_partitions: self.log.num_partitions,
             maintenance_interval: Duration::from_millis(self.log.retention_check_interval_ms),
             partition_threads: threads,
+            archive: archive.map(|archive| silt_actors::node::NodeArchiveOptions {
+                archive,
+                check_interval: Duration::from_millis(self.tiering.upload_check_interval_ms),
+                retry_backoff_max: Duration::from_millis(self.tiering.upload_retry_backoff_max_ms),
+            }),
         }
     }
 }

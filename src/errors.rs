@@ -4,7 +4,7 @@
 use kafka_protocol::error::ResponseError;
 use silt_actors::group::GroupError;
 use silt_actors::Error;
-use silt_tiering::{BatchError, LogError};
+use silt_tiering::{ArchiveError, BatchError, LogError};
 
 /// The Kafka error code a client expects for `error`.
 pub fn error_code(error: &Error) -> ResponseError {
@@ -18,6 +18,7 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::InvalidConfig { .. } => ResponseError::InvalidConfig,
         Error::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         Error::Log(log) => log_error_code(log),
+        Error::Archive(archive) => archive_error_code(archive),
         // Retriable: the client refreshes metadata and tries again.
         Error::Unavailable(..) => ResponseError::LeaderNotAvailable,
         Error::ShuttingDown => ResponseError::BrokerNotAvailable,
@@ -54,6 +55,24 @@ fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
         // Kafka's answer to a request of one protocol for a group of the other.
         GroupError::WrongGroupType { .. } => ResponseError::GroupIdNotFound,
+    }
+}
+
+/// Archive errors reach clients only on reads below the local log. An object
+/// store that cannot be reached is retriable (KAFKA_STORAGE_ERROR: clients
+/// back off and fetch again); a missing or damaged archive file will not heal
+/// by retrying, so the client is told UNKNOWN_SERVER_ERROR, as Kafka does for
+/// remote-storage failures, and the broker logs the file.
+fn archive_error_code(error: &ArchiveError) -> ResponseError {
+    match error {
+        ArchiveError::Store { .. } | ArchiveError::Task { .. } | ArchiveError::InvalidLocation { .. } => ResponseError::KafkaStorageError,
+        ArchiveError::Log(log) => log_error_code(log),
+        ArchiveError::Missing { .. }
+        | ArchiveError::Parquet { .. }
+        | ArchiveError::Encode { .. }
+        | ArchiveError::Decode { .. }
+        | ArchiveError::Batch(_)
+        | ArchiveError::CorruptManifest { .. } => ResponseError::UnknownServerError,
     }
 }
 

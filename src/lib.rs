@@ -11,6 +11,7 @@
 //! | [`errors`] | the mapping of domain errors to Kafka error codes |
 //! | [`metrics`] | the Prometheus registry |
 //! | [`http`] | `/metrics` and `/health` |
+//! | [`replay`] | `silt replay`: archived records to stdout or another topic |
 //!
 //! Dependencies point one way: this crate → `silt-actors` → `silt-tiering`.
 
@@ -22,6 +23,7 @@ pub mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
+pub mod replay;
 pub mod server;
 
 #[global_allocator]

@@ -21,6 +21,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Stream archived records of a topic to stdout (JSON lines) or into
+    /// another topic, straight from the archive.
+    Replay(silt::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,22 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Replay(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("silt replay: cannot start a runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(silt::replay::run(args)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("silt replay: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Broker { config } => {
             let config = match silt::config::Config::load(config.as_deref()) {
                 Ok(c) => c,

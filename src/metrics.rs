@@ -37,6 +37,88 @@ pub struct Metrics {
     group_members: IntGaugeVec,
     groups: IntGaugeVec,
     group_rebalances: IntCounterVec,
+    tiering: TieringMetrics,
+}
+
+/// The archive's metrics (see `silt_tiering::archive`).
+struct TieringMetrics {
+    uploaded_bytes: IntCounterVec,
+    uploaded_segment_bytes: IntCounterVec,
+    uploaded_segments: IntCounterVec,
+    upload_failures: IntCounterVec,
+    upload_duration: prometheus::Histogram,
+    remote_fetch_bytes: IntCounterVec,
+    remote_fetch_failures: IntCounterVec,
+    lag_bytes: IntGaugeVec,
+    lag_segments: IntGaugeVec,
+    archived_size: IntGaugeVec,
+    archived_segments: IntGaugeVec,
+}
+
+impl TieringMetrics {
+    fn new(registry: &Registry) -> TieringMetrics {
+        let upload_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new("silt_tiering_upload_duration_seconds", "Time to encode a sealed segment as Parquet, upload it and update the manifest.")
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(upload_duration.clone())).expect("unique metric");
+        TieringMetrics {
+            uploaded_bytes: counter(registry, "silt_tiering_uploaded_bytes_total", "Parquet bytes written to the archive, by topic.", &["topic"]),
+            uploaded_segment_bytes: counter(registry, "silt_tiering_uploaded_segment_bytes_total", "Bytes of local log segments archived, by topic.", &["topic"]),
+            uploaded_segments: counter(registry, "silt_tiering_uploaded_segments_total", "Segments archived, by topic.", &["topic"]),
+            upload_failures: counter(registry, "silt_tiering_upload_failures_total", "Segment uploads that failed (and will be retried), by topic.", &["topic"]),
+            upload_duration,
+            remote_fetch_bytes: counter(registry, "silt_tiering_remote_fetch_bytes_total", "Record batch bytes served from the archive to consumers, by topic.", &["topic"]),
+            remote_fetch_failures: counter(registry, "silt_tiering_remote_fetch_failures_total", "Reads from the archive that failed, by topic.", &["topic"]),
+            lag_bytes: gauge(registry, "silt_tiering_lag_bytes", "Bytes of sealed local segments not yet archived, by topic.", &["topic"]),
+            lag_segments: gauge(registry, "silt_tiering_lag_segments", "Sealed local segments not yet archived, by topic.", &["topic"]),
+            archived_size: gauge(registry, "silt_log_archived_size_bytes", "Bytes of Parquet files in the archive, by topic.", &["topic"]),
+            archived_segments: gauge(registry, "silt_log_archived_segments", "Segments in the archive, by topic.", &["topic"]),
+        }
+    }
+
+    fn refresh(&self, node: &NodeHandle) {
+        let mut per_topic: HashMap<std::sync::Arc<str>, [u64; 4]> = HashMap::new();
+        for (tp, status) in node.archive_statuses() {
+            if status.archived_offset.load(Ordering::Relaxed) < 0 {
+                continue; // not archived (or its manifest is not loaded yet)
+            }
+            let entry = per_topic.entry(tp.topic.clone()).or_default();
+            entry[0] += status.lag_bytes.load(Ordering::Relaxed);
+            entry[1] += status.lag_segments.load(Ordering::Relaxed);
+            entry[2] += status.archived_bytes.load(Ordering::Relaxed);
+            entry[3] += status.archived_segments.load(Ordering::Relaxed);
+        }
+        for g in [&self.lag_bytes, &self.lag_segments, &self.archived_size, &self.archived_segments] {
+            g.reset();
+        }
+        for (topic, [lag_bytes, lag_segments, size, segments]) in per_topic {
+            self.lag_bytes.with_label_values(&[&topic]).set(lag_bytes as i64);
+            self.lag_segments.with_label_values(&[&topic]).set(lag_segments as i64);
+            self.archived_size.with_label_values(&[&topic]).set(size as i64);
+            self.archived_segments.with_label_values(&[&topic]).set(segments as i64);
+        }
+    }
+}
+
+impl silt_tiering::archive::ArchiveObserver for Metrics {
+    fn uploaded(&self, topic: &str, parquet_bytes: u64, segment_bytes: u64, elapsed: std::time::Duration) {
+        let t = &self.tiering;
+        t.uploaded_bytes.with_label_values(&[topic]).inc_by(parquet_bytes);
+        t.uploaded_segment_bytes.with_label_values(&[topic]).inc_by(segment_bytes);
+        t.uploaded_segments.with_label_values(&[topic]).inc();
+        t.upload_duration.observe(elapsed.as_secs_f64());
+    }
+    fn upload_failed(&self, topic: &str) {
+        self.tiering.upload_failures.with_label_values(&[topic]).inc();
+    }
+    fn remote_read(&self, topic: &str, bytes: u64) {
+        self.tiering.remote_fetch_bytes.with_label_values(&[topic]).inc_by(bytes);
+    }
+    fn remote_read_failed(&self, topic: &str) {
+        self.tiering.remote_fetch_failures.with_label_values(&[topic]).inc();
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -93,6 +175,7 @@ impl Metrics {
             group_members: gauge(&registry, "silt_consumer_group_members", "Members of a consumer group.", &["group"]),
             groups: gauge(&registry, "silt_consumer_groups", "Consumer groups, by state.", &["state"]),
             group_rebalances: counter(&registry, "silt_consumer_group_rebalances_total", "Rebalances completed, by group (since the group was loaded).", &["group"]),
+            tiering: TieringMetrics::new(&registry),
             request_duration,
             connections,
             partitions,
@@ -112,6 +195,7 @@ impl Metrics {
     pub fn render(&self, node: &NodeHandle, groups: &GroupCoordinator) -> String {
         self.refresh(node);
         self.refresh_groups(node, groups);
+        self.tiering.refresh(node);
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
         String::from_utf8(buf).expect("prometheus text is UTF-8")

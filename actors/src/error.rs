@@ -1,7 +1,7 @@
 //! The domain errors of Silt's actors. `src/` maps each variant to the Kafka
 //! error code a client expects, in one exhaustive match.
 
-use silt_tiering::LogError;
+use silt_tiering::{ArchiveError, LogError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,6 +23,8 @@ pub enum Error {
     NotEnoughReplicas { required: i32, available: i32 },
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("archive: {0}")]
+    Archive(#[from] ArchiveError),
     #[error("partition {0} is unavailable: {1}")]
     Unavailable(String, String),
     #[error("the node is shutting down")]

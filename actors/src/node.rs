@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::catalog::{self, CatalogState, TopicRecord, PRODUCER_ID_BLOCK};
 use crate::error::Error;
-use crate::partition::{Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
+use crate::partition::{ArchiveOptions, ArchiveStatus, Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
 use crate::topic_config::{TopicConfigs, TopicDefaults};
 use crate::TopicPartition;
 
@@ -49,6 +49,24 @@ pub struct NodeOptions {
     pub maintenance_interval: Duration,
     /// Threads that partition actors are spread over.
     pub partition_threads: usize,
+    /// Archiving of sealed segments to object storage; `None` keeps data local.
+    pub archive: Option<NodeArchiveOptions>,
+}
+
+/// How the node's partitions archive (see [`silt_tiering::archive`]).
+#[derive(Debug, Clone)]
+pub struct NodeArchiveOptions {
+    pub archive: Arc<silt_tiering::archive::Archive>,
+    /// How often each partition looks for sealed segments to upload.
+    pub check_interval: Duration,
+    /// The longest wait between retries of a failed upload.
+    pub retry_backoff_max: Duration,
+}
+
+/// Internal topics (`__consumer_offsets`) manage their own retention and are
+/// never archived.
+pub fn is_internal(topic: &str) -> bool {
+    topic.starts_with("__")
 }
 
 /// A topic as request handlers see it.
@@ -266,6 +284,15 @@ impl NodeHandle {
         self.ask(Shutdown).await?
     }
 
+    /// Archiving progress of every archived partition, for metrics.
+    pub fn archive_statuses(&self) -> Vec<(TopicPartition, Arc<ArchiveStatus>)> {
+        self.read()
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.tp.clone(), p.archive_status.clone())))
+            .collect()
+    }
+
     /// Watermarks of every partition, for metrics.
     pub fn partition_watermarks(&self) -> Vec<(TopicPartition, Watermarks)> {
         self.read()
@@ -321,20 +348,31 @@ impl Node {
     fn start_partition(&mut self, topic: &TopicRecord, partition: i32, clean: bool) -> PartitionHandle {
         let tp = TopicPartition { topic: topic.name.as_str().into(), partition };
         let defaults = &self.options.topic_defaults;
+        let mut log = topic.configs.resolve(defaults);
+        let archive = self.options.archive.as_ref().filter(|_| log.archived && !is_internal(&topic.name)).map(|a| ArchiveOptions {
+            archive: Arc::clone(&a.archive),
+            topic_id: topic.id.to_string(),
+            check_interval: a.check_interval,
+            retry_backoff_max: a.retry_backoff_max,
+        });
+        log.archived = archive.is_some();
         let options = PartitionOptions {
             dir: partition_dir(&self.options.data_dir, &topic.name, partition),
-            log: topic.configs.resolve(defaults),
+            log,
             min_insync_replicas: topic.configs.min_insync_replicas(defaults),
             clean_start: clean,
             maintenance_interval: self.maintenance_interval(&topic.configs),
+            archive,
         };
         let (tx, rx) = watch::channel(Watermarks::default());
         let restarts = self.restarts.clone();
+        let archive_status = Arc::new(ArchiveStatus::default());
         let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].handle();
         self.next_arbiter += 1;
         let actor_tp = tp.clone();
-        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| PartitionActor::new(actor_tp, options, tx, restarts));
-        PartitionHandle { tp, addr, watermarks: rx }
+        let status = archive_status.clone();
+        let addr = Supervisor::start_in_arbiter(&arbiter, move |_| PartitionActor::new(actor_tp, options, tx, restarts, status));
+        PartitionHandle { tp, addr, watermarks: rx, archive_status }
     }
 
     fn start_topic(&mut self, topic: &TopicRecord, from_partition: i32, clean: bool) -> TopicView {
@@ -461,10 +499,22 @@ impl Handler<DeleteTopic> for Node {
             .unwrap_or_default()
         };
         let name = msg.name;
+        let archive = self.options.archive.as_ref().map(|a| Arc::clone(&a.archive));
         AtomicResponse::new(Box::pin(doomed.into_actor(self).then(move |moved, node, _| {
             let mut next = node.catalog.clone();
             next.topics.retain(|t| t.name != name);
             node.commit(next, move |_| {
+                if let Some(archive) = archive {
+                    // Kafka deletes a topic's remote data with the topic. A
+                    // failure here leaves files that a recreated topic (new
+                    // id) discards when it first loads its manifest.
+                    let topic = name.clone();
+                    actix::spawn(async move {
+                        if let Err(e) = archive.delete_topic(&topic).await {
+                            tracing::warn!(topic = %topic, cause = %e, "could not delete the topic's archive");
+                        }
+                    });
+                }
                 tokio::task::spawn_blocking(move || {
                     for dir in moved {
                         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -631,6 +681,7 @@ mod tests {
             topic_defaults: TopicDefaults::default(),
             default_partitions: 2,
             maintenance_interval: Duration::from_secs(60),
+            archive: None,
             partition_threads: 2,
         }
     }

@@ -13,12 +13,13 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use silt_tiering::archive::{Archive, PartitionArchive, SealedSegment};
 use silt_tiering::log::RetentionReport;
 use silt_tiering::{AppendResult, LogConfig, PartitionLog, ReadResult};
 use tokio::sync::watch;
@@ -35,22 +36,29 @@ pub struct Watermarks {
     /// False until the log has opened (the offsets below are then meaningless):
     /// readers must ask the actor, which answers once the log is open.
     pub open: bool,
+    /// The first readable offset, in the archive or on local disk.
     pub log_start_offset: i64,
+    /// The first offset on local disk; below it, reads go to the archive.
+    pub local_log_start_offset: i64,
     pub high_watermark: i64,
     pub log_end_offset: i64,
     pub size_bytes: u64,
     pub segments: usize,
+    /// Offsets below this are in sealed segments (the active segment's base).
+    pub sealed_end_offset: i64,
 }
 
 impl Watermarks {
     fn of(log: &PartitionLog) -> Watermarks {
         Watermarks {
             open: true,
-            log_start_offset: log.log_start_offset(),
+            log_start_offset: log.effective_log_start_offset(),
+            local_log_start_offset: log.log_start_offset(),
             high_watermark: log.high_watermark(),
             log_end_offset: log.log_end_offset(),
             size_bytes: log.size_bytes(),
             segments: log.segment_count(),
+            sealed_end_offset: log.active_segment_base_offset(),
         }
     }
 }
@@ -62,6 +70,43 @@ fn publish(sender: &watch::Sender<Watermarks>, marks: Watermarks) {
         *current = marks;
         changed
     });
+}
+
+/// A partition's archiving progress, for metrics. Updated by the actor.
+#[derive(Debug)]
+pub struct ArchiveStatus {
+    /// Bytes and segments sealed locally but not yet archived.
+    pub lag_bytes: AtomicU64,
+    pub lag_segments: AtomicU64,
+    /// Parquet bytes and segments in the archive.
+    pub archived_bytes: AtomicU64,
+    pub archived_segments: AtomicU64,
+    /// One past the last archived offset; -1 until the manifest is loaded.
+    pub archived_offset: AtomicI64,
+}
+
+impl Default for ArchiveStatus {
+    fn default() -> Self {
+        ArchiveStatus {
+            lag_bytes: AtomicU64::new(0),
+            lag_segments: AtomicU64::new(0),
+            archived_bytes: AtomicU64::new(0),
+            archived_segments: AtomicU64::new(0),
+            archived_offset: AtomicI64::new(-1),
+        }
+    }
+}
+
+/// How a partition archives its sealed segments.
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    pub archive: Arc<Archive>,
+    /// The topic's id, recorded in the manifest.
+    pub topic_id: String,
+    /// How often the actor looks for sealed segments to upload.
+    pub check_interval: Duration,
+    /// The longest wait between retries of a failed upload.
+    pub retry_backoff_max: Duration,
 }
 
 /// How many replicas must have a write before it is acknowledged.
@@ -139,6 +184,7 @@ pub struct PartitionHandle {
     pub tp: TopicPartition,
     pub addr: Addr<PartitionActor>,
     pub watermarks: watch::Receiver<Watermarks>,
+    pub archive_status: Arc<ArchiveStatus>,
 }
 
 impl PartitionHandle {
@@ -184,6 +230,8 @@ pub struct PartitionOptions {
     pub clean_start: bool,
     /// How often retention, time-based rolling and `flush.ms` are checked.
     pub maintenance_interval: Duration,
+    /// Archiving to object storage; `None` keeps the partition local only.
+    pub archive: Option<ArchiveOptions>,
 }
 
 enum LogState {
@@ -193,6 +241,24 @@ enum LogState {
     Closed,
     Retired,
 }
+
+/// The partition's view of the archive.
+enum ArchiveState {
+    /// Not archived (tiering off, or an internal topic).
+    Off,
+    /// Waiting for the log to open, or for the manifest to load.
+    Loading,
+    Ready(Arc<PartitionArchive>),
+}
+
+/// When the next upload may start: failures back off exponentially.
+struct UploadSchedule {
+    in_flight: bool,
+    not_before: Instant,
+    backoff: Duration,
+}
+
+const UPLOAD_BACKOFF_MIN: Duration = Duration::from_millis(200);
 
 /// One partition. See the module docs.
 pub struct PartitionActor {
@@ -207,13 +273,19 @@ pub struct PartitionActor {
     /// publish its older view over the newer one).
     watermarks: Arc<watch::Sender<Watermarks>>,
     restarts: Arc<AtomicU64>,
+    archive: ArchiveState,
+    uploads: UploadSchedule,
+    archive_status: Arc<ArchiveStatus>,
 }
 
 type LogFuture<T> = Pin<Box<dyn ActorFuture<PartitionActor, Output = Result<T, Error>>>>;
 
 impl PartitionActor {
-    pub fn new(tp: TopicPartition, options: PartitionOptions, watermarks: watch::Sender<Watermarks>, restarts: Arc<AtomicU64>) -> Self {
+    pub fn new(tp: TopicPartition, options: PartitionOptions, watermarks: watch::Sender<Watermarks>, restarts: Arc<AtomicU64>, archive_status: Arc<ArchiveStatus>) -> Self {
         PartitionActor {
+            archive: if options.archive.is_some() { ArchiveState::Loading } else { ArchiveState::Off },
+            uploads: UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN },
+            archive_status,
             tp,
             options,
             state: LogState::Opening,
@@ -319,12 +391,134 @@ impl PartitionActor {
             let now = now_ms();
             log.roll_if_old(now)?;
             log.flush_if_due(now)?;
-            Ok(log.enforce_retention(now)?)
+            let report = log.enforce_retention(now)?;
+            Ok((report, log.log_start_offset(), log.size_bytes(), log.config().clone()))
         });
-        ctx.spawn(fut.map(|result: Result<RetentionReport, Error>, act, _| {
+        ctx.spawn(fut.map(|result: Result<(RetentionReport, i64, u64, LogConfig), Error>, act, ctx| {
             act.maintenance_running = false;
+            match result {
+                Err(e) => tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "partition maintenance failed"),
+                Ok((_, local_start, local_bytes, config)) => act.enforce_archive_retention(ctx, local_start, local_bytes, &config),
+            }
+        }));
+    }
+
+    fn ready_archive(&self) -> Option<Arc<PartitionArchive>> {
+        match &self.archive {
+            ArchiveState::Ready(part) => Some(Arc::clone(part)),
+            _ => None,
+        }
+    }
+
+    /// Applies `retention.ms` / `retention.bytes` to the archived part.
+    fn enforce_archive_retention(&mut self, ctx: &mut Context<Self>, local_start: i64, local_bytes: u64, config: &LogConfig) {
+        let Some(part) = self.ready_archive() else { return };
+        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
+            return;
+        }
+        let (retention_ms, retention_bytes) = (config.retention_ms, config.retention_bytes);
+        let fut = async move { part.enforce_retention(now_ms(), retention_ms, retention_bytes, local_start, local_bytes).await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(Some(_)) => act.sync_archive_bounds(ctx),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "archive retention failed"),
+        }));
+    }
+
+    fn back_off_uploads(&mut self) {
+        let max = self.options.archive.as_ref().map_or(UPLOAD_BACKOFF_MIN, |a| a.retry_backoff_max);
+        self.uploads.not_before = Instant::now() + self.uploads.backoff;
+        self.uploads.backoff = (self.uploads.backoff * 2).min(max.max(UPLOAD_BACKOFF_MIN));
+    }
+
+    /// The archive's periodic step: load the manifest, then upload the oldest
+    /// sealed segment not yet archived, one at a time. A failure backs off;
+    /// the hot tier is never blocked on the object store.
+    fn archive_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.uploads.in_flight || Instant::now() < self.uploads.not_before || !matches!(self.state, LogState::Open(_)) {
+            return;
+        }
+        let Some(options) = self.options.archive.clone() else { return };
+        match &self.archive {
+            ArchiveState::Off => {}
+            ArchiveState::Loading => {
+                self.uploads.in_flight = true;
+                let (topic, partition) = (self.tp.topic.to_string(), self.tp.partition);
+                let fut = async move { options.archive.open_partition(&topic, partition, &options.topic_id).await };
+                ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+                    act.uploads.in_flight = false;
+                    match result {
+                        Ok(part) => {
+                            act.uploads.backoff = UPLOAD_BACKOFF_MIN;
+                            act.archive = ArchiveState::Ready(part);
+                            act.sync_archive_bounds(ctx);
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "cannot load the archive manifest; retrying");
+                            act.back_off_uploads();
+                        }
+                    }
+                }));
+            }
+            ArchiveState::Ready(part) => {
+                let archived_end = part.manifest().end_offset().unwrap_or(i64::MIN);
+                if self.watermarks.borrow().sealed_end_offset <= archived_end {
+                    return; // nothing sealed past the archive: no need to lock the log
+                }
+                self.uploads.in_flight = true;
+                let part = Arc::clone(part);
+                let next = self.with_log(move |log| Ok(log.sealed_segments_from(archived_end).into_iter().next()));
+                let upload = next.then(move |candidate: Result<Option<SealedSegment>, Error>, _, _| {
+                    actix::fut::wrap_future::<_, Self>(async move {
+                        match candidate? {
+                            Some(segment) => Ok(part.upload(segment).await?.is_some()),
+                            None => Ok(false),
+                        }
+                    })
+                });
+                ctx.spawn(upload.map(|result: Result<bool, Error>, act, ctx| {
+                    act.uploads.in_flight = false;
+                    match result {
+                        Ok(uploaded) => {
+                            act.uploads.backoff = UPLOAD_BACKOFF_MIN;
+                            act.sync_archive_bounds(ctx);
+                            if uploaded {
+                                act.archive_tick(ctx); // catch up without waiting for the next tick
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, retry_in_ms = act.uploads.backoff.as_millis() as u64, "segment upload failed; retrying");
+                            act.back_off_uploads();
+                            act.sync_archive_bounds(ctx);
+                        }
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Tells the log what the archive holds (local retention may then delete
+    /// archived segments, and reads below the local start go to the archive)
+    /// and refreshes the archive status for metrics.
+    fn sync_archive_bounds(&mut self, ctx: &mut Context<Self>) {
+        let Some(part) = self.ready_archive() else { return };
+        let manifest = part.manifest();
+        let status = Arc::clone(&self.archive_status);
+        status.archived_bytes.store(manifest.size_bytes(), Ordering::Relaxed);
+        status.archived_segments.store(manifest.segments.len() as u64, Ordering::Relaxed);
+        let (start, end) = (manifest.start_offset(), manifest.end_offset());
+        let fut = self.with_log(move |log| {
+            let end = end.unwrap_or_else(|| log.log_start_offset());
+            log.set_archive_bounds(start, end);
+            let waiting = log.sealed_segments_from(end);
+            status.lag_bytes.store(waiting.iter().map(|s| s.size).sum(), Ordering::Relaxed);
+            status.lag_segments.store(waiting.len() as u64, Ordering::Relaxed);
+            status.archived_offset.store(end, Ordering::Relaxed);
+            Ok(())
+        });
+        ctx.spawn(fut.map(|result, act, _| {
             if let Err(e) = result {
-                tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "partition maintenance failed");
+                tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "could not record the archive's bounds");
             }
         }));
     }
@@ -347,6 +541,9 @@ impl Actor for PartitionActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.open_log(ctx);
         ctx.run_interval(self.options.maintenance_interval, |act, ctx| act.maintain(ctx));
+        if let Some(archive) = &self.options.archive {
+            ctx.run_interval(archive.check_interval, |act, ctx| act.archive_tick(ctx));
+        }
     }
 }
 
@@ -355,6 +552,11 @@ impl Supervised for PartitionActor {
         self.restarts.fetch_add(1, Ordering::Relaxed);
         self.maintenance_running = false;
         self.state = LogState::Opening;
+        // The manifest is reloaded too: an upload may have been cut short.
+        if self.options.archive.is_some() {
+            self.archive = ArchiveState::Loading;
+        }
+        self.uploads = UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN };
     }
 }
 
@@ -381,11 +583,61 @@ impl Handler<Append> for PartitionActor {
     }
 }
 
+/// Where a read is served from, decided under the log lock.
+enum ReadPlan {
+    Local(ReadResult),
+    /// Below the local log start but within the archive: the offsets to answer with.
+    Archive(ReadResult),
+}
+
 impl Handler<Read> for PartitionActor {
     type Result = ResponseActFuture<Self, Result<ReadResult, Error>>;
 
     fn handle(&mut self, msg: Read, ctx: &mut Context<Self>) -> Self::Result {
-        self.guarded(ctx, |act| act.with_log(move |log| Ok(log.read(msg.offset, msg.max_bytes)?)))
+        self.guarded(ctx, |act| {
+            let archive = act.ready_archive();
+            let remote = archive.is_some();
+            let plan = act.with_log(move |log| {
+                let offset = msg.offset;
+                if remote && offset < log.log_start_offset() && offset >= log.effective_log_start_offset() {
+                    return Ok(ReadPlan::Archive(ReadResult {
+                        records: None,
+                        high_watermark: log.high_watermark(),
+                        log_start_offset: log.effective_log_start_offset(),
+                        log_end_offset: log.log_end_offset(),
+                    }));
+                }
+                let mut read = log.read(offset, msg.max_bytes)?;
+                read.log_start_offset = log.effective_log_start_offset();
+                Ok(ReadPlan::Local(read))
+            });
+            Box::pin(plan.then(move |plan, _, _| {
+                actix::fut::wrap_future::<_, Self>(async move {
+                    match (plan?, archive) {
+                        (ReadPlan::Local(read), _) => Ok(read),
+                        (ReadPlan::Archive(mut read), Some(part)) => {
+                            read.records = part.read(msg.offset, msg.max_bytes).await?;
+                            Ok(read)
+                        }
+                        (ReadPlan::Archive(read), None) => Ok(read),
+                    }
+                })
+            }))
+        })
+    }
+}
+
+/// What the local log answers to a ListOffsets query, before the archive is asked.
+struct LocalOffsets {
+    answer: Option<(i64, i64)>,
+    local_start: i64,
+}
+
+/// The earlier of two `(offset, timestamp)` answers.
+fn earliest(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 < x.0 { y } else { x }),
+        (x, y) => x.or(y),
     }
 }
 
@@ -394,16 +646,36 @@ impl Handler<ListOffset> for PartitionActor {
 
     fn handle(&mut self, msg: ListOffset, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |act| {
-            act.with_log(move |log| {
-                Ok(match msg.0 {
-                    OffsetSpec::Earliest | OffsetSpec::EarliestLocal => Some((log.log_start_offset(), -1)),
+            let archive = act.ready_archive();
+            let spec = msg.0;
+            let local = act.with_log(move |log| {
+                let answer = match spec {
+                    OffsetSpec::Earliest => Some((log.effective_log_start_offset(), -1)),
+                    OffsetSpec::EarliestLocal => Some((log.log_start_offset(), -1)),
                     OffsetSpec::Latest => Some((log.high_watermark(), -1)),
-                    // Nothing is tiered yet: the latest tiered offset is "none".
-                    OffsetSpec::LatestTiered => Some((-1, -1)),
+                    // The last offset in the archive; -1 when nothing is archived.
+                    OffsetSpec::LatestTiered => Some((log.archived_offset().filter(|&end| end > log.effective_log_start_offset()).map_or(-1, |end| end - 1), -1)),
                     OffsetSpec::MaxTimestamp => log.max_timestamp_offset()?,
                     OffsetSpec::Timestamp(ts) => log.offset_for_timestamp(ts)?,
+                };
+                Ok(LocalOffsets { answer, local_start: log.log_start_offset() })
+            });
+            Box::pin(local.then(move |local, _, _| {
+                actix::fut::wrap_future::<_, Self>(async move {
+                    let local = local?;
+                    let Some(part) = archive.filter(|p| p.manifest().start_offset().is_some_and(|s| s < local.local_start)) else {
+                        return Ok(local.answer);
+                    };
+                    Ok(match spec {
+                        OffsetSpec::Timestamp(ts) => earliest(local.answer, part.offset_for_timestamp(ts).await?),
+                        OffsetSpec::MaxTimestamp => match (local.answer, part.max_timestamp().await?) {
+                            (Some(l), Some(r)) => Some(if r.1 > l.1 { r } else { l }),
+                            (l, r) => l.or(r),
+                        },
+                        _ => local.answer,
+                    })
                 })
-            })
+            }))
         })
     }
 }
@@ -413,11 +685,27 @@ impl Handler<DeleteRecords> for PartitionActor {
 
     fn handle(&mut self, msg: DeleteRecords, ctx: &mut Context<Self>) -> Self::Result {
         AtomicResponse::new(self.guarded(ctx, |act| {
-            act.with_log(move |log| {
+            let archive = act.ready_archive();
+            let local = act.with_log(move |log| {
                 // -1 means "up to the high watermark", as in Kafka.
                 let before = if msg.before_offset == -1 { log.high_watermark() } else { msg.before_offset };
-                Ok(log.delete_records_before(before)?)
-            })
+                log.delete_records_before(before)?;
+                Ok(before)
+            });
+            let archived = local.then(move |before, _, _| {
+                actix::fut::wrap_future::<_, Self>(async move {
+                    let before = before?;
+                    if let Some(part) = archive {
+                        part.advance_start(before).await?;
+                    }
+                    Ok::<_, Error>(before)
+                })
+            });
+            Box::pin(archived.then(|before, act: &mut Self, ctx| {
+                act.sync_archive_bounds(ctx);
+                // Everything below `before` is gone, locally and in the archive.
+                act.with_log(move |log| Ok(before?.max(log.effective_log_start_offset())))
+            }))
         }))
     }
 }
@@ -517,10 +805,13 @@ mod tests {
             min_insync_replicas: 1,
             clean_start: true,
             maintenance_interval: Duration::from_secs(60),
+            archive: None,
         };
         let tp2 = tp.clone();
-        let addr = Supervisor::start(move |_| PartitionActor::new(tp2, options, tx, restarts));
-        PartitionHandle { tp, addr, watermarks: rx }
+        let status = Arc::new(ArchiveStatus::default());
+        let status2 = status.clone();
+        let addr = Supervisor::start(move |_| PartitionActor::new(tp2, options, tx, restarts, status2));
+        PartitionHandle { tp, addr, watermarks: rx, archive_status: status }
     }
 
     async fn append(handle: &PartitionHandle, n: i32) -> Result<AppendResult, Error> {

@@ -24,6 +24,7 @@ impl Default for TopicDefaults {
 /// The value type of a config, as Kafka's DescribeConfigs reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Boolean,
     Int,
     Long,
     String,
@@ -44,10 +45,13 @@ pub const KEYS: &[ConfigKey] = &[
     ConfigKey { name: "compression.type", config_type: ConfigType::String, doc: "Batches are stored as the producer compressed them: only \"producer\" is supported." },
     ConfigKey { name: "flush.messages", config_type: ConfigType::Long, doc: "fsync the log after this many messages; 1 fsyncs before every acknowledgement." },
     ConfigKey { name: "flush.ms", config_type: ConfigType::Long, doc: "fsync the log when the oldest unflushed write is this many milliseconds old." },
+    ConfigKey { name: "local.retention.bytes", config_type: ConfigType::Long, doc: "Delete archived local segments while the local log is larger than this; -2 follows retention.bytes, -1 is unbounded." },
+    ConfigKey { name: "local.retention.ms", config_type: ConfigType::Long, doc: "Delete archived local segments older than this; -2 follows retention.ms, -1 is unbounded." },
     ConfigKey { name: "index.interval.bytes", config_type: ConfigType::Int, doc: "Bytes of batches between two offset-index entries." },
     ConfigKey { name: "max.message.bytes", config_type: ConfigType::Int, doc: "The largest record batch accepted, in bytes." },
     ConfigKey { name: "message.timestamp.type", config_type: ConfigType::String, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's clock." },
     ConfigKey { name: "min.insync.replicas", config_type: ConfigType::Int, doc: "Replicas that must be in sync for an acks=all produce to succeed." },
+    ConfigKey { name: "remote.storage.enable", config_type: ConfigType::Boolean, doc: "Archive sealed segments to object storage as Parquet (when the broker has an archive)." },
     ConfigKey { name: "retention.bytes", config_type: ConfigType::Long, doc: "Delete the oldest segments while a partition is larger than this; -1 is unbounded." },
     ConfigKey { name: "retention.ms", config_type: ConfigType::Long, doc: "Delete segments whose newest record is older than this; -1 is unbounded." },
     ConfigKey { name: "segment.bytes", config_type: ConfigType::Int, doc: "Roll to a new segment file at this size." },
@@ -91,6 +95,11 @@ pub fn validate(key: &str, value: &str) -> Result<(), Error> {
             _ => Err(invalid(key, value, "must be CreateTime or LogAppendTime")),
         },
         "retention.ms" | "retention.bytes" => parse_i64(key, value, -1, i64::MAX).map(drop),
+        "local.retention.ms" | "local.retention.bytes" => parse_i64(key, value, -2, i64::MAX).map(drop),
+        "remote.storage.enable" => match value.trim() {
+            "true" | "false" => Ok(()),
+            _ => Err(invalid(key, value, "must be true or false")),
+        },
         "segment.bytes" => parse_i64(key, value, 1024, i32::MAX as i64).map(drop),
         "segment.ms" | "flush.messages" => parse_i64(key, value, 1, i64::MAX).map(drop),
         "flush.ms" => parse_i64(key, value, 0, i64::MAX).map(drop),
@@ -150,6 +159,19 @@ impl TopicConfigs {
             flush_messages: self.number("flush.messages").map_or(d.flush_messages, |n| Some(n as u64)),
             flush_ms: self.number("flush.ms").map_or(d.flush_ms, |n| Some(n as u64)),
             index_interval_bytes: self.number("index.interval.bytes").map_or(d.index_interval_bytes, |n| n as u64),
+            archived: self.get("remote.storage.enable").map_or(d.archived, |v| v == "true"),
+            local_retention_ms: self.local_limit("local.retention.ms", "retention.ms", d.local_retention_ms, d.retention_ms),
+            local_retention_bytes: self.local_limit("local.retention.bytes", "retention.bytes", d.local_retention_bytes, d.retention_bytes),
+        }
+    }
+
+    /// A local retention limit: its own override, or -2 (Kafka's "follow the
+    /// total limit"), or the broker default.
+    fn local_limit(&self, key: &str, total_key: &str, default: Option<u64>, total_default: Option<u64>) -> Option<u64> {
+        match self.number(key) {
+            Some(-2) => self.number(total_key).map_or(total_default, unbounded),
+            Some(n) => unbounded(n),
+            None => default,
         }
     }
 
@@ -193,6 +215,9 @@ pub fn default_value(key: &str, defaults: &TopicDefaults) -> String {
         "flush.messages" => d.flush_messages.map_or(i64::MAX.to_string(), |v| v.to_string()),
         "flush.ms" => d.flush_ms.map_or(i64::MAX.to_string(), |v| v.to_string()),
         "index.interval.bytes" => d.index_interval_bytes.to_string(),
+        "local.retention.ms" => limit(d.local_retention_ms),
+        "local.retention.bytes" => limit(d.local_retention_bytes),
+        "remote.storage.enable" => d.archived.to_string(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
         "message.timestamp.type" => if d.log_append_time { "LogAppendTime" } else { "CreateTime" }.into(),
         "min.insync.replicas" => defaults.min_insync_replicas.to_string(),

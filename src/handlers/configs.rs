@@ -33,6 +33,7 @@ pub fn config_source(is_default: bool) -> i8 {
 
 fn wire_type(t: ConfigType) -> i8 {
     match t {
+        ConfigType::Boolean => 1,
         ConfigType::String => 2,
         ConfigType::Int => 3,
         ConfigType::Long => 5,

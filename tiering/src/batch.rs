@@ -237,18 +237,224 @@ pub struct RecordPosition {
 
 /// Decodes the offsets and timestamps of a batch's records (decompressing it).
 pub fn record_positions(batch: &Bytes) -> Result<Vec<RecordPosition>, BatchError> {
+    let decoded = decode_records(batch)?;
+    Ok(decoded.records.iter().map(|r| RecordPosition { offset: r.offset, timestamp: r.timestamp }).collect())
+}
+
+/// One record, fully decoded. Exact: a null key or value stays distinct from
+/// an empty one, and header order and duplicate header keys are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: i64,
+    /// The timestamp a consumer sees: the record's own, or the batch's
+    /// broker time for `LogAppendTime` batches.
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// A record header. Kafka header keys are strings; values may be null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+}
+
+/// A batch's header with its records decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedBatch {
+    pub header: BatchHeader,
+    pub records: Vec<Record>,
+}
+
+/// The batch-level fields [`encode_batch`] needs: everything in the header
+/// except what it computes (length, CRC, record count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchFields {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    /// Written as given except the compression bits, which are cleared (the
+    /// rebuilt batch is uncompressed).
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl From<&BatchHeader> for BatchFields {
+    fn from(h: &BatchHeader) -> Self {
+        BatchFields {
+            base_offset: h.base_offset,
+            partition_leader_epoch: h.partition_leader_epoch,
+            attributes: h.attributes,
+            last_offset_delta: h.last_offset_delta,
+            base_timestamp: h.base_timestamp,
+            max_timestamp: h.max_timestamp,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+        }
+    }
+}
+
+fn undecodable(reason: impl Into<String>) -> BatchError {
+    BatchError::Undecodable { reason: reason.into() }
+}
+
+/// The records section of a batch, decompressed.
+fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, BatchError> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    use bytes::Buf;
+    let mut section = batch.slice(HEADER_LEN..header.total_len());
+    // kafka-protocol's decompressors hand the plain bytes to a callback.
+    let take = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(b.copy_to_bytes(b.remaining())) };
+    let out = match header.compression_codec() {
+        0 => return Ok(section),
+        1 => Gzip::decompress(&mut section, take),
+        2 => Snappy::decompress(&mut section, take),
+        3 => Lz4::decompress(&mut section, take),
+        4 => Zstd::decompress(&mut section, take),
+        codec => return Err(undecodable(format!("unknown compression codec {codec}"))),
+    };
+    out.map_err(|e| undecodable(format!("cannot decompress records: {e:#}")))
+}
+
+/// A cursor over a records section with Kafka's zigzag varints.
+struct Reader {
+    buf: Bytes,
+    at: usize,
+}
+
+impl Reader {
+    fn byte(&mut self) -> Result<u8, BatchError> {
+        let b = *self.buf.get(self.at).ok_or_else(|| undecodable("record runs past the end of the batch"))?;
+        self.at += 1;
+        Ok(b)
+    }
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        let mut raw: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            raw |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        Err(undecodable("varint is too long"))
+    }
+    fn varint(&mut self) -> Result<i32, BatchError> {
+        i32::try_from(self.varlong()?).map_err(|_| undecodable("varint out of range"))
+    }
+    /// A length-prefixed byte string; length -1 is null.
+    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, BatchError> {
+        let len = self.varint()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let end = self.at.checked_add(len as usize).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| undecodable("record field runs past the end of the batch"))?;
+        let out = self.buf.slice(self.at..end);
+        self.at = end;
+        Ok(Some(out))
+    }
+}
+
+/// Decodes every record of one whole batch, decompressing as needed.
+pub fn decode_records(batch: &Bytes) -> Result<DecodedBatch, BatchError> {
     let header = BatchHeader::parse(batch)?;
-    let mut buf = batch.clone();
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf)
-        .map_err(|e| BatchError::Undecodable { reason: e.to_string() })?;
-    Ok(set
-        .records
-        .iter()
-        .map(|r| RecordPosition {
-            offset: r.offset,
-            timestamp: if header.is_log_append_time() { header.max_timestamp } else { r.timestamp },
-        })
-        .collect())
+    if batch.len() < header.total_len() {
+        return Err(BatchError::Truncated { needed: header.total_len(), available: batch.len() });
+    }
+    let mut reader = Reader { buf: records_section(batch, &header)?, at: 0 };
+    let count = usize::try_from(header.records_count).map_err(|_| undecodable("negative record count"))?;
+    // Every record takes at least 7 bytes: never trust the count for an allocation.
+    let mut records = Vec::with_capacity(count.min(reader.buf.len() / 7 + 1));
+    for _ in 0..count {
+        let length = reader.varint()?;
+        let end = usize::try_from(length).ok().and_then(|l| reader.at.checked_add(l));
+        let end = end.filter(|&e| e <= reader.buf.len()).ok_or_else(|| undecodable("record length runs past the end of the batch"))?;
+        let _attributes = reader.byte()?;
+        let timestamp_delta = reader.varlong()?;
+        let offset_delta = reader.varint()?;
+        let key = reader.nullable_bytes()?;
+        let value = reader.nullable_bytes()?;
+        let header_count = usize::try_from(reader.varint()?).map_err(|_| undecodable("negative header count"))?;
+        let mut headers = Vec::with_capacity(header_count.min(end.saturating_sub(reader.at)));
+        for _ in 0..header_count {
+            let key = reader.nullable_bytes()?.ok_or_else(|| undecodable("a header key is null"))?;
+            let value = reader.nullable_bytes()?;
+            headers.push(Header { key, value });
+        }
+        if reader.at != end {
+            return Err(undecodable("record length does not match its fields"));
+        }
+        let timestamp = if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp.wrapping_add(timestamp_delta) };
+        records.push(Record { offset: header.base_offset + i64::from(offset_delta), timestamp, key, value, headers });
+    }
+    Ok(DecodedBatch { header, records })
+}
+
+fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        out.push((raw as u8 & 0x7f) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
+}
+
+fn put_nullable_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varlong(out, -1),
+        Some(b) => {
+            put_varlong(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Encodes records as one uncompressed magic v2 batch with the given header
+/// fields, computing its length, record count and CRC. Record offsets and
+/// timestamps are stored as deltas from the batch's base offset and base timestamp.
+pub fn encode_batch(fields: &BatchFields, records: &[Record]) -> Bytes {
+    let mut out = Vec::with_capacity(HEADER_LEN + records.iter().map(|r| 16 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)).sum::<usize>());
+    out.resize(HEADER_LEN, 0);
+    let mut record = Vec::new();
+    for r in records {
+        record.clear();
+        record.push(0); // record attributes: unused in magic v2
+        put_varlong(&mut record, r.timestamp.wrapping_sub(fields.base_timestamp));
+        put_varlong(&mut record, r.offset - fields.base_offset);
+        put_nullable_bytes(&mut record, r.key.as_deref());
+        put_nullable_bytes(&mut record, r.value.as_deref());
+        put_varlong(&mut record, r.headers.len() as i64);
+        for h in &r.headers {
+            put_nullable_bytes(&mut record, Some(&h.key));
+            put_nullable_bytes(&mut record, h.value.as_deref());
+        }
+        put_varlong(&mut out, record.len() as i64);
+        out.extend_from_slice(&record);
+    }
+    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
+    out[0..8].copy_from_slice(&fields.base_offset.to_be_bytes());
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    out[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4].copy_from_slice(&fields.partition_leader_epoch.to_be_bytes());
+    out[MAGIC_AT] = 2;
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&(fields.attributes & !COMPRESSION_MASK).to_be_bytes());
+    out[23..27].copy_from_slice(&fields.last_offset_delta.to_be_bytes());
+    out[27..35].copy_from_slice(&fields.base_timestamp.to_be_bytes());
+    out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&fields.max_timestamp.to_be_bytes());
+    out[43..51].copy_from_slice(&fields.producer_id.to_be_bytes());
+    out[51..53].copy_from_slice(&fields.producer_epoch.to_be_bytes());
+    out[53..57].copy_from_slice(&fields.base_sequence.to_be_bytes());
+    out[57..61].copy_from_slice(&(records.len() as i32).to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
 }
 
 /// One record as the internal topics (`__consumer_offsets`) see it: a key and
@@ -263,36 +469,30 @@ pub struct KeyValue {
 /// Encodes `records` (key, value) as one uncompressed magic v2 batch with
 /// base offset 0 (the log assigns the real offset on append).
 pub fn encode_key_values(records: &[(Bytes, Option<Bytes>)], timestamp: i64) -> Result<Bytes, BatchError> {
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    if records.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    let fields = BatchFields {
+        base_offset: 0,
+        partition_leader_epoch: 0,
+        attributes: 0,
+        last_offset_delta: records.len() as i32 - 1,
+        base_timestamp: timestamp,
+        max_timestamp: timestamp,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
     let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch when offset - sequence changes;
-            // this keeps one batch with base sequence -1 (no producer).
-            sequence: i as i32 - 1,
-            timestamp,
-            key: Some(key.clone()),
-            value: value.clone(),
-            headers: Default::default(),
-        })
+        .map(|(i, (key, value))| Record { offset: i as i64, timestamp, key: Some(key.clone()), value: value.clone(), headers: Vec::new() })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| BatchError::Undecodable { reason: format!("cannot encode records: {e}") })?;
-    Ok(buf.freeze())
+    Ok(encode_batch(&fields, &records))
 }
 
 /// Decodes every record of the batches in `batches` (as a log read returns
-/// them), decompressing as needed.
+/// them), decompressing as needed. Control batches are skipped.
 pub fn decode_key_values(batches: &Bytes) -> Result<Vec<KeyValue>, BatchError> {
     let mut buf = batches.clone();
     let mut out = Vec::new();
@@ -302,13 +502,12 @@ pub fn decode_key_values(batches: &Bytes) -> Result<Vec<KeyValue>, BatchError> {
         if len > buf.len() {
             return Err(BatchError::Truncated { needed: len, available: buf.len() });
         }
-        let mut one = buf.split_to(len);
+        let one = buf.split_to(len);
         if header.is_control() {
             continue;
         }
-        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut one)
-            .map_err(|e| BatchError::Undecodable { reason: e.to_string() })?;
-        out.extend(set.records.into_iter().map(|r| KeyValue { offset: r.offset, key: r.key, value: r.value }));
+        let decoded = decode_records(&one)?;
+        out.extend(decoded.records.into_iter().map(|r| KeyValue { offset: r.offset, key: r.key, value: r.value }));
     }
     Ok(out)
 }
@@ -318,7 +517,7 @@ pub(crate) mod tests {
     use super::*;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
     use proptest::prelude::*;
 
@@ -335,8 +534,8 @@ pub(crate) mod tests {
         producer_epoch: i16,
         base_sequence: i32,
     ) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
+        let records: Vec<WireRecord> = (0..n)
+            .map(|i| WireRecord {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
@@ -429,6 +628,116 @@ pub(crate) mod tests {
         assert_eq!(decoded.len(), 4);
         assert_eq!(decoded[1], KeyValue { offset: 11, key: Some(Bytes::from_static(b"k2")), value: None });
         assert_eq!(decoded[2].offset, 12);
+    }
+
+    /// Records as a third-party encoder sees them, for cross-checking.
+    fn third_party_records(batch: &Bytes) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>)> {
+        let mut buf = batch.clone();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).expect("third-party decode");
+        set.records
+            .into_iter()
+            .map(|r| (r.offset, r.timestamp, r.key, r.value, r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+            .collect()
+    }
+
+    fn ours(decoded: &DecodedBatch) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>)> {
+        decoded
+            .records
+            .iter()
+            .map(|r| {
+                let headers = r.headers.iter().map(|h| (String::from_utf8(h.key.to_vec()).unwrap(), h.value.clone())).collect();
+                (r.offset, r.timestamp, r.key.clone(), r.value.clone(), headers)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decodes_every_codec_like_a_third_party_decoder() {
+        for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let batch = stamp(&make_idempotent_batch(25, 7_000, compression, 42, 3, 100), 500, 2, None);
+            let decoded = decode_records(&batch).unwrap();
+            assert_eq!(decoded.header.base_offset, 500);
+            assert_eq!(ours(&decoded), third_party_records(&batch), "{compression:?}");
+        }
+    }
+
+    #[test]
+    fn rebuilt_batches_keep_every_field_but_compression() {
+        for compression in [Compression::None, Compression::Zstd] {
+            let original = stamp(&make_idempotent_batch(10, 9_000, compression, 42, 3, 100), 500, 2, None);
+            let decoded = decode_records(&original).unwrap();
+            let rebuilt = encode_batch(&BatchFields::from(&decoded.header), &decoded.records);
+            let header = validate(&rebuilt).expect("a valid batch with a correct CRC");
+            let o = decoded.header;
+            assert_eq!(
+                (header.base_offset, header.partition_leader_epoch, header.last_offset_delta, header.base_timestamp, header.max_timestamp),
+                (o.base_offset, o.partition_leader_epoch, o.last_offset_delta, o.base_timestamp, o.max_timestamp)
+            );
+            assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (42, 3, 100));
+            assert_eq!(header.compression_codec(), 0);
+            assert_eq!(third_party_records(&rebuilt), third_party_records(&original));
+        }
+    }
+
+    #[test]
+    fn log_append_time_batches_show_the_broker_time() {
+        let batch = stamp(&make_batch(3, 10, Compression::Gzip), 0, 0, Some(55_555));
+        let decoded = decode_records(&batch).unwrap();
+        assert!(decoded.records.iter().all(|r| r.timestamp == 55_555));
+        let rebuilt = encode_batch(&BatchFields::from(&decoded.header), &decoded.records);
+        assert_eq!(decode_records(&rebuilt).unwrap().records, decoded.records);
+    }
+
+    fn arbitrary_record() -> impl Strategy<Value = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>, i64)> {
+        (
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            proptest::collection::vec((proptest::collection::vec(b'a'..=b'z', 0..5), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..5))), 0..4),
+            -1_000_000i64..1_000_000,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_is_exact(rows in proptest::collection::vec(arbitrary_record(), 1..20), base in 0i64..1 << 40, ts0 in 0i64..1 << 41) {
+            let records: Vec<Record> = rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, v, h, dt))| Record {
+                    offset: base + 2 * i as i64, // gaps, as after compaction
+                    timestamp: ts0 + dt,
+                    key: k.map(Bytes::from),
+                    value: v.map(Bytes::from),
+                    headers: h.into_iter().map(|(k, v)| Header { key: Bytes::from(k), value: v.map(Bytes::from) }).collect(),
+                })
+                .collect();
+            let fields = BatchFields {
+                base_offset: base,
+                partition_leader_epoch: 1,
+                attributes: 0,
+                last_offset_delta: (records.last().unwrap().offset - base) as i32,
+                base_timestamp: ts0,
+                max_timestamp: records.iter().map(|r| r.timestamp).max().unwrap(),
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+            };
+            let batch = encode_batch(&fields, &records);
+            prop_assert!(BatchHeader::parse(&batch).is_ok());
+            let decoded = decode_records(&batch).unwrap();
+            prop_assert_eq!(decoded.records, records);
+        }
+
+        #[test]
+        fn decoding_arbitrary_records_never_panics(data in proptest::collection::vec(any::<u8>(), 0..256), count in 0i32..1000) {
+            let mut batch = vec![0u8; HEADER_LEN];
+            batch.extend_from_slice(&data);
+            let len = (batch.len() - LOG_OVERHEAD) as i32;
+            batch[8..12].copy_from_slice(&len.to_be_bytes());
+            batch[MAGIC_AT] = 2;
+            batch[57..61].copy_from_slice(&count.to_be_bytes());
+            let _ = decode_records(&Bytes::from(batch));
+        }
     }
 
     proptest! {

@@ -22,6 +22,14 @@ pub struct LogConfig {
     pub flush_ms: Option<u64>,
     /// Add an index entry after this many bytes of batches (`index.interval.bytes`).
     pub index_interval_bytes: u64,
+    /// Whether sealed segments are archived to object storage (`remote.storage.enable`).
+    pub archived: bool,
+    /// For archived logs: delete local segments that are archived and older
+    /// than this (`local.retention.ms`). Never deletes an unarchived segment.
+    pub local_retention_ms: Option<u64>,
+    /// For archived logs: delete archived local segments while the local log
+    /// is larger than this (`local.retention.bytes`).
+    pub local_retention_bytes: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -36,6 +44,9 @@ impl Default for LogConfig {
             flush_messages: None,
             flush_ms: None,
             index_interval_bytes: 4096,
+            archived: false,
+            local_retention_ms: Some(24 * 3600 * 1000),
+            local_retention_bytes: None,
         }
     }
 }

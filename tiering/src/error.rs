@@ -51,3 +51,41 @@ impl LogError {
         move |source| LogError::Io { path, source }
     }
 }
+
+/// Errors of the archive (the object-storage tier).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("invalid archive location {url:?}: {reason}")]
+    InvalidLocation { url: String, reason: String },
+    #[error("object store error on {path}: {source}")]
+    Store { path: String, source: object_store::Error },
+    #[error("archive object {path} does not exist")]
+    Missing { path: String },
+    #[error("Parquet error: {source}")]
+    Parquet { source: parquet::errors::ParquetError },
+    #[error("cannot encode a segment for the archive: {reason}")]
+    Encode { reason: String },
+    #[error("an archived file is unreadable: {reason}")]
+    Decode { reason: String },
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("archive manifest {path} is corrupt: {reason}")]
+    CorruptManifest { path: String, reason: String },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the archive task failed: {reason}")]
+    Task { reason: String },
+}
+
+impl ArchiveError {
+    pub(crate) fn parquet(source: parquet::errors::ParquetError) -> ArchiveError {
+        ArchiveError::Parquet { source }
+    }
+
+    pub(crate) fn store(path: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> ArchiveError + '_ {
+        move |source| match source {
+            object_store::Error::NotFound { .. } => ArchiveError::Missing { path: path.to_string() },
+            source => ArchiveError::Store { path: path.to_string(), source },
+        }
+    }
+}

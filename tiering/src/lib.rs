@@ -2,8 +2,9 @@
 //!
 //! The hot tier lives here today: a partition's log is a directory of segment
 //! files holding record batches exactly as producers sent them (after offset
-//! assignment), each with a sparse offset index and a time index. Object-storage
-//! archiving of sealed segments (Parquet) arrives in a later module of this crate.
+//! assignment), each with a sparse offset index and a time index. Sealed
+//! segments are archived to object storage as Parquet ([`archive`]), which
+//! serves reads below the local log start.
 //!
 //! | module | owns |
 //! |---|---|
@@ -13,9 +14,11 @@
 //! | [`log`] | a partition's ordered segments: append, read, truncate, retention |
 //! | [`checkpoint`] | small crash-safe files (leader epochs, offsets) |
 //! | [`producer_state`] | idempotent-producer sequence tracking |
+//! | [`archive`] | sealed segments in object storage as Parquet: upload, manifest, remote reads |
 //! | [`config`] | a partition log's settings |
 //! | [`error`] | the crate's error type |
 
+pub mod archive;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
@@ -26,5 +29,5 @@ pub mod producer_state;
 pub mod segment;
 
 pub use config::LogConfig;
-pub use error::{BatchError, LogError};
+pub use error::{ArchiveError, BatchError, LogError};
 pub use log::{AppendResult, PartitionLog, ReadResult, RecoveryReport};

@@ -93,6 +93,11 @@ pub struct PartitionLog {
     leader_epochs: LeaderEpochCache,
     producers: ProducerStateTable,
     first_unflushed_ms: Option<i64>,
+    /// Offsets below this are in the archive (known once the partition's
+    /// manifest is loaded); local retention deletes only segments below it.
+    archived_offset: Option<i64>,
+    /// The first offset the archive serves, when it holds any.
+    archive_start_offset: Option<i64>,
 }
 
 impl PartitionLog {
@@ -162,6 +167,8 @@ impl PartitionLog {
             leader_epochs,
             producers: ProducerStateTable::default(),
             first_unflushed_ms: None,
+            archived_offset: None,
+            archive_start_offset: None,
         };
         log.rebuild_producer_state()?;
         Ok((log, report))
@@ -201,8 +208,40 @@ impl PartitionLog {
         self.segments.values_mut().next_back().expect("log has an active segment")
     }
 
+    /// The first offset on local disk.
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
+    }
+    /// The first offset a consumer can read: the archive's start when the
+    /// archive reaches the local log, else the local start.
+    pub fn effective_log_start_offset(&self) -> i64 {
+        match (self.archive_start_offset, self.archived_offset) {
+            (Some(start), Some(end)) if end >= self.log_start_offset => start.min(self.log_start_offset),
+            _ => self.log_start_offset,
+        }
+    }
+    /// Records what the archive holds: `[start, end)` (`start` is `None` when it is empty).
+    pub fn set_archive_bounds(&mut self, start: Option<i64>, end: i64) {
+        self.archive_start_offset = start;
+        self.archived_offset = Some(end);
+    }
+    /// The base offset of the active segment: everything below it is sealed.
+    pub fn active_segment_base_offset(&self) -> i64 {
+        self.active().base_offset()
+    }
+    /// One past the last archived offset, once known.
+    pub fn archived_offset(&self) -> Option<i64> {
+        self.archived_offset
+    }
+    /// Sealed (non-active) segments holding offsets at or past `from_offset`,
+    /// oldest first: what is waiting to be archived.
+    pub fn sealed_segments_from(&self, from_offset: i64) -> Vec<crate::archive::SealedSegment> {
+        let active_base = self.active().base_offset();
+        self.segments
+            .values()
+            .filter(|s| s.base_offset() != active_base && !s.is_empty() && s.next_offset() > from_offset)
+            .map(|s| crate::archive::SealedSegment { base_offset: s.base_offset(), next_offset: s.next_offset(), path: s.log_path(), size: s.size() })
+            .collect()
     }
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset()
@@ -436,22 +475,27 @@ impl PartitionLog {
         Ok(report)
     }
 
-    /// Deletes whole segments past `retention.ms` or beyond `retention.bytes`.
-    /// Only data below the high watermark is ever deleted.
+    /// Deletes whole segments past `retention.ms` or beyond `retention.bytes`,
+    /// and, for an archived log, archived segments past `local.retention.ms`
+    /// or beyond `local.retention.bytes`. Only data below the high watermark
+    /// is ever deleted, and local retention never deletes what is not archived.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport, LogError> {
         let mut doomed = Vec::new();
         let mut remaining = self.size_bytes();
         let active_base = self.active().base_offset();
+        let archived_below = if self.config.archived { self.archived_offset } else { None };
+        let older_than = |segment: &Segment, limit: Option<u64>| {
+            limit.is_some_and(|ms| segment.max_timestamp() >= 0 && now_ms.saturating_sub(segment.max_timestamp()) > ms as i64)
+        };
         for (&base, segment) in &self.segments {
             if segment.is_empty() || segment.next_offset() > self.high_watermark {
                 break;
             }
-            let expired = self.config.retention_ms.is_some_and(|ms| {
-                segment.max_timestamp() >= 0 && now_ms.saturating_sub(segment.max_timestamp()) > ms as i64
-            });
-            let oversize = base != active_base
-                && self.config.retention_bytes.is_some_and(|max| remaining.saturating_sub(segment.size()) >= max);
-            if !(expired || oversize) {
+            let over = |limit: Option<u64>| base != active_base && limit.is_some_and(|max| remaining.saturating_sub(segment.size()) >= max);
+            let total = older_than(segment, self.config.retention_ms) || over(self.config.retention_bytes);
+            let archived = archived_below.is_some_and(|end| segment.next_offset() <= end) && base != active_base;
+            let local = archived && (older_than(segment, self.config.local_retention_ms) || over(self.config.local_retention_bytes));
+            if !(total || local) {
                 break;
             }
             remaining -= segment.size();

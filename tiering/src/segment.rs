@@ -353,6 +353,10 @@ impl Segment {
         Ok(())
     }
 
+    /// The segment's `.log` file.
+    pub fn log_path(&self) -> PathBuf {
+        self.path("log")
+    }
     pub fn base_offset(&self) -> i64 {
         self.base_offset
     }

@@ -332,6 +332,7 @@ mod tests {
             default_partitions: 1,
             maintenance_interval: Duration::from_secs(60),
             partition_threads: 1,
+            archive: None,
         }
     }
 

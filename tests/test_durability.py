@@ -19,7 +19,9 @@ PARTITIONS = 3
 
 
 def produce_batch(broker, topic: str, lo: int, hi: int, acks) -> dict[int, tuple[int, int]]:
-    producer = Producer(confluent_conf(broker, acks=acks, **{"linger.ms": 5}))
+    # Small batches: under load librdkafka would otherwise send a partition's
+    # whole share as one batch, and one batch never rolls a segment.
+    producer = Producer(confluent_conf(broker, acks=acks, **{"linger.ms": 5, "batch.size": 8192}))
     tracker = DeliveryTracker()
     produce_all(producer, topic, ({"id": i, "key": b"key-%d" % (i % 97), "value": b"durable-%06d" % i}
                                   for i in range(lo, hi)), tracker)

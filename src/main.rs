@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(name = "silt", version, about = "A streaming platform that speaks the Apache Kafka protocol")]
 struct Cli {
@@ -21,6 +23,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Ops(cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Ops(command) => cli::run(command),
         Command::Broker { config } => {
             let config = match silt::config::Config::load(config.as_deref()) {
                 Ok(c) => c,

@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let broker = Arc::new(Broker {
         node: node.clone(),
         groups,
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(Metrics::with_per_partition(config.metrics.per_partition).watch_storage(config.storage.data_dir.clone())),
         request_memory: Arc::new(Semaphore::new(queued)),
         config,
         advertised_host,

@@ -40,7 +40,7 @@ pub struct Metrics {
     per_partition: Option<PartitionSeries>,
     log_size: IntGaugeVec,
     log_segments: IntGaugeVec,
-    log_end_offset_sum: IntGaugeVec,
+    topic_log_end_offset: IntGaugeVec,
     actor_restarts: IntCounterVec,
     restarts_seen: AtomicU64,
     group_lag: IntGaugeVec,
@@ -145,7 +145,7 @@ impl Metrics {
             protocol_errors: counter(&registry, "silt_protocol_errors_total", "Connections closed for malformed or refused requests, by reason.", &["reason"]),
             log_size: gauge(&registry, "silt_log_size_bytes", "Bytes of local log segments, by topic.", &["topic"]),
             log_segments: gauge(&registry, "silt_log_segments", "Local log segments, by topic.", &["topic"]),
-            log_end_offset_sum: gauge(&registry, "silt_log_end_offset_sum", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
+            topic_log_end_offset: gauge(&registry, "silt_topic_log_end_offset", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
             actor_restarts: counter(&registry, "silt_actor_restarts_total", "Actors restarted by their supervisor after a failure, by actor kind.", &["actor"]),
             restarts_seen: AtomicU64::new(0),
             group_lag: gauge(&registry, "silt_consumer_group_lag", "High watermark minus the committed offset, by group and partition.", &["group", "topic", "partition"]),
@@ -212,12 +212,12 @@ impl Metrics {
         }
         self.log_size.reset();
         self.log_segments.reset();
-        self.log_end_offset_sum.reset();
+        self.topic_log_end_offset.reset();
         self.topic_partitions.reset();
         for (topic, (size, segments, leo, partitions)) in per_topic {
             self.log_size.with_label_values(&[topic]).set(size as i64);
             self.log_segments.with_label_values(&[topic]).set(segments as i64);
-            self.log_end_offset_sum.with_label_values(&[topic]).set(leo);
+            self.topic_log_end_offset.with_label_values(&[topic]).set(leo);
             self.topic_partitions.with_label_values(&[topic]).set(partitions);
         }
         if let Some(series) = &self.per_partition {

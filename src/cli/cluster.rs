@@ -30,10 +30,10 @@ pub fn run(command: ClusterCommand) -> Result<(), CliError> {
     println!();
     let mut brokers: Vec<_> = metadata.brokers().iter().collect();
     brokers.sort_by_key(|b| b.id());
-    let mut rows = vec![vec!["BROKER".into(), "HOST".into(), "PORT".into(), "LEADER-OF".into()]];
+    let mut rows = vec![vec!["BROKER".into(), "HOST".into(), "PORT".into(), "LEADER-OF-PARTITIONS".into()]];
     for b in brokers {
         let leads = metadata.topics().iter().flat_map(|t| t.partitions()).filter(|p| p.leader() == b.id()).count();
-        rows.push(vec![b.id().to_string(), b.host().to_owned(), b.port().to_string(), format!("{leads} partitions")]);
+        rows.push(vec![b.id().to_string(), b.host().to_owned(), b.port().to_string(), leads.to_string()]);
     }
     print_table(&rows);
     Ok(())

@@ -66,6 +66,15 @@ def committed(broker, group: str, topic: str, partitions: int) -> dict[int, int]
         c.close()
 
 
+def produce_at(broker, topic: str, records: list[dict]):
+    """Produces records with explicit partition, timestamp and optional key and headers."""
+    from confluent_kafka import Producer
+    p = Producer(confluent_conf(broker, acks="all"))
+    for r in records:
+        p.produce(topic, **r)
+    assert p.flush(30) == 0, "records were not delivered"
+
+
 def commit(broker, group: str, topic: str, offsets: dict[int, int]):
     """Commits offsets for a group without joining it (as a stopped application's last commit)."""
     c = Consumer(confluent_conf(broker, **{"group.id": group, "enable.auto.commit": False}))
@@ -223,13 +232,9 @@ def test_produce_from_stdin_to_one_partition(silt_bin, cli_broker, topic_name):
 def test_consume_prints_fields_and_json(silt_bin, cli_broker, topic_name):
     b = cli_broker
     create_topic(b, topic_name, 2)
-    from confluent_kafka import Producer
-    p = Producer(confluent_conf(b, acks="all"))
-    for i in range(6):
-        p.produce(topic_name, key=f"k{i}", value=f"v{i}", partition=i % 2, headers=[("h", f"x{i}")],
-                  timestamp=1_700_000_000_000 + i * 1000)
-    p.produce(topic_name, value=b"\xff\xfe", partition=0, timestamp=1_700_000_010_000)
-    assert p.flush(30) == 0
+    produce_at(b, topic_name, [dict(key=f"k{i}", value=f"v{i}", partition=i % 2, headers=[("h", f"x{i}")],
+                                    timestamp=1_700_000_000_000 + i * 1000) for i in range(6)]
+               + [dict(value=b"\xff\xfe", partition=0, timestamp=1_700_000_010_000)])
 
     r = silt(silt_bin, b, "consume", "-t", topic_name, "--from-beginning", "-e", "--json")
     records = [json.loads(line) for line in r.stdout.decode().splitlines()]
@@ -291,11 +296,8 @@ def test_group_describe_reports_commits_and_lag(silt_bin, cli_broker, topic_name
 def test_reset_offsets_is_a_dry_run_until_execute(silt_bin, cli_broker, topic_name):
     b = cli_broker
     create_topic(b, topic_name, 2)
-    from confluent_kafka import Producer
-    p = Producer(confluent_conf(b, acks="all"))
-    for i in range(20):
-        p.produce(topic_name, value=b"v", partition=i % 2, timestamp=1_700_000_000_000 + i * 1000)
-    assert p.flush(30) == 0
+    produce_at(b, topic_name, [dict(value=b"v", partition=i % 2, timestamp=1_700_000_000_000 + i * 1000)
+                               for i in range(20)])
     group = f"{topic_name}-g"
     commit(b, group, topic_name, {0: 5, 1: 5})
 

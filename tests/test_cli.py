@@ -229,6 +229,17 @@ def test_produce_from_stdin_to_one_partition(silt_bin, cli_broker, topic_name):
     assert "--partition must be 0..2" in r.stderr.decode()
 
 
+def test_produce_reports_progress_and_a_count(silt_bin, cli_broker, topic_name):
+    create_topic(cli_broker, topic_name, 1)
+    lines = b"".join(b"record-%d\n" % i for i in range(2000))
+    r = silt(silt_bin, cli_broker, "produce", "-t", topic_name, "--progress-interval", "1ms", input=lines)
+    err = r.stderr.decode().splitlines()
+    progress = [line for line in err if "records read" in line]
+    assert progress and all("records/s" in line for line in progress), err[:5]
+    assert err[-1].startswith(f"silt produce: 2000 records produced to {topic_name} in "), err[-1]
+    assert watermarks(cli_broker, topic_name, 0)[1] == 2000
+
+
 def test_consume_prints_fields_and_json(silt_bin, cli_broker, topic_name):
     b = cli_broker
     create_topic(b, topic_name, 2)

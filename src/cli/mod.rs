@@ -64,10 +64,8 @@ pub enum CliError {
     #[error("cannot {action}: {source}")]
     Io { action: String, source: std::io::Error },
     #[error("invalid configuration: {0}")]
-    Config(#[from] crate_config::ConfigError),
+    Config(#[from] silt::config::ConfigError),
 }
-
-use silt::config as crate_config;
 
 impl CliError {
     fn exit_code(&self) -> ExitCode {

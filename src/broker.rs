@@ -46,7 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_per_partition(config.metrics.per_partition).watch_storage(config.storage.data_dir.clone()));
     let archive = match config.archive_settings()? {
         Some(settings) => {
             let url = settings.store.url.clone();

@@ -26,6 +26,7 @@ pub struct Config {
     pub log: LogSection,
     pub groups: GroupsSection,
     pub tiering: TieringSection,
+    pub metrics: MetricsSection,
 }
 
 /// This broker's identity.
@@ -83,6 +84,15 @@ impl Default for HttpSection {
     fn default() -> Self {
         HttpSection { listen: SocketAddr::from(([127, 0, 0, 1], 9644)) }
     }
+}
+
+/// What `/metrics` exports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Export series per partition (offsets, sizes). Off by default: their
+    /// number grows with the partition count, and per-topic sums cover most needs.
+    pub per_partition: bool,
 }
 
 /// Where data lives.
@@ -515,6 +525,7 @@ mod tests {
         assert_eq!(config.kafka.listen.to_string(), "127.0.0.1:9092");
         assert_eq!(config.http.listen.to_string(), "127.0.0.1:9644");
         assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
+        assert!(!config.metrics.per_partition, "per-partition series are opt-in");
     }
 
     #[test]

@@ -72,7 +72,8 @@ fn archive_error_code(error: &ArchiveError) -> ResponseError {
         | ArchiveError::Encode { .. }
         | ArchiveError::Decode { .. }
         | ArchiveError::Batch(_)
-        | ArchiveError::CorruptManifest { .. } => ResponseError::UnknownServerError,
+        | ArchiveError::CorruptManifest { .. }
+        | ArchiveError::ForeignManifest { .. } => ResponseError::UnknownServerError,
     }
 }
 

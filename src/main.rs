@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(name = "silt", version, about = "A streaming platform that speaks the Apache Kafka protocol")]
 struct Cli {
@@ -24,6 +26,8 @@ enum Command {
     /// Stream archived records of a topic to stdout (JSON lines) or into
     /// another topic, straight from the archive.
     Replay(silt::replay::ReplayArgs),
+    #[command(flatten)]
+    Ops(cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Ops(command) => cli::run(command),
         Command::Broker { config } => {
             let config = match silt::config::Config::load(config.as_deref()) {
                 Ok(c) => c,

@@ -1,8 +1,10 @@
 //! Prometheus metrics of the broker, in one registry served at `/metrics`.
 //!
 //! Names start with `silt_`, use base units and end counters in `_total`.
-//! Labels stay bounded: API names, Kafka error names and topic names (which
-//! an operator creates), never client ids or offsets.
+//! Labels stay bounded: API names and versions, Kafka error names and topic
+//! names (which an operator creates), never client ids or offsets. Series per
+//! partition exist only when `metrics.per_partition` is on. The catalogue of
+//! every metric is `docs/metrics.md`; a test checks the two agree.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use silt_actors::NodeHandle;
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
+    requests_in_flight: IntGaugeVec,
     pub request_errors: IntCounterVec,
     pub request_duration: HistogramVec,
     pub bytes_in: IntCounterVec,
@@ -28,9 +31,16 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     pub protocol_errors: IntCounterVec,
     partitions: IntGauge,
+    /// The data directory whose filesystem `silt_storage_*` reports.
+    storage_dir: Option<std::path::PathBuf>,
+    storage_capacity: IntGauge,
+    storage_available: IntGauge,
+    topic_partitions: IntGaugeVec,
+    /// Per-partition offsets and sizes; `None` unless `metrics.per_partition` is on.
+    per_partition: Option<PartitionSeries>,
     log_size: IntGaugeVec,
     log_segments: IntGaugeVec,
-    log_end_offset_sum: IntGaugeVec,
+    topic_log_end_offset: IntGaugeVec,
     actor_restarts: IntCounterVec,
     restarts_seen: AtomicU64,
     group_lag: IntGaugeVec,
@@ -121,6 +131,33 @@ impl silt_tiering::archive::ArchiveObserver for Metrics {
     }
 }
 
+/// Series labelled by topic and partition (opt-in: their number grows with partitions).
+struct PartitionSeries {
+    log_start_offset: IntGaugeVec,
+    high_watermark: IntGaugeVec,
+    log_end_offset: IntGaugeVec,
+    log_size: IntGaugeVec,
+}
+
+/// Decrements `silt_requests_in_flight` when the request is done (or dropped).
+pub struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Label values for API versions, so counting a request allocates nothing.
+const VERSION_LABELS: [&str; 32] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+];
+
+/// The label value of API version `v` (versions past the table are clamped to "other").
+pub fn version_label(v: i16) -> &'static str {
+    usize::try_from(v).ok().and_then(|i| VERSION_LABELS.get(i)).copied().unwrap_or("other")
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry.register(Box::new(c.clone())).expect("unique metric");
@@ -134,7 +171,13 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
 }
 
 impl Metrics {
+    /// The metrics without per-partition series.
     pub fn new() -> Metrics {
+        Metrics::with_per_partition(false)
+    }
+
+    /// The metrics, with per-partition series if `per_partition` (`metrics.per_partition`).
+    pub fn with_per_partition(per_partition: bool) -> Metrics {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         registry
@@ -143,10 +186,19 @@ impl Metrics {
         let request_duration = HistogramVec::new(
             HistogramOpts::new("silt_request_duration_seconds", "Time from a request's arrival to its response, by API.")
                 .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-            &["api"],
+            &["api", "version"],
         )
         .expect("valid metric");
         registry.register(Box::new(request_duration.clone())).expect("unique metric");
+        let build_info = IntGaugeVec::new(Opts::new("silt_build_info", "Always 1; the version label is the broker's version."), &["version"]).expect("valid metric");
+        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let per_partition = per_partition.then(|| PartitionSeries {
+            log_start_offset: gauge(&registry, "silt_partition_log_start_offset", "A partition's log start offset (metrics.per_partition).", &["topic", "partition"]),
+            high_watermark: gauge(&registry, "silt_partition_high_watermark", "A partition's high watermark (metrics.per_partition).", &["topic", "partition"]),
+            log_end_offset: gauge(&registry, "silt_partition_log_end_offset", "A partition's log end offset (metrics.per_partition).", &["topic", "partition"]),
+            log_size: gauge(&registry, "silt_partition_log_size_bytes", "Bytes of a partition's local log segments (metrics.per_partition).", &["topic", "partition"]),
+        });
         let single = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
             registry.register(Box::new(c.clone())).expect("unique metric");
@@ -156,8 +208,15 @@ impl Metrics {
         registry.register(Box::new(connections.clone())).expect("unique metric");
         let partitions = IntGauge::new("silt_partitions", "Partitions hosted by this node.").expect("valid metric");
         registry.register(Box::new(partitions.clone())).expect("unique metric");
+        let storage_capacity = IntGauge::new("silt_storage_capacity_bytes", "Size of the filesystem holding storage.data_dir.").expect("valid metric");
+        registry.register(Box::new(storage_capacity.clone())).expect("unique metric");
+        let storage_available = IntGauge::new("silt_storage_available_bytes", "Bytes available to the broker on the filesystem holding storage.data_dir.").expect("valid metric");
+        registry.register(Box::new(storage_available.clone())).expect("unique metric");
         Metrics {
-            requests: counter(&registry, "silt_requests_total", "Kafka requests handled, by API.", &["api"]),
+            requests: counter(&registry, "silt_requests_total", "Kafka requests handled, by API and API version.", &["api", "version"]),
+            requests_in_flight: gauge(&registry, "silt_requests_in_flight", "Kafka requests being handled (decoded, not yet answered), by API.", &["api"]),
+            topic_partitions: gauge(&registry, "silt_topic_partitions", "Partitions of a topic hosted by this node.", &["topic"]),
+            per_partition,
             request_errors: counter(&registry, "silt_request_errors_total", "Error codes returned to clients, by API and Kafka error.", &["api", "error"]),
             bytes_in: counter(&registry, "silt_topic_bytes_in_total", "Record batch bytes appended, by topic.", &["topic"]),
             records_in: counter(&registry, "silt_topic_records_in_total", "Records appended, by topic.", &["topic"]),
@@ -168,7 +227,7 @@ impl Metrics {
             protocol_errors: counter(&registry, "silt_protocol_errors_total", "Connections closed for malformed or refused requests, by reason.", &["reason"]),
             log_size: gauge(&registry, "silt_log_size_bytes", "Bytes of local log segments, by topic.", &["topic"]),
             log_segments: gauge(&registry, "silt_log_segments", "Local log segments, by topic.", &["topic"]),
-            log_end_offset_sum: gauge(&registry, "silt_log_end_offset_sum", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
+            topic_log_end_offset: gauge(&registry, "silt_topic_log_end_offset", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
             actor_restarts: counter(&registry, "silt_actor_restarts_total", "Actors restarted by their supervisor after a failure, by actor kind.", &["actor"]),
             restarts_seen: AtomicU64::new(0),
             group_lag: gauge(&registry, "silt_consumer_group_lag", "High watermark minus the committed offset, by group and partition.", &["group", "topic", "partition"]),
@@ -179,8 +238,31 @@ impl Metrics {
             request_duration,
             connections,
             partitions,
+            storage_dir: None,
+            storage_capacity,
+            storage_available,
             registry,
         }
+    }
+
+    /// Reports the size and free space of the filesystem holding `dir` (the data directory).
+    pub fn watch_storage(mut self, dir: std::path::PathBuf) -> Metrics {
+        self.storage_dir = Some(dir);
+        self
+    }
+
+    /// Counts a request as in flight until the returned guard drops.
+    pub fn in_flight(&self, api: &str) -> InFlight {
+        let gauge = self.requests_in_flight.with_label_values(&[api]);
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    /// Counts a handled request and its duration.
+    pub fn observe_request(&self, api: &str, version: i16, seconds: f64) {
+        let labels = [api, version_label(version)];
+        self.requests.with_label_values(&labels).inc();
+        self.request_duration.with_label_values(&labels).observe(seconds);
     }
 
     /// Counts an error code returned for `api` (no-op for "no error").
@@ -204,20 +286,41 @@ impl Metrics {
     fn refresh(&self, node: &NodeHandle) {
         let watermarks = node.partition_watermarks();
         self.partitions.set(watermarks.len() as i64);
-        let mut per_topic: HashMap<&str, (u64, usize, i64)> = HashMap::new();
+        let mut per_topic: HashMap<&str, (u64, usize, i64, i64)> = HashMap::new();
         for (tp, marks) in &watermarks {
             let entry = per_topic.entry(&tp.topic).or_default();
             entry.0 += marks.size_bytes;
             entry.1 += marks.segments;
             entry.2 += marks.log_end_offset;
+            entry.3 += 1;
         }
         self.log_size.reset();
         self.log_segments.reset();
-        self.log_end_offset_sum.reset();
-        for (topic, (size, segments, leo)) in per_topic {
+        self.topic_log_end_offset.reset();
+        self.topic_partitions.reset();
+        for (topic, (size, segments, leo, partitions)) in per_topic {
             self.log_size.with_label_values(&[topic]).set(size as i64);
             self.log_segments.with_label_values(&[topic]).set(segments as i64);
-            self.log_end_offset_sum.with_label_values(&[topic]).set(leo);
+            self.topic_log_end_offset.with_label_values(&[topic]).set(leo);
+            self.topic_partitions.with_label_values(&[topic]).set(partitions);
+        }
+        if let Some(series) = &self.per_partition {
+            series.log_start_offset.reset();
+            series.high_watermark.reset();
+            series.log_end_offset.reset();
+            series.log_size.reset();
+            // A log still opening has no offsets yet: leave it out rather than report zeros.
+            for (tp, marks) in watermarks.iter().filter(|(_, marks)| marks.open) {
+                let labels = [tp.topic.as_ref(), &tp.partition.to_string()];
+                series.log_start_offset.with_label_values(&labels).set(marks.log_start_offset);
+                series.high_watermark.with_label_values(&labels).set(marks.high_watermark);
+                series.log_end_offset.with_label_values(&labels).set(marks.log_end_offset);
+                series.log_size.with_label_values(&labels).set(marks.size_bytes as i64);
+            }
+        }
+        if let Some((capacity, available)) = self.storage_dir.as_deref().and_then(filesystem_bytes) {
+            self.storage_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
+            self.storage_available.set(i64::try_from(available).unwrap_or(i64::MAX));
         }
         let restarts = node.partition_restarts.load(Ordering::Relaxed);
         let seen = self.restarts_seen.swap(restarts, Ordering::Relaxed);
@@ -252,8 +355,63 @@ impl Metrics {
     }
 }
 
+/// The size of the filesystem holding `dir` and the bytes an unprivileged
+/// process may still write there, from statvfs(3); `None` if it fails.
+fn filesystem_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as u64;
+    Some((stat.f_blocks as u64 * block, stat.f_bavail as u64 * block))
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_labels_are_the_number_or_other() {
+        assert_eq!(version_label(0), "0");
+        assert_eq!(version_label(13), "13");
+        assert_eq!(version_label(31), "31");
+        assert_eq!(version_label(32), "other");
+        assert_eq!(version_label(-1), "other");
+    }
+
+    #[test]
+    fn per_partition_series_exist_only_when_switched_on() {
+        let names = |m: &Metrics| m.registry.gather().iter().map(|f| f.name().to_owned()).collect::<Vec<_>>();
+        let off = Metrics::new();
+        off.per_partition.as_ref().map(|_| panic!("per-partition series without the switch"));
+        assert!(!names(&off).iter().any(|n| n.starts_with("silt_partition_")));
+        let on = Metrics::with_per_partition(true);
+        on.per_partition.as_ref().expect("series").high_watermark.with_label_values(&["t", "0"]).set(5);
+        assert!(names(&on).iter().any(|n| n == "silt_partition_high_watermark"));
+    }
+
+    #[test]
+    fn storage_bytes_come_from_the_data_dir_filesystem() {
+        let (capacity, available) = filesystem_bytes(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("statvfs");
+        assert!(capacity > 0 && available <= capacity, "{capacity} {available}");
+        assert!(filesystem_bytes(std::path::Path::new("/no/such/dir")).is_none());
+    }
+
+    #[test]
+    fn in_flight_counts_until_the_guard_drops() {
+        let m = Metrics::new();
+        let guard = m.in_flight("Produce");
+        assert_eq!(m.requests_in_flight.with_label_values(&["Produce"]).get(), 1);
+        drop(guard);
+        assert_eq!(m.requests_in_flight.with_label_values(&["Produce"]).get(), 0);
     }
 }

@@ -226,9 +226,10 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: Option<std::
     };
     let span = tracing::debug_span!("request", api_key = ctx.api_name, api_version = ctx.version, correlation_id = ctx.correlation_id, client_id = ctx.client_id.as_deref().unwrap_or(""));
     let started = Instant::now();
+    let in_flight = broker.metrics.in_flight(ctx.api_name);
     let outcome = dispatch(&ctx, parsed.body).instrument(span).await;
-    broker.metrics.requests.with_label_values(&[ctx.api_name]).inc();
-    broker.metrics.request_duration.with_label_values(&[ctx.api_name]).observe(started.elapsed().as_secs_f64());
+    drop(in_flight);
+    broker.metrics.observe_request(ctx.api_name, ctx.version, started.elapsed().as_secs_f64());
     outcome
 }
 

@@ -895,3 +895,73 @@ def produce_keyed(broker: Broker, topic: str, ids: Iterable[int], partitions: in
         raise HarnessError(f"{len(tracker.failed)} deliveries failed, e.g. "
                            f"{list(tracker.failed.items())[:3]}; client errors {errors[:5]}")
     return dict(tracker.ok)
+
+
+# ---------------------------------------------------------------------------
+# The operator CLI, the metric catalogue and external tools (added for
+# tests/test_cli.py, test_metrics.py and test_deploy.py)
+# ---------------------------------------------------------------------------
+
+#: How long one `silt <command>` run may take before it counts as hung.
+CLI_TIMEOUT_S = 60.0
+
+
+def run_silt(silt_bin: Path, *args: str, input: bytes | None = None,
+             timeout_s: float = CLI_TIMEOUT_S, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs `silt ARGS` to completion with a deadline; output is captured as text
+    (stdout) and text (stderr). A run past the deadline is killed and fails."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SILT_")}
+    full_env.pop("RUST_LOG", None)
+    full_env.update(env or {})
+    try:
+        return subprocess.run([str(silt_bin), *args], input=input, capture_output=True,
+                              timeout=timeout_s, env=full_env, stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise HarnessError(f"`silt {' '.join(args)}` did not finish within {timeout_s:.0f}s; "
+                           f"stderr so far: {e.stderr!r}") from None
+
+
+def require_tool(name: str) -> str:
+    """The path of an external tool tests/run installs; fails (never skips) without it."""
+    import shutil
+    path = shutil.which(name)
+    if path is None:
+        raise HarnessError(f"{name} is not installed: tests/run installs it (Debian package "
+                           f"'prometheus' for prometheus and promtool)")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for tools that
+    cannot bind port 0 and report it, like Prometheus)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_CATALOGUE_ROW_RE = re.compile(r"^\|\s*`(?P<name>silt_[a-z0-9_]+)`\s*\|\s*(?P<type>counter|gauge|histogram)\s*\|")
+
+
+def metric_catalogue() -> dict[str, dict]:
+    """docs/metrics.md as {name: {"type", "planned"}}; metrics under a
+    "## Planned" heading are not exported yet."""
+    catalogue = {}
+    planned = False
+    for line in (REPO_ROOT / "docs" / "metrics.md").read_text().splitlines():
+        if line.startswith("## "):
+            planned = line.startswith("## Planned")
+        m = _CATALOGUE_ROW_RE.match(line)
+        if m:
+            catalogue[m.group("name")] = {"type": m.group("type"), "planned": planned}
+    return catalogue
+
+
+def metric_families(text: str) -> dict[str, str]:
+    """{family name: type} from the # TYPE lines of Prometheus text."""
+    families = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(maxsplit=3)
+            families[name] = kind
+    return families

@@ -69,6 +69,8 @@ pub enum ArchiveError {
     Decode { reason: String },
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error("{path} holds the archive of another topic id ({found}, this topic is {expected}); it is left untouched: move it away to archive this partition")]
+    ForeignManifest { path: String, found: String, expected: String },
     #[error("archive manifest {path} is corrupt: {reason}")]
     CorruptManifest { path: String, reason: String },
     #[error(transparent)]

@@ -174,9 +174,11 @@ impl Archive {
         })
     }
 
-    /// Loads (or starts) a partition's manifest, as the partition's owner. A
-    /// manifest left by an older topic of the same name (another topic id)
-    /// is discarded with its files; deletions cut short are finished.
+    /// Loads (or starts) a partition's manifest, as the partition's owner,
+    /// and finishes deletions cut short. A manifest of another topic id (a
+    /// recreated topic whose old archive was not removed, or a lost data
+    /// directory) is refused and left untouched: it may be the only copy of
+    /// that history, so only an operator removes it.
     pub async fn open_partition(self: &Arc<Self>, topic: &str, partition: i32, topic_id: &str) -> Result<Arc<PartitionArchive>, ArchiveError> {
         let archive = Arc::clone(self);
         let (topic, topic_id) = (topic.to_owned(), topic_id.to_owned());
@@ -184,11 +186,7 @@ impl Archive {
             let prefix = archive.partition_prefix(&topic, partition);
             let manifest = match archive.load_manifest(&prefix).await? {
                 Some(m) if m.topic_id == topic_id => m,
-                Some(m) => {
-                    tracing::warn!(topic = %topic, partition, old_topic_id = %m.topic_id, "discarding the archive of an older topic with this name");
-                    archive.delete_prefix(&prefix).await?;
-                    Manifest::new(&topic, partition, &topic_id)
-                }
+                Some(m) => return Err(ArchiveError::ForeignManifest { path: prefix.to_string(), found: m.topic_id, expected: topic_id }),
                 None => Manifest::new(&topic, partition, &topic_id),
             };
             let part = archive.partition_archive(topic, partition, manifest);

@@ -184,19 +184,23 @@ fn retention_and_delete_records_remove_archived_files() {
 }
 
 #[test]
-fn a_recreated_topic_does_not_adopt_the_old_archive() {
+fn a_recreated_topic_neither_adopts_nor_deletes_the_old_archive() {
     let mut f = fixture();
     fill(&mut f.log, 100);
     let part = f.runtime.block_on(f.archive.open_partition("t", 0, "old-id")).unwrap();
     f.runtime.block_on(upload_all(&f.log, &part));
-    assert!(!part.manifest().segments.is_empty());
-    let fresh = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id")).unwrap();
-    assert!(fresh.manifest().segments.is_empty());
-    let left = std::fs::read_dir(f.archive_dir.join("topic=t/partition=0")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(left, 0, "the old files are gone");
-    f.runtime.block_on(upload_all(&f.log, &fresh));
+    let files = part.manifest().segments.len();
+    assert!(files > 0);
+    let err = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id")).unwrap_err();
+    assert!(matches!(err, ArchiveError::ForeignManifest { .. }), "{err}");
+    assert!(err.to_string().contains("old-id") && err.to_string().contains("topic=t/partition=0"), "{err}");
+    let left = std::fs::read_dir(f.archive_dir.join("topic=t/partition=0")).unwrap().count();
+    assert_eq!(left, files + 1, "the old files and manifest are untouched");
+    // Deleting the topic's archive (what DeleteTopic does) clears the way.
     f.runtime.block_on(f.archive.delete_topic("t")).unwrap();
     assert!(!f.archive_dir.join("topic=t/partition=0/manifest.json").exists());
+    let fresh = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id")).unwrap();
+    assert!(fresh.manifest().segments.is_empty());
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! | [`errors`] | the mapping of domain errors to Kafka error codes |
 //! | [`metrics`] | the Prometheus registry |
 //! | [`http`] | `/metrics` and `/health` |
+//! | [`perf`] | `silt perf`: load generators and machine-limit probes |
 //!
 //! Dependencies point one way: this crate → `silt-actors` → `silt-tiering`.
 
@@ -21,6 +22,7 @@ pub mod errors;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
+pub mod perf;
 pub mod protocol;
 pub mod server;
 

@@ -21,6 +21,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Measure a Kafka broker (Silt or any other) and this machine's limits.
+    Perf {
+        #[command(subcommand)]
+        command: silt::perf::PerfCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,6 +36,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Perf { command } => match silt::perf::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("silt perf: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Broker { config } => {
             let config = match silt::config::Config::load(config.as_deref()) {
                 Ok(c) => c,

@@ -39,9 +39,18 @@ pub struct Target {
 impl Target {
     /// A client configuration with the bootstrap servers and the extra settings.
     pub fn config(&self) -> anyhow::Result<ClientConfig> {
+        self.config_with(&[])
+    }
+
+    /// Like [`Target::config`], with a command's own settings, which
+    /// `--client-prop` settings override.
+    pub fn config_with(&self, settings: &[(&str, String)]) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
         config.set("client.id", "silt-perf");
+        for (key, value) in settings {
+            config.set(*key, value);
+        }
         for prop in &self.client_props {
             let Some((key, value)) = prop.split_once('=') else {
                 bail!("--client-prop must be KEY=VALUE, got {prop:?}");

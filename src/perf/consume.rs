@@ -64,12 +64,14 @@ pub fn consume(args: &ConsumeArgs) -> anyhow::Result<Report> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }
-    let mut config = args.target.config()?;
-    config.set("enable.auto.commit", "false").set("auto.offset.reset", "earliest");
     // librdkafka assigns partitions only to a consumer with a group id, even
     // without subscribing; nothing is committed under it.
     let group = args.group.clone().unwrap_or_else(|| format!("silt-perf-{}", std::process::id()));
-    config.set("group.id", group);
+    let config = args.target.config_with(&[
+        ("enable.auto.commit", "false".into()),
+        ("auto.offset.reset", "earliest".into()),
+        ("group.id", group),
+    ])?;
     let probe: BaseConsumer = config.create().context("creating a consumer")?;
     let partitions = backlog(&probe, &args.target.topic)?;
     drop(probe);

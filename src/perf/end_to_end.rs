@@ -5,7 +5,10 @@
 //! the run began) in the first 8 bytes of each value; one consumer, in the
 //! same process and so on the same clock, reads from the high watermarks
 //! found before the first send and records `now - sent` for each record.
+//! Untimed warm-up records go first, until the consumer receives one, so the
+//! consumer's connecting and first fetch are not counted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of the value that carry the send time.
 const STAMP_BYTES: usize = 8;
+/// The stamp of warm-up records, which are not timed.
+const WARM_UP_STAMP: u64 = u64::MAX;
+/// Pause between warm-up records.
+const WARM_UP_INTERVAL: Duration = Duration::from_millis(10);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EndToEndArgs {
@@ -58,10 +65,11 @@ pub fn end_to_end(args: &EndToEndArgs) -> anyhow::Result<Report> {
         bail!("--throughput must be positive, got {}", args.throughput);
     }
     let partitions = args.target.ensure_topic()?;
-    let config = args.target.config()?;
-    let mut consumer_config = config.clone();
     // librdkafka assigns partitions only to a consumer with a group id; nothing is committed.
-    consumer_config.set("group.id", format!("silt-perf-e2e-{}", std::process::id())).set("enable.auto.commit", "false");
+    let consumer_config = args.target.config_with(&[
+        ("group.id", format!("silt-perf-e2e-{}", std::process::id())),
+        ("enable.auto.commit", "false".into()),
+    ])?;
     let consumer: BaseConsumer = consumer_config.create().context("creating a consumer")?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -70,23 +78,38 @@ pub fn end_to_end(args: &EndToEndArgs) -> anyhow::Result<Report> {
     }
     consumer.assign(&assignment).context("assigning partitions")?;
 
-    let mut producer_config = config.clone();
     // Latency, not batching: send each record as soon as it is produced.
-    producer_config.set("acks", parse_acks(&args.acks)?).set("linger.ms", "0");
+    let producer_config = args.target.config_with(&[("acks", parse_acks(&args.acks)?.to_owned()), ("linger.ms", "0".into())])?;
     let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create().context("creating a producer")?;
 
     let meter = Meter::new();
     let reporter = Reporter::start(meter.clone(), "end-to-end", args.target.report_interval(), args.target.json);
-    let origin = Instant::now();
     let records = args.records;
+    let warm = Arc::new(AtomicBool::new(false));
+    let (origin_tx, origin_rx) = std::sync::mpsc::sync_channel(1);
     let receiver = {
         let meter = meter.clone();
+        let warm = warm.clone();
         std::thread::Builder::new()
             .name("perf-e2e-consumer".into())
-            .spawn(move || receive(&consumer, &meter, origin, records))
+            .spawn(move || receive(&consumer, &meter, &warm, origin_rx, records))
             .context("spawning the consumer thread")?
     };
     let mut value = payload(args.record_size);
+    // Warm up: until the consumer has received a record, the first records
+    // would time its connecting and first fetch, not the broker.
+    value[..STAMP_BYTES].copy_from_slice(&WARM_UP_STAMP.to_le_bytes());
+    let warm_up_deadline = Instant::now() + DRAIN_TIMEOUT;
+    while !warm.load(Ordering::Acquire) {
+        if Instant::now() > warm_up_deadline {
+            bail!("the consumer received no warm-up record within {DRAIN_TIMEOUT:?}");
+        }
+        send(&producer, BaseRecord::to(&args.target.topic).payload(&value[..]).partition(0))?;
+        producer.flush(DRAIN_TIMEOUT).context("flushing a warm-up record")?;
+        std::thread::sleep(WARM_UP_INTERVAL);
+    }
+    let origin = Instant::now();
+    origin_tx.send(origin).context("starting the consumer's clock")?;
     for i in 0..records {
         let due = origin + Duration::from_secs_f64(i as f64 / args.throughput);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -95,17 +118,7 @@ pub fn end_to_end(args: &EndToEndArgs) -> anyhow::Result<Report> {
         let sent = origin.elapsed().as_nanos() as u64;
         value[..STAMP_BYTES].copy_from_slice(&sent.to_le_bytes());
         let partition = (i % partitions as u64) as i32;
-        let mut record = BaseRecord::to(&args.target.topic).payload(&value[..]).partition(partition);
-        loop {
-            match producer.send::<[u8], [u8]>(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    record = back;
-                }
-                Err((e, _)) => return Err(e).context("producing a record"),
-            }
-        }
+        send(&producer, BaseRecord::to(&args.target.topic).payload(&value[..]).partition(partition))?;
     }
     producer.flush(DRAIN_TIMEOUT).context("flushing the producer")?;
     receiver.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))??;
@@ -118,20 +131,47 @@ pub fn end_to_end(args: &EndToEndArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn receive(consumer: &BaseConsumer, meter: &Arc<Meter>, origin: Instant, records: u64) -> anyhow::Result<()> {
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                std::thread::sleep(Duration::from_millis(1));
+                record = back;
+            }
+            Err((e, _)) => return Err(e).context("producing a record"),
+        }
+    }
+}
+
+fn receive(
+    consumer: &BaseConsumer,
+    meter: &Arc<Meter>,
+    warm: &AtomicBool,
+    origin: std::sync::mpsc::Receiver<Instant>,
+    records: u64,
+) -> anyhow::Result<()> {
     let mut local = latency_histogram();
     let mut last = Instant::now();
     let mut received = 0u64;
+    let mut clock = None;
     while received < records && last.elapsed() < DRAIN_TIMEOUT {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
-                let now = origin.elapsed();
                 let Some(stamp) = message.payload().and_then(|p| p.get(..STAMP_BYTES)) else { continue };
                 let sent = u64::from_le_bytes(stamp.try_into().expect("8 bytes"));
-                record_latency(&mut local, now.saturating_sub(Duration::from_nanos(sent)));
+                last = Instant::now();
+                if sent == WARM_UP_STAMP {
+                    warm.store(true, Ordering::Release);
+                    continue;
+                }
+                let origin = match clock {
+                    Some(origin) => origin,
+                    None => *clock.insert(origin.recv().context("the producer stopped before sending")?),
+                };
+                record_latency(&mut local, origin.elapsed().saturating_sub(Duration::from_nanos(sent)));
                 meter.add(1, message.payload_len() as u64);
                 received += 1;
-                last = Instant::now();
                 if received % 1000 == 0 {
                     meter.add_latencies(&local);
                     local.reset();

@@ -24,6 +24,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL_EVERY_RECORDS: u64 = 256;
 /// Delivery reports merged into the shared histogram at once.
 const MERGE_EVERY_REPORTS: u64 = 4096;
+/// Client-side queue of unsent records, in KiB.
+const QUEUE_KIBIBYTES_MAX: u64 = 64 * 1024;
 /// Records produced when neither `--records` nor `--duration-s` is given.
 const DEFAULT_RECORDS: u64 = 100_000;
 
@@ -142,15 +144,16 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<Report> {
     if active < 1 || active > partitions {
         bail!("--active-partitions must be 1..={partitions}, got {active}");
     }
-    let mut config = args.target.config()?;
-    config
-        .set("acks", parse_acks(&args.acks)?)
-        .set("compression.type", &args.compression)
-        .set("batch.size", args.batch_size.to_string())
-        .set("linger.ms", args.linger_ms.to_string())
-        // Room for a second of records at high rates; sends wait when it is full.
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576");
+    let config = args.target.config_with(&[
+        ("acks", parse_acks(&args.acks)?.to_owned()),
+        ("compression.type", args.compression.clone()),
+        ("batch.size", args.batch_size.to_string()),
+        ("linger.ms", args.linger_ms.to_string()),
+        // At most 64 MiB waiting in the client, like the Java producer's
+        // 32 MiB buffer.memory: beyond that, sends wait and latencies stay
+        // what the broker causes rather than the client's own queue.
+        ("queue.buffering.max.kbytes", QUEUE_KIBIBYTES_MAX.to_string()),
+    ])?;
     let until = match (args.records, args.duration_s) {
         (Some(_), Some(_)) => bail!("give --records or --duration-s, not both"),
         (None, Some(secs)) => Until::Deadline(Instant::now() + Duration::from_secs_f64(secs)),

@@ -9,7 +9,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, FetchResponse, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use silt_tiering::batch;
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
@@ -19,26 +19,9 @@ const RECORDS_PER_BATCH: usize = 64;
 const VALUE_BYTES: usize = 1024;
 
 fn batch() -> Bytes {
-    let records: Vec<Record> = (0..RECORDS_PER_BATCH)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; VALUE_BYTES])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encode");
-    buf.freeze()
+    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    let records: Vec<(Bytes, Option<Bytes>)> = (0..RECORDS_PER_BATCH).map(|_| (Bytes::new(), Some(value.clone()))).collect();
+    batch::encode_key_values(&records, 1_700_000_000_000).expect("encode")
 }
 
 /// A Produce request frame (header and body, no length prefix) with one batch per partition.

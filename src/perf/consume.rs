@@ -14,7 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::client::Target;
-use super::stats::{Meter, Report, Reporter};
+use super::stats::{finish, Meter, Report, Reporter};
 
 /// How long one poll waits.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
@@ -99,12 +99,7 @@ pub fn consume(args: &ConsumeArgs) -> anyhow::Result<Report> {
                 .context("spawning a consumer thread")
         })
         .collect::<anyhow::Result<_>>()?;
-    for thread in threads {
-        thread.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
-    }
-    let end = Instant::now();
-    drop(reporter);
-    let report = meter.report("consume", end);
+    let report = finish(&meter, reporter, "consume", threads)?;
     if report.records < wanted {
         bail!("consumed {} of {wanted} records: nothing arrived for {idle:?}", report.records);
     }

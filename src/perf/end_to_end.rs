@@ -21,7 +21,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::client::{parse_acks, Target};
 use super::produce::payload;
-use super::stats::{latency_histogram, record_latency, Meter, Report, Reporter};
+use super::stats::{finish, latency_histogram, record_latency, Meter, Report, Reporter};
 
 /// How long the consumer waits for the last records after the producer is done.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,10 +121,7 @@ pub fn end_to_end(args: &EndToEndArgs) -> anyhow::Result<Report> {
         send(&producer, BaseRecord::to(&args.target.topic).payload(&value[..]).partition(partition))?;
     }
     producer.flush(DRAIN_TIMEOUT).context("flushing the producer")?;
-    receiver.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))??;
-    let end = Instant::now();
-    drop(reporter);
-    let report = meter.report("end-to-end", end);
+    let report = finish(&meter, reporter, "end-to-end", vec![receiver])?;
     if report.records < records {
         bail!("received {} of {records} records within {DRAIN_TIMEOUT:?} of the last send", report.records);
     }

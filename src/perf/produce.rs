@@ -16,7 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use super::client::{parse_acks, Target};
-use super::stats::{latency_histogram, record_latency, Meter, Report, Reporter};
+use super::stats::{finish, latency_histogram, record_latency, Meter, Report, Reporter};
 
 /// How long the final flush may take before records count as lost.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -182,12 +182,7 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<Report> {
                 .context("spawning a producer thread")
         })
         .collect::<anyhow::Result<_>>()?;
-    for thread in threads {
-        thread.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
-    }
-    let end = Instant::now();
-    drop(reporter);
-    Ok(meter.report("produce", end))
+    finish(&meter, reporter, "produce", threads)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -174,6 +174,17 @@ impl Report {
     }
 }
 
+/// Waits for a run's worker threads, stops its periodic reports and returns
+/// the report of the whole run, measured up to the last worker's end.
+pub fn finish(meter: &Meter, reporter: Reporter, mode: &'static str, workers: Vec<std::thread::JoinHandle<anyhow::Result<()>>>) -> anyhow::Result<Report> {
+    for worker in workers {
+        worker.join().map_err(|_| anyhow::anyhow!("a {mode} thread panicked"))??;
+    }
+    let end = Instant::now();
+    drop(reporter);
+    Ok(meter.report(mode, end))
+}
+
 /// Prints a report of the last interval to stderr every `every` until dropped.
 pub struct Reporter {
     stop: Arc<AtomicBool>,

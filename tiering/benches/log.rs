@@ -5,7 +5,6 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use silt_tiering::batch;
 use silt_tiering::index::OffsetIndex;
 use silt_tiering::segment::Segment;
@@ -19,26 +18,9 @@ const SCRATCH_BYTES_MAX: u64 = 256 << 20;
 
 /// One uncompressed batch as a client would send it.
 fn client_batch() -> Bytes {
-    let records: Vec<Record> = (0..RECORDS_PER_BATCH)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; VALUE_BYTES])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encode");
-    buf.freeze()
+    let value = Bytes::from(vec![b'x'; VALUE_BYTES]);
+    let records: Vec<(Bytes, Option<Bytes>)> = (0..RECORDS_PER_BATCH).map(|_| (Bytes::new(), Some(value.clone()))).collect();
+    batch::encode_key_values(&records, 1_700_000_000_000).expect("encode")
 }
 
 /// A produce payload of `batches` batches.

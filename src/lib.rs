@@ -7,6 +7,7 @@
 //! | [`broker`] | assembling a node and shutting it down |
 //! | [`server`] | the Kafka listener: connections and request framing |
 //! | [`protocol`] | decoding requests, version checks, dispatch, encoding responses |
+//! | [`shared_frame`] | Fetch response frames that share record batches instead of copying them |
 //! | [`handlers`] | one module per Kafka API family: wire types to domain messages and back |
 //! | [`errors`] | the mapping of domain errors to Kafka error codes |
 //! | [`metrics`] | the Prometheus registry |
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod perf;
 pub mod protocol;
 pub mod server;
+pub mod shared_frame;
 
 #[global_allocator]
 static ALLOCATOR: alloc::LazyLargeAllocator = alloc::LazyLargeAllocator;

@@ -7,11 +7,13 @@
 //! | [`broker`] | assembling a node and shutting it down |
 //! | [`server`] | the Kafka listener: connections and request framing |
 //! | [`protocol`] | decoding requests, version checks, dispatch, encoding responses |
+//! | [`shared_frame`] | Fetch response frames that share record batches instead of copying them |
 //! | [`handlers`] | one module per Kafka API family: wire types to domain messages and back |
 //! | [`errors`] | the mapping of domain errors to Kafka error codes |
 //! | [`metrics`] | the Prometheus registry |
 //! | [`http`] | `/metrics` and `/health` |
 //! | [`replay`] | `silt replay`: archived records to stdout or another topic |
+//! | [`perf`] | `silt perf`: load generators and machine-limit probes |
 //!
 //! Dependencies point one way: this crate → `silt-actors` → `silt-tiering`.
 
@@ -22,9 +24,11 @@ pub mod errors;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
+pub mod perf;
 pub mod protocol;
 pub mod replay;
 pub mod server;
+pub mod shared_frame;
 
 #[global_allocator]
 static ALLOCATOR: alloc::LazyLargeAllocator = alloc::LazyLargeAllocator;

@@ -28,6 +28,11 @@ enum Command {
     Replay(silt::replay::ReplayArgs),
     #[command(flatten)]
     Ops(cli::Command),
+    /// Measure a Kafka broker (Silt or any other) and this machine's limits.
+    Perf {
+        #[command(subcommand)]
+        command: silt::perf::PerfCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Ops(command) => cli::run(command),
+        Command::Perf { command } => match silt::perf::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("silt perf: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Broker { config } => {
             let config = match silt::config::Config::load(config.as_deref()) {
                 Ok(c) => c,

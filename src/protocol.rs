@@ -70,6 +70,9 @@ pub fn api_version_entries() -> Vec<ApiVersion> {
 pub enum Outcome {
     /// Write this frame (length prefix included).
     Respond(Bytes),
+    /// Write these parts, one after another, as one frame (a Fetch response
+    /// sharing its record batches: see [`crate::shared_frame`]).
+    RespondParts(Vec<Bytes>),
     /// Write nothing (a produce with acks=0).
     NoResponse,
     /// Close the connection; the reason is logged and counted.
@@ -270,7 +273,19 @@ async fn dispatch(ctx: &RequestContext, mut body: Bytes) -> Outcome {
             },
             Err(outcome) => outcome,
         },
-        ApiKey::Fetch => route!(handlers::fetch::handle),
+        ApiKey::Fetch => match decode(&mut body, ctx.version) {
+            Ok(request) => {
+                let response = handlers::fetch::handle(ctx, request).await;
+                match crate::shared_frame::encode_fetch_response(ctx.version, ctx.correlation_id, &response) {
+                    Ok(parts) => Outcome::RespondParts(parts),
+                    Err(e) => {
+                        tracing::error!(api = ctx.api_name, version = ctx.version, cause = %e, "could not encode a response");
+                        close("encode_failed", e.to_string())
+                    }
+                }
+            }
+            Err(outcome) => outcome,
+        },
         ApiKey::ListOffsets => route!(handlers::list_offsets::handle),
         ApiKey::Metadata => route!(handlers::metadata::handle),
         ApiKey::ApiVersions => route!(handlers::api_versions::handle),

@@ -133,6 +133,14 @@ async fn connection(stream: TcpStream, broker: &Arc<Broker>, mut stop: broadcast
                 writer.write_all(&response).await?;
                 writer.flush().await?;
             }
+            Outcome::RespondParts(parts) => {
+                // Small parts gather in the writer's buffer; large ones (record
+                // batches) go to the socket without another copy.
+                for part in &parts {
+                    writer.write_all(part).await?;
+                }
+                writer.flush().await?;
+            }
             Outcome::NoResponse => {}
             Outcome::Close { reason, detail } => {
                 broker.metrics.protocol_errors.with_label_values(&[reason]).inc();

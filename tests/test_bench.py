@@ -1,0 +1,43 @@
+"""Keeps the side-by-side benchmark working: `tests/bench/run --quick` must
+run to the end against the freshly built broker and print its table and
+JSON. No figure is checked against a threshold (machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from silt_harness import REPO_ROOT
+
+#: The quick run takes under a minute; below pytest.ini's 300 s per test.
+BENCH_TIMEOUT_S = 280
+
+
+def test_quick_benchmark_prints_every_section(silt_bin, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "bench" / "run"), "--quick", "--silt-bin", str(silt_bin),
+         "--work-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=BENCH_TIMEOUT_S,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SILT_")},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout
+    assert "| figure | Silt | unit |" in out
+    for figure in ("limit: loopback TCP", "limit: disk write, fdatasync per 1 MiB", "produce 1024B-acks1-p6",
+                   "consume 1024B-acks1-p6 (page cache)", "produce latency p99 at 50% of max rate",
+                   "end-to-end latency p99", "tiering", "scale: startup after clean shutdown to /ready"):
+        assert figure in out, f"{figure!r} missing from the table:\n{out[:4000]}"
+    assert "left out: --quick runs without the peer" in out, "the quick run must say that it left the peer out"
+    results = json.loads(re.search(r"```json\n(.*)\n```", out, re.S).group(1))
+    silt = results["silt"]
+    assert set(silt["cases"]) == {f"{size}B-acks{acks}-p{p}" for size in (100, 1024) for acks in ("1", "all")
+                                  for p in (1, 6)}
+    for case in silt["cases"].values():
+        assert case["produce"]["records"] == case["consume"]["records"] > 0
+        assert case["produce"]["errors"] == 0
+    assert silt["end_to_end"]["latency"]["p99_ms"] > 0
+    assert results["scale"]["recovery_s"] > 0
+    assert results["tiering"]["status"].startswith("not measured")

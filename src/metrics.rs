@@ -43,6 +43,8 @@ pub struct Metrics {
     topic_log_end_offset: IntGaugeVec,
     actor_restarts: IntCounterVec,
     restarts_seen: AtomicU64,
+    mailbox_depth: IntGaugeVec,
+    mailbox_depth_max: IntGaugeVec,
     group_lag: IntGaugeVec,
     group_members: IntGaugeVec,
     groups: IntGaugeVec,
@@ -230,6 +232,8 @@ impl Metrics {
             topic_log_end_offset: gauge(&registry, "silt_topic_log_end_offset", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
             actor_restarts: counter(&registry, "silt_actor_restarts_total", "Actors restarted by their supervisor after a failure, by actor kind.", &["actor"]),
             restarts_seen: AtomicU64::new(0),
+            mailbox_depth: gauge(&registry, "silt_actor_mailbox_depth", "Messages queued for or being handled by actors, summed over actors of a kind.", &["actor"]),
+            mailbox_depth_max: gauge(&registry, "silt_actor_mailbox_depth_max", "The deepest single actor mailbox (queued or being handled), by actor kind.", &["actor"]),
             group_lag: gauge(&registry, "silt_consumer_group_lag", "High watermark minus the committed offset, by group and partition.", &["group", "topic", "partition"]),
             group_members: gauge(&registry, "silt_consumer_group_members", "Members of a consumer group.", &["group"]),
             groups: gauge(&registry, "silt_consumer_groups", "Consumer groups, by state.", &["state"]),
@@ -322,6 +326,10 @@ impl Metrics {
             self.storage_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
             self.storage_available.set(i64::try_from(available).unwrap_or(i64::MAX));
         }
+        let depths = node.partition_mailbox_depths();
+        let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.mailbox_depth.with_label_values(&["partition"]).set(as_gauge(depths.iter().sum()));
+        self.mailbox_depth_max.with_label_values(&["partition"]).set(as_gauge(depths.iter().copied().max().unwrap_or(0)));
         let restarts = node.partition_restarts.load(Ordering::Relaxed);
         let seen = self.restarts_seen.swap(restarts, Ordering::Relaxed);
         self.actor_restarts.with_label_values(&["partition"]).inc_by(restarts.saturating_sub(seen));

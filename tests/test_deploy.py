@@ -102,7 +102,7 @@ def test_alert_rules_use_catalogued_metrics_and_cover_the_issue():
             assert name in catalogue, f"alert {rule['alert']} uses {name}, which docs/metrics.md does not list"
     alerts = {r["alert"] for r in rules}
     assert {"SiltBrokerDown", "SiltDiskAlmostFull", "SiltDiskFillingUp", "SiltConsumerLagHigh",
-            "SiltArchiveLagHigh", "SiltArchiveUploadsFailing"} <= alerts, alerts
+            "SiltArchiveLagHigh", "SiltArchiveUploadsFailing", "SiltArchiveUploadErrors"} <= alerts, alerts
 
 
 # --- Grafana ------------------------------------------------------------------------------

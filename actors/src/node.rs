@@ -293,6 +293,11 @@ impl NodeHandle {
             .collect()
     }
 
+    /// Each partition's mailbox depth (messages queued or being handled), for metrics.
+    pub fn partition_mailbox_depths(&self) -> Vec<u64> {
+        self.read().topics.values().flat_map(|t| t.partitions.iter().map(PartitionHandle::mailbox_depth)).collect()
+    }
+
     /// Watermarks of every partition, for metrics.
     pub fn partition_watermarks(&self) -> Vec<(TopicPartition, Watermarks)> {
         self.read()
@@ -372,7 +377,7 @@ impl Node {
         let actor_tp = tp.clone();
         let status = archive_status.clone();
         let addr = Supervisor::start_in_arbiter(&arbiter, move |_| PartitionActor::new(actor_tp, options, tx, restarts, status));
-        PartitionHandle { tp, addr, watermarks: rx, archive_status }
+        PartitionHandle::new(tp, addr, rx, archive_status)
     }
 
     fn start_topic(&mut self, topic: &TopicRecord, from_partition: i32, clean: bool) -> TopicView {
@@ -601,7 +606,7 @@ impl Handler<AlterTopicConfigs> for Node {
                 view.configs = configs;
                 for p in &view.partitions {
                     // Bounded mailbox: try_send reports a full one instead of ignoring it.
-                    if let Err(e) = p.addr.try_send(Reconfigure { log: log.clone(), min_insync_replicas }) {
+                    if let Err(e) = p.tell(Reconfigure { log: log.clone(), min_insync_replicas }) {
                         tracing::warn!(partition = %p.tp, cause = %e, "could not deliver new topic configs");
                     }
                 }

@@ -179,31 +179,120 @@ pub struct Close;
 pub struct Retire;
 
 /// A partition's address plus its published watermarks.
+///
+/// Invariant: every message to the actor goes through [`PartitionHandle::ask`]
+/// or [`PartitionHandle::tell`] (the address is private), so
+/// [`PartitionHandle::mailbox_depth`] counts all of them.
 #[derive(Debug, Clone)]
 pub struct PartitionHandle {
     pub tp: TopicPartition,
-    pub addr: Addr<PartitionActor>,
+    addr: Addr<PartitionActor>,
     pub watermarks: watch::Receiver<Watermarks>,
     pub archive_status: Arc<ArchiveStatus>,
+    mailbox_depth: MailboxDepth,
 }
 
 impl PartitionHandle {
+    /// A handle on a started actor; its mailbox-depth count starts at 0.
+    pub fn new(tp: TopicPartition, addr: Addr<PartitionActor>, watermarks: watch::Receiver<Watermarks>, archive_status: Arc<ArchiveStatus>) -> Self {
+        PartitionHandle { tp, addr, watermarks, archive_status, mailbox_depth: MailboxDepth::default() }
+    }
+
     /// The watermarks the actor last published (no message round trip).
     pub fn watermarks(&self) -> Watermarks {
         *self.watermarks.borrow()
     }
 
+    /// Messages sent through this handle (or its clones) and not yet answered.
+    pub fn mailbox_depth(&self) -> u64 {
+        self.mailbox_depth.get()
+    }
+
     /// Sends a message, folding a dead or restarting actor into [`Error::Unavailable`].
+    ///
+    /// The message counts in [`PartitionHandle::mailbox_depth`] until its answer
+    /// arrives, the send fails, or this future is dropped.
     pub async fn ask<M>(&self, msg: M) -> Result<<M::Result as ResultInner>::Ok, Error>
     where
         M: Message + Send + 'static,
         M::Result: Send + ResultInner,
         PartitionActor: Handler<M>,
     {
+        let _queued = self.mailbox_depth.enter();
         match self.addr.send(msg).await {
             Ok(result) => result.into_result(),
             Err(e) => Err(Error::Unavailable(self.tp.to_string(), e.to_string())),
         }
+    }
+
+    /// Queues a message without waiting for its answer. A full mailbox or a
+    /// stopped actor is an error, never a wait (see [`MAILBOX_CAPACITY`]).
+    ///
+    /// The message counts in [`PartitionHandle::mailbox_depth`] until the actor's
+    /// handler returns, or until it is dropped unhandled.
+    pub fn tell<M>(&self, msg: M) -> Result<(), Error>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        PartitionActor: Handler<Counted<M>>,
+    {
+        let counted = Counted { msg, _queued: self.mailbox_depth.enter() };
+        self.addr.try_send(counted).map_err(|e| Error::Unavailable(self.tp.to_string(), e.to_string()))
+    }
+}
+
+/// How many messages sent to one partition actor are queued or being handled.
+///
+/// actix does not expose a mailbox's length, so senders count: [`InMailbox`]
+/// adds one when a message is sent and takes it away when dropped. Shared by a
+/// handle's clones. A cancelled `ask` stops counting at once, although its
+/// message may still be in the mailbox: the count is of work someone waits for.
+#[derive(Debug, Clone, Default)]
+struct MailboxDepth(Arc<AtomicU64>);
+
+impl MailboxDepth {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn enter(&self) -> InMailbox {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InMailbox(Arc::clone(&self.0))
+    }
+}
+
+/// One message counted in a [`MailboxDepth`]; dropping it uncounts the message,
+/// whichever way it ends (answered, failed to send, cancelled, or handled).
+#[derive(Debug)]
+struct InMailbox(Arc<AtomicU64>);
+
+impl Drop for InMailbox {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A message sent with [`PartitionHandle::tell`], carrying its place in the
+/// mailbox-depth count into the actor so that handling it uncounts it.
+#[derive(Debug)]
+pub struct Counted<M> {
+    msg: M,
+    _queued: InMailbox,
+}
+
+impl<M: Message> Message for Counted<M> {
+    type Result = M::Result;
+}
+
+// One impl per told message: a blanket `impl<M> Handler<Counted<M>>` sends
+// trait resolution into `Counted<Counted<..>>` for every `ask`.
+impl Handler<Counted<Reconfigure>> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, counted: Counted<Reconfigure>, ctx: &mut Context<Self>) {
+        // `_queued` drops when this returns: the message has been handled.
+        let Counted { msg, _queued } = counted;
+        <PartitionActor as Handler<Reconfigure>>::handle(self, msg, ctx)
     }
 }
 
@@ -811,7 +900,7 @@ mod tests {
         let status = Arc::new(ArchiveStatus::default());
         let status2 = status.clone();
         let addr = Supervisor::start(move |_| PartitionActor::new(tp2, options, tx, restarts, status2));
-        PartitionHandle { tp, addr, watermarks: rx, archive_status: status }
+        PartitionHandle::new(tp, addr, rx, status)
     }
 
     async fn append(handle: &PartitionHandle, n: i32) -> Result<AppendResult, Error> {
@@ -870,10 +959,33 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn mailbox_depth_counts_asks_until_answered_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start(dir.path().join("t-0"), 0, Arc::default());
+        let read = || handle.ask(Read { offset: 0, max_bytes: 1 << 20 });
+        // The actor cannot run until this task yields, so polled asks stay queued.
+        let mut answered = Box::pin(read());
+        let mut dropped = Box::pin(read());
+        assert!(futures::poll!(&mut answered).is_pending());
+        assert!(futures::poll!(&mut dropped).is_pending());
+        assert_eq!(handle.mailbox_depth(), 2, "two asks are waiting");
+        drop(dropped);
+        assert_eq!(handle.mailbox_depth(), 1, "a cancelled ask stops counting");
+        answered.await.unwrap();
+        assert_eq!(handle.mailbox_depth(), 0, "an answered ask stops counting");
+
+        handle.tell(Reconfigure { log: LogConfig::default(), min_insync_replicas: 1 }).unwrap();
+        assert_eq!(handle.clone().mailbox_depth(), 1, "a told message counts, in every clone of the handle");
+        // Mailboxes are FIFO: once this answer arrives the told message was handled.
+        read().await.unwrap();
+        assert_eq!(handle.mailbox_depth(), 0, "a handled told message stops counting");
+    }
+
+    #[actix_rt::test]
     async fn acks_all_respects_min_insync_replicas_and_retire_refuses_work() {
         let dir = tempfile::tempdir().unwrap();
         let handle = start(dir.path().join("t-0"), 0, Arc::default());
-        handle.addr.send(Reconfigure { log: LogConfig::default(), min_insync_replicas: 2 }).await.unwrap();
+        handle.tell(Reconfigure { log: LogConfig::default(), min_insync_replicas: 2 }).unwrap();
         assert!(matches!(append(&handle, 1).await, Err(Error::NotEnoughReplicas { required: 2, available: 1 })));
         let leader_only = handle.ask(Append { records: batch(1), acks: RequiredAcks::Leader }).await;
         assert!(leader_only.is_ok());

@@ -28,7 +28,7 @@ def test_quick_benchmark_prints_every_section(silt_bin, tmp_path):
     assert "| figure | Silt | unit |" in out
     for figure in ("limit: loopback TCP", "limit: disk write, fdatasync per 1 MiB", "produce 1024B-acks1-p6",
                    "consume 1024B-acks1-p6 (page cache)", "produce latency p99 at 50% of max rate",
-                   "end-to-end latency p99", "tiering", "scale: startup after clean shutdown to /ready"):
+                   "end-to-end latency p99", "tiering: segment encode to Parquet", "tiering: replay from the archive", "scale: startup after clean shutdown to /ready"):
         assert figure in out, f"{figure!r} missing from the table:\n{out[:4000]}"
     assert "left out: --quick runs without the peer" in out, "the quick run must say that it left the peer out"
     results = json.loads(re.search(r"```json\n(.*)\n```", out, re.S).group(1))
@@ -41,3 +41,6 @@ def test_quick_benchmark_prints_every_section(silt_bin, tmp_path):
     assert silt["end_to_end"]["latency"]["p99_ms"] > 0
     assert results["scale"]["recovery_s"] > 0
     assert results["tiering"]["status"].startswith("not measured")
+    tier = results["tiering"]
+    assert tier["replay_archive"]["records"] == tier["consume_local"]["records"] > 0, "both topics replay whole"
+    assert tier["segments_uploaded"] > 0 and tier["upload_mib_per_s_per_core"] > 0

@@ -9,6 +9,9 @@
 //! Failure: a panic, in a handler or in a log operation, stops the actor; its
 //! [`actix::Supervisor`] restarts it and `started` reopens the log from disk
 //! with full recovery. Other partitions and the node are unaffected.
+//!
+//! Tiered storage ([`archiving`]): the actor uploads its sealed segments to
+//! the archive and answers reads below the local log start from it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 //! [`actix::Supervisor`] restarts it and `started` reopens the log from disk
 //! with full recovery. Other partitions and the node are unaffected.
 //!
-//! Tiered storage ([`archiving`]): the actor uploads its sealed segments to
+//! Tiered storage (`archiving.rs`): the actor uploads its sealed segments to
 //! the archive and answers reads below the local log start from it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

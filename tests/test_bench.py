@@ -40,7 +40,6 @@ def test_quick_benchmark_prints_every_section(silt_bin, tmp_path):
         assert case["produce"]["errors"] == 0
     assert silt["end_to_end"]["latency"]["p99_ms"] > 0
     assert results["scale"]["recovery_s"] > 0
-    assert results["tiering"]["status"].startswith("not measured")
     tier = results["tiering"]
     assert tier["replay_archive"]["records"] == tier["consume_local"]["records"] > 0, "both topics replay whole"
     assert tier["segments_uploaded"] > 0 and tier["upload_mib_per_s_per_core"] > 0

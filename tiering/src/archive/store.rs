@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -46,6 +46,14 @@ fn invalid(url: &str, reason: impl Into<String>) -> ArchiveError {
     ArchiveError::InvalidLocation { url: url.to_owned(), reason: reason.into() }
 }
 
+/// Applies `settings.options` to a builder, refusing names the store does not know.
+fn with_options<B, K: std::str::FromStr>(builder: B, settings: &StoreSettings, store: &str, set: impl Fn(B, K, &str) -> B) -> Result<B, ArchiveError> {
+    settings.options.iter().try_fold(builder, |b, (k, v)| {
+        let key = k.to_ascii_lowercase().parse().map_err(|_| invalid(&settings.url, format!("unknown {store} option {k:?}")))?;
+        Ok(set(b, key, v))
+    })
+}
+
 /// Opens the store and returns it with the root path of the archive in it.
 pub fn open(settings: &StoreSettings) -> Result<(Arc<dyn ObjectStore>, Path), ArchiveError> {
     let raw = settings.url.as_str();
@@ -80,26 +88,15 @@ pub fn open(settings: &StoreSettings) -> Result<(Arc<dyn ObjectStore>, Path), Ar
                 b = b.with_allow_http(true);
             }
             b = b.with_virtual_hosted_style_request(s3.virtual_hosted_style);
-            for (k, v) in &settings.options {
-                let key: AmazonS3ConfigKey = k.to_ascii_lowercase().parse().map_err(|_| invalid(raw, format!("unknown S3 option {k:?}")))?;
-                b = b.with_config(key, v);
-            }
+            let b = with_options(b, settings, "S3", |b, key: AmazonS3ConfigKey, v| b.with_config(key, v))?;
             Arc::new(b.build().map_err(|e| invalid(raw, e.to_string()))?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
-            let mut b = GoogleCloudStorageBuilder::from_env().with_url(raw);
-            for (k, v) in &settings.options {
-                let key = k.to_ascii_lowercase().parse().map_err(|_| invalid(raw, format!("unknown GCS option {k:?}")))?;
-                b = b.with_config(key, v);
-            }
+            let b = with_options(GoogleCloudStorageBuilder::from_env().with_url(raw), settings, "GCS", |b, key: GoogleConfigKey, v| b.with_config(key, v))?;
             Arc::new(b.build().map_err(|e| invalid(raw, e.to_string()))?)
         }
         ObjectStoreScheme::MicrosoftAzure => {
-            let mut b = MicrosoftAzureBuilder::from_env().with_url(raw);
-            for (k, v) in &settings.options {
-                let key = k.to_ascii_lowercase().parse().map_err(|_| invalid(raw, format!("unknown Azure option {k:?}")))?;
-                b = b.with_config(key, v);
-            }
+            let b = with_options(MicrosoftAzureBuilder::from_env().with_url(raw), settings, "Azure", |b, key: AzureConfigKey, v| b.with_config(key, v))?;
             Arc::new(b.build().map_err(|e| invalid(raw, e.to_string()))?)
         }
         other => return Err(invalid(raw, format!("{other:?} is not supported: use file://, s3://, gs://, az:// or memory://"))),

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from silt_harness import Broker, HarnessError, default_silt_bin  # noqa: E402
+from silt_harness import GROUP_BROKER_ENV, Broker, HarnessError, default_silt_bin  # noqa: E402
 
 #: Brokers started and not yet torn down; their logs are attached to the
 #: report of any test that fails while they are live.
@@ -99,6 +99,12 @@ def broker_factory(silt_bin, tmp_path):
 def broker(broker_factory) -> Broker:
     """A fresh broker with default settings for this test alone."""
     return broker_factory()
+
+
+@pytest.fixture
+def gbroker(broker_factory) -> Broker:
+    """A fresh broker configured for group tests (GROUP_BROKER_ENV)."""
+    return broker_factory(dict(GROUP_BROKER_ENV))
 
 
 @pytest.fixture(scope="module")

@@ -858,6 +858,18 @@ GROUP_CONSUMER_CLASSES = {
 }
 
 
+def stop_all(consumers: list[GroupConsumer]):
+    """Stops every group consumer, then reports every one that failed to stop cleanly."""
+    problems = []
+    for c in consumers:
+        try:
+            c.stop()
+        except HarnessError as e:
+            problems.append(str(e))
+    if problems:
+        raise HarnessError("; ".join(problems))
+
+
 def wait_for_balanced_group(consumers: list[GroupConsumer], partitions: int,
                             timeout_s: float = CLIENT_TIMEOUT_S, broker: Broker | None = None):
     """Wait until the members' own views of their assignments are pairwise

@@ -24,10 +24,10 @@ import threading
 
 import pytest
 
-from silt_harness import (GROUP_BROKER_ENV, GROUP_CONSUMER_CLASSES, GROUP_HEARTBEAT_INTERVAL_MS,
+from silt_harness import (GROUP_CONSUMER_CLASSES, GROUP_HEARTBEAT_INTERVAL_MS,
                           GROUP_MAX_POLL_INTERVAL_MS, GROUP_SESSION_TIMEOUT_MS,
                           ConfluentGroupConsumer, HarnessError, confluent_conf, create_topic,
-                          kafka_python_kwargs, produce_keyed, wait_for_balanced_group, wait_until,
+                          kafka_python_kwargs, produce_keyed, stop_all, wait_for_balanced_group, wait_until,
                           watermarks)
 
 PARTITIONS = 6
@@ -40,23 +40,6 @@ CONSUME_TIMEOUT_S = 60.0
 #: A killed member must be gone from the group within its session timeout
 #: (3 s) plus a rebalance; this bounds it generously.
 TAKEOVER_TIMEOUT_S = 45.0
-
-
-@pytest.fixture
-def gbroker(broker_factory):
-    """A fresh broker configured for group tests."""
-    return broker_factory(dict(GROUP_BROKER_ENV))
-
-
-def _stop_all(consumers):
-    problems = []
-    for c in consumers:
-        try:
-            c.stop()
-        except HarnessError as e:
-            problems.append(str(e))
-    if problems:
-        raise HarnessError("; ".join(problems))
 
 
 def _all_seen(consumers) -> collections.Counter:
@@ -170,13 +153,13 @@ def test_three_members_consume_each_record_exactly_once(gbroker, topic_name, cli
                    f"to commit its partitions' end offsets {end}", interval_s=0.1, diagnostics=diag)
         final = {c.name: c.snapshot()[1] for c in consumers}
         broker_committed = _committed_offsets(gbroker, group, topic_name)
-        _stop_all(consumers)
+        stop_all(consumers)
         stopped = True
     finally:
         if not stopped:
             for c in consumers:
                 c._stop.set()
-            _stop_all(consumers)
+            stop_all(consumers)
 
     for c in consumers:
         c.check()
@@ -439,7 +422,7 @@ def test_members_that_leave_or_die_hand_over_at_committed_offsets(gbroker, topic
         for c in members:
             c._stop.set()
         killable.kill9()
-        _stop_all(members)
+        stop_all(members)
 
     stays.check()
     leaves.check()

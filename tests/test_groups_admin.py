@@ -12,11 +12,10 @@ import signal
 import subprocess
 import threading
 
-import pytest
 from confluent_kafka import ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka import ConsumerGroupTopicPartitions
 
-from silt_harness import (GROUP_BROKER_ENV, GROUP_HEARTBEAT_INTERVAL_MS, GROUP_SESSION_TIMEOUT_MS,
+from silt_harness import (GROUP_HEARTBEAT_INTERVAL_MS, GROUP_SESSION_TIMEOUT_MS,
                           ConfluentGroupConsumer, HarnessError, admin_client, future_result,
                           kafka_python_kwargs, create_topic, produce_keyed, wait_for_balanced_group,
                           wait_until)
@@ -26,11 +25,6 @@ RECORDS = 600
 CONSUME_TIMEOUT_S = 60.0
 NON_EMPTY_GROUP = 68
 GROUP_ID_NOT_FOUND = 69
-
-
-@pytest.fixture
-def gbroker(broker_factory):
-    return broker_factory(dict(GROUP_BROKER_ENV))
 
 
 def _describe(admin, group):

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from silt_harness import (DeliveryTracker, HarnessError, admin_client, confluent_conf, create_topic,
-                          future_result, produce_all, wait_until, watermarks)
+                          future_result, produce_all, stop_all, wait_until, watermarks)
 
 PARTITIONS = 6
 RECORDS_PER_ROUND = 300
@@ -228,14 +228,7 @@ def test_consumer_protocol_members_share_and_take_over(broker_factory, assignor)
         seen_by_leaver = len(leaving.snapshot()[0])
         assert seen_by_leaver > 0, "the member that left had consumed its share before leaving"
     finally:
-        problems = []
-        for m in members:
-            try:
-                m.stop()
-            except HarnessError as e:
-                problems.append(str(e))
-        if problems:
-            raise HarnessError("; ".join(problems))
+        stop_all(members)
     # Every partition's committed offset reached its end: nothing left uncommitted.
     from confluent_kafka import Consumer, TopicPartition
     probe = Consumer(confluent_conf(broker, **{"group.id": group, "enable.auto.commit": False}))

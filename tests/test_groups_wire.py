@@ -7,12 +7,11 @@ and the broker's ApiVersions support (`pick_version`)."""
 
 from __future__ import annotations
 
-import pytest
 
 from kafka_wire import (GroupApiKey, GroupErrorCode, RawConnection, api_versions_v0,
                         encode_assignment, encode_subscription, pick_version, raw_heartbeat,
                         raw_join_group_full, raw_leave_group, raw_offset_commit, raw_sync_group)
-from silt_harness import (GROUP_BROKER_ENV, ConfluentGroupConsumer, HarnessError, assert_broker_serves,
+from silt_harness import (ConfluentGroupConsumer, HarnessError, assert_broker_serves,
                           confluent_conf, create_topic, produce_keyed, wait_for_balanced_group,
                           wait_until)
 
@@ -26,11 +25,6 @@ GROUP_APIS = [GroupApiKey.OFFSET_COMMIT, GroupApiKey.OFFSET_FETCH, GroupApiKey.F
               GroupApiKey.JOIN_GROUP, GroupApiKey.HEARTBEAT, GroupApiKey.LEAVE_GROUP,
               GroupApiKey.SYNC_GROUP, GroupApiKey.DESCRIBE_GROUPS, GroupApiKey.LIST_GROUPS,
               GroupApiKey.DELETE_GROUPS, GroupApiKey.OFFSET_DELETE]
-
-
-@pytest.fixture
-def gbroker(broker_factory):
-    return broker_factory(dict(GROUP_BROKER_ENV))
 
 
 def _versions(broker) -> dict[int, tuple[int, int]]:

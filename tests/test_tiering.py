@@ -58,8 +58,9 @@ def record(i: int) -> dict:
 def produce_dataset(broker, topic: str, ids, partitions: int) -> dict[int, dict]:
     """Produces records `ids` spread over partitions by id; returns
     {id: (partition, offset)} from the delivery reports."""
+    # Bounded batches: one huge batch per partition would fill a segment alone.
     p = Producer(confluent_conf(broker, acks="all", **{"linger.ms": 20, "compression.type": "lz4",
-                                                       "message.timeout.ms": 120000}))
+                                                       "batch.size": 16384, "message.timeout.ms": 120000}))
     tracker = DeliveryTracker()
     recs = []
     for i in ids:
@@ -261,9 +262,11 @@ def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, si
 def test_a_damaged_archive_file_fails_only_that_fetch(tiered):
     broker, topic = tiered, "damaged"
     create_topic(broker, topic, 2, config=TOPIC_CONFIG)
-    placed = produce_dataset(broker, topic, range(6_000), 2)
+    # Enough records for several archived segments per partition (lz4 shrinks them a lot).
+    placed = produce_dataset(broker, topic, range(20_000), 2)
     root = broker.data_dir.with_name(broker.data_dir.name + "-archive")
     manifests = wait_until_offloaded(broker, topic, 2, lambda p: read_manifest(root, topic, p))
+    assert len(manifests[0]["segments"]) >= 3, manifests[0]["segments"]
     victim = root / f"topic={topic}" / "partition=0" / manifests[0]["segments"][0]["file"]
     victim.write_bytes(b"PAR1 this is not a parquet file PAR1")
     with RawConnection(broker.kafka_addr) as conn:

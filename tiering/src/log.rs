@@ -276,8 +276,25 @@ impl PartitionLog {
         self.leader_epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
-    /// Validates and appends a producer's batches, written in `leader_epoch`.
+    /// Validates and appends a producer's batches, written in `leader_epoch`,
+    /// then flushes when `flush.messages` is reached.
     pub fn append(&mut self, records: &Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
+        let result = self.append_buffered(records, leader_epoch, now_ms)?;
+        if self.flush_due_by_messages() {
+            self.flush()?;
+        }
+        Ok(result)
+    }
+
+    /// Whether `flush.messages` unflushed records have accumulated.
+    pub fn flush_due_by_messages(&self) -> bool {
+        self.config.flush_messages.is_some_and(|n| self.active().unflushed_messages() >= n)
+    }
+
+    /// Like [`PartitionLog::append`] but never flushes: one buffered write
+    /// per batch, which only waits for the device when the kernel throttles
+    /// dirty pages. The caller flushes when [`PartitionLog::flush_due_by_messages`] says so.
+    pub fn append_buffered(&mut self, records: &Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
         let max_bytes = usize::try_from(self.config.max_message_bytes).unwrap_or(usize::MAX);
         let batches = batch::split_validated(records, max_bytes)?;
         for incoming in &batches {
@@ -307,9 +324,6 @@ impl PartitionLog {
             entry.records_appended += records_appended;
             entry.bytes_appended += bytes_appended;
         }
-        if self.config.flush_messages.is_some_and(|n| self.active().unflushed_messages() >= n) {
-            self.flush()?;
-        }
         Ok(result.expect("split_validated returns at least one batch"))
     }
 
@@ -327,6 +341,12 @@ impl PartitionLog {
         self.producers.record(&header, now_ms);
         self.first_unflushed_ms.get_or_insert(now_ms);
         Ok(header)
+    }
+
+    /// Whether appending `incoming_bytes` now may roll the active segment
+    /// (rolling fsyncs the old segment, so callers keep it off latency-critical threads).
+    pub fn append_may_roll(&self, incoming_bytes: u64, now_ms: i64) -> bool {
+        self.should_roll(incoming_bytes, now_ms)
     }
 
     fn should_roll(&self, incoming_bytes: u64, now_ms: i64) -> bool {
@@ -597,6 +617,25 @@ mod tests {
 
     fn small_config() -> LogConfig {
         LogConfig { segment_bytes: 2048, index_interval_bytes: 256, ..LogConfig::default() }
+    }
+
+    #[test]
+    fn buffered_appends_say_when_they_may_roll_and_when_a_flush_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { flush_messages: Some(5), ..small_config() };
+        let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
+        let batch = make_batch(3, 0, Compression::None);
+        assert!(!log.append_may_roll(batch.len() as u64, 0), "an empty segment never rolls");
+        log.append_buffered(&batch, 0, 0).unwrap();
+        assert!(!log.flush_due_by_messages(), "3 of 5 messages");
+        log.append_buffered(&batch, 0, 0).unwrap();
+        assert!(log.flush_due_by_messages(), "6 of 5 messages, and append_buffered never flushes");
+        log.flush().unwrap();
+        assert!(!log.flush_due_by_messages());
+        let room = 2048 - log.active().size();
+        assert!(!log.append_may_roll(room, 0));
+        assert!(log.append_may_roll(room + 1, 0), "the segment would exceed segment.bytes");
+        assert_eq!(log.segment_count(), 1);
     }
 
     fn fill(log: &mut PartitionLog, batches: usize, per_batch: usize, ts0: i64) {

@@ -1,9 +1,11 @@
 //! The partition actor: one partition's log behind domain messages.
 //!
-//! The actor owns a [`PartitionLog`] and never touches the disk on its own
-//! thread: every log operation runs on tokio's blocking pool while the actor
-//! keeps its mailbox order (appends are atomic: the next message waits for the
-//! write to finish). It publishes its [`Watermarks`] on a watch channel, which
+//! The actor owns a [`PartitionLog`]. Appends write to the page cache on the
+//! actor's own thread (one buffered write per batch, as Kafka's request
+//! threads do); everything that waits for the device (fsync, reads, opening,
+//! retention, rolling by time) runs on tokio's blocking pool while the actor
+//! keeps its mailbox order (appends are atomic: the next message waits for
+//! the write, and its fsync when `flush.messages` asks for one). It publishes its [`Watermarks`] on a watch channel, which
 //! is how fetch long-polls learn that new data arrived without asking the actor.
 //!
 //! Failure: a panic, in a handler or in a log operation, stops the actor; its
@@ -492,14 +494,43 @@ impl Handler<Append> for PartitionActor {
                     return Box::pin(actix::fut::ready(Err(Error::NotEnoughReplicas { required, available: act.in_sync_replicas })));
                 }
             }
+            let LogState::Open(log) = &act.state else {
+                return Box::pin(actix::fut::ready(Err(act.unavailable())));
+            };
             let epoch = act.leader_epoch;
-            act.with_log(move |log| {
-                let result = log.append(&msg.records, epoch, now_ms())?;
+            // The write goes to the page cache on this thread: a hand-off to
+            // the blocking pool and back cost more than the write itself.
+            // A panic here poisons the lock and `guarded` restarts the actor.
+            let (appended, flush) = {
+                let Ok(mut log) = log.lock() else {
+                    return Box::pin(actix::fut::ready(Err(act.unavailable())));
+                };
+                if log.append_may_roll(msg.records.len() as u64, now_ms()) {
+                    // Rolling fsyncs the old segment: that waits for the device.
+                    drop(log);
+                    return act.with_log(move |log| {
+                        let result = log.append(&msg.records, epoch, now_ms())?;
+                        let leo = log.log_end_offset();
+                        log.set_high_watermark(leo);
+                        Ok(result)
+                    });
+                }
+                let appended = log.append_buffered(&msg.records, epoch, now_ms());
                 // A single replica: what the leader has written is committed.
                 let leo = log.log_end_offset();
                 log.set_high_watermark(leo);
-                Ok(result)
-            })
+                publish(&act.watermarks, Watermarks::of(&log));
+                (appended, log.flush_due_by_messages())
+            };
+            match appended {
+                Ok(result) if flush => {
+                    // fsync waits for the device: off this thread, and the
+                    // acknowledgement waits for it (the response is atomic,
+                    // so the next append waits too).
+                    Box::pin(act.with_log(|log| Ok(log.flush()?)).map(move |flushed, _, _| flushed.map(|()| result)))
+                }
+                done => Box::pin(actix::fut::ready(done.map_err(Error::from))),
+            }
         }))
     }
 }
@@ -718,11 +749,15 @@ mod tests {
     }
 
     fn start(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>) -> PartitionHandle {
+        start_with(dir, partition, restarts, LogConfig::default())
+    }
+
+    fn start_with(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>, log: LogConfig) -> PartitionHandle {
         let tp = TopicPartition { topic: "t".into(), partition };
         let (tx, rx) = watch::channel(Watermarks::default());
         let options = PartitionOptions {
             dir,
-            log: LogConfig::default(),
+            log,
             min_insync_replicas: 1,
             clean_start: true,
             maintenance_interval: Duration::from_secs(60),
@@ -763,6 +798,29 @@ mod tests {
         assert_eq!(read.high_watermark, 5);
         assert_eq!(restarts.load(Ordering::Relaxed), 2);
         assert_eq!(victim.watermarks().log_end_offset, 5);
+    }
+
+    #[actix_rt::test]
+    async fn appends_that_roll_or_flush_keep_offsets_contiguous_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every third batch fills a segment (rolled on the blocking pool);
+        // flush.messages=2 makes every other append wait for an fsync.
+        let log = LogConfig { segment_bytes: 61 * 3, flush_messages: Some(2), ..LogConfig::default() };
+        let handle = start_with(dir.path().join("t-0"), 0, Arc::default(), log.clone());
+        let mut next = 0;
+        for n in 1..=20 {
+            let appended = append(&handle, n).await.unwrap();
+            assert_eq!((appended.base_offset, appended.last_offset), (next, next + i64::from(n) - 1));
+            next += i64::from(n);
+        }
+        let marks = handle.watermarks();
+        assert_eq!((marks.log_end_offset, marks.high_watermark), (next, next));
+        assert!(marks.segments >= 6, "segments rolled: {marks:?}");
+        handle.ask(Close).await.unwrap();
+        let reopened = start_with(dir.path().join("t-0"), 0, Arc::default(), log);
+        let read = reopened.ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
+        assert_eq!(read.log_end_offset, next);
+        assert_eq!(BatchHeader::parse(read.records.as_ref().unwrap()).unwrap().base_offset, 0);
     }
 
     #[actix_rt::test]

@@ -171,6 +171,8 @@ pub struct NodeHandle {
     pub default_partitions: i32,
     /// Partition actor restarts since the node started.
     pub partition_restarts: Arc<AtomicU64>,
+    /// The threads partition actors run on (see [`NodeHandle::partition_thread`]).
+    partition_threads: Arc<[ArbiterHandle]>,
 }
 
 fn blocking_error(e: tokio::task::JoinError) -> Error {
@@ -205,6 +207,7 @@ impl NodeHandle {
             registry.write().expect("registry lock").insert(view);
         }
         tracing::info!(topics = node.catalog.topics.len(), clean_shutdown = clean, %cluster_id, "node started");
+        let partition_threads: Arc<[ArbiterHandle]> = node.arbiters.iter().map(Arbiter::handle).collect();
         let addr = Node::create(|ctx| {
             ctx.set_mailbox_capacity(NODE_MAILBOX_CAPACITY);
             node
@@ -217,7 +220,17 @@ impl NodeHandle {
             topic_defaults: options.topic_defaults,
             default_partitions: options.default_partitions,
             partition_restarts: restarts,
+            partition_threads,
         })
+    }
+
+    /// One of the threads partition actors run on, by `key` modulo their
+    /// number. Work spawned there reaches the partitions on that thread
+    /// without a thread switch: the Kafka listener serves each connection on
+    /// one, so a request costs no wake-up of another thread for the
+    /// partitions that share its thread. The thread stops when the node shuts down.
+    pub fn partition_thread(&self, key: usize) -> &ArbiterHandle {
+        &self.partition_threads[key % self.partition_threads.len()]
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {

@@ -80,6 +80,28 @@ struct ProducerSnapshot {
     table: ProducerStateTable,
 }
 
+/// A flush in progress outside the log lock: see [`PartitionLog::begin_flush`].
+#[derive(Debug)]
+pub struct FlushTicket {
+    file: std::fs::File,
+    path: PathBuf,
+    segment_base_offset: i64,
+    messages: u64,
+    end_offset: i64,
+}
+
+impl FlushTicket {
+    /// Makes every write before the ticket was taken durable (fdatasync).
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.file.sync_data().map_err(LogError::io(self.path.clone()))
+    }
+
+    /// The log end offset when the ticket was taken: what the sync covers.
+    pub fn end_offset(&self) -> i64 {
+        self.end_offset
+    }
+}
+
 /// A partition's log on local disk. Invariant: `segments` is never empty and
 /// the last segment is the active one, the only one appended to.
 #[derive(Debug)]
@@ -567,6 +589,37 @@ impl PartitionLog {
             return Ok(());
         }
         self.checkpoint_recovery_point(leo)
+    }
+
+    /// Starts a flush of everything written so far that runs without the log
+    /// (group commit): the caller runs [`FlushTicket::sync`] off the lock,
+    /// appends may continue meanwhile, then [`PartitionLog::finish_flush`]
+    /// records it. Writes made after this call are not covered.
+    pub fn begin_flush(&self) -> Result<FlushTicket, LogError> {
+        let active = self.active();
+        Ok(FlushTicket {
+            file: active.sync_handle()?,
+            path: active.log_path(),
+            segment_base_offset: active.base_offset(),
+            messages: active.unflushed_messages(),
+            end_offset: self.log_end_offset(),
+        })
+    }
+
+    /// Records a flush begun by [`PartitionLog::begin_flush`] whose sync succeeded.
+    pub fn finish_flush(&mut self, ticket: &FlushTicket) {
+        let leo = self.log_end_offset();
+        if self.active().base_offset() == ticket.segment_base_offset {
+            self.active_mut().mark_flushed(ticket.messages);
+        }
+        // Otherwise the segment rolled meanwhile, and rolling flushed it.
+        if leo == ticket.end_offset {
+            self.first_unflushed_ms = None;
+        }
+        if self.recovery_point >= self.active().base_offset() {
+            // As in `flush`: inside the active segment the checkpoint file is left alone.
+            self.recovery_point = self.recovery_point.max(ticket.end_offset);
+        }
     }
 
     /// Flushes if the oldest unflushed write is older than `flush.ms`.

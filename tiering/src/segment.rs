@@ -387,6 +387,16 @@ impl Segment {
     pub fn unflushed_messages(&self) -> u64 {
         self.unflushed_messages
     }
+
+    /// A second handle on the `.log` file, to fsync it without holding the segment.
+    pub fn sync_handle(&self) -> Result<File, LogError> {
+        self.file.try_clone().map_err(LogError::io(self.path("log")))
+    }
+
+    /// Records that an fsync through [`Segment::sync_handle`] made `messages` more records durable.
+    pub fn mark_flushed(&mut self, messages: u64) {
+        self.unflushed_messages = self.unflushed_messages.saturating_sub(messages);
+    }
 }
 
 /// Reads exactly `len` bytes at `offset` into a new buffer without zeroing it

@@ -3,9 +3,10 @@
 //! The actor owns a [`PartitionLog`]. Appends write to the page cache on the
 //! actor's own thread (one buffered write per batch, as Kafka's request
 //! threads do); everything that waits for the device (fsync, reads, opening,
-//! retention, rolling by time) runs on tokio's blocking pool while the actor
-//! keeps its mailbox order (appends are atomic: the next message waits for
-//! the write, and its fsync when `flush.messages` asks for one). It publishes its [`Watermarks`] on a watch channel, which
+//! retention, rolling) runs on tokio's blocking pool while the actor keeps
+//! its mailbox order: appends are written in the order they arrive; one that
+//! `flush.messages` makes wait for an fsync is answered when a group commit
+//! covering it finishes, while later appends go on being written. It publishes its [`Watermarks`] on a watch channel, which
 //! is how fetch long-polls learn that new data arrived without asking the actor.
 //!
 //! Failure: a panic, in a handler or in a log operation, stops the actor; its
@@ -25,8 +26,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use silt_tiering::log::RetentionReport;
-use silt_tiering::{AppendResult, LogConfig, PartitionLog, ReadResult};
-use tokio::sync::watch;
+use silt_tiering::{AppendResult, LogConfig, LogError, PartitionLog, ReadResult};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::Error;
 use crate::{now_ms, TopicPartition};
@@ -319,6 +320,17 @@ pub struct PartitionActor {
     archive: ArchiveState,
     uploads: UploadSchedule,
     archive_status: Arc<ArchiveStatus>,
+    flush: GroupCommit,
+}
+
+/// Appends waiting for an fsync (`flush.messages`), and whether one runs.
+/// One fsync covers every append written before it started, so appends that
+/// arrive while it runs share the next one (group commit).
+#[derive(Default)]
+struct GroupCommit {
+    in_flight: bool,
+    /// The log end offset each append needs durable, in append order.
+    waiters: Vec<(i64, oneshot::Sender<Result<(), Error>>)>,
 }
 
 type LogFuture<T> = Pin<Box<dyn ActorFuture<PartitionActor, Output = Result<T, Error>>>>;
@@ -337,6 +349,7 @@ impl PartitionActor {
             maintenance_running: false,
             watermarks: Arc::new(watermarks),
             restarts,
+            flush: GroupCommit::default(),
         }
     }
 
@@ -452,6 +465,10 @@ impl PartitionActor {
         Box::pin(fut.map(move |result, act, _| {
             let mut next = next;
             act.state = next.take().expect("state set once");
+            if result.is_ok() {
+                // Closing flushed everything: appends waiting for an fsync are durable.
+                act.answer_flush_waiters(i64::MAX, &Ok(()));
+            }
             result
         }))
     }
@@ -480,58 +497,165 @@ impl Supervised for PartitionActor {
             self.archive = ArchiveState::Loading;
         }
         self.uploads = UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN };
+        // Appends still waiting for an fsync are answered "unavailable" (their
+        // senders drop): the log reopens from disk and they may not be durable.
+        self.flush = GroupCommit::default();
     }
 }
 
 impl Handler<Append> for PartitionActor {
-    type Result = AtomicResponse<Self, Result<AppendResult, Error>>;
+    type Result = ResponseActFuture<Self, Result<AppendResult, Error>>;
 
     fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(self.guarded(ctx, |act| {
-            if msg.acks == RequiredAcks::All {
-                let required = act.options.min_insync_replicas;
-                if act.in_sync_replicas < required {
-                    return Box::pin(actix::fut::ready(Err(Error::NotEnoughReplicas { required, available: act.in_sync_replicas })));
-                }
+        match catch_unwind(AssertUnwindSafe(|| self.append(msg, ctx))) {
+            Ok(fut) => fut,
+            Err(_) => {
+                // The log lock is poisoned if the panic held it; the restart reopens the log.
+                self.crash(ctx, "a handler panicked");
+                Box::pin(actix::fut::ready(Err(self.unavailable())))
             }
-            let LogState::Open(log) = &act.state else {
-                return Box::pin(actix::fut::ready(Err(act.unavailable())));
-            };
-            let epoch = act.leader_epoch;
-            // The write goes to the page cache on this thread: a hand-off to
-            // the blocking pool and back cost more than the write itself.
-            // A panic here poisons the lock and `guarded` restarts the actor.
-            let (appended, flush) = {
-                let Ok(mut log) = log.lock() else {
-                    return Box::pin(actix::fut::ready(Err(act.unavailable())));
-                };
-                if log.append_may_roll(msg.records.len() as u64, now_ms()) {
-                    // Rolling fsyncs the old segment: that waits for the device.
-                    drop(log);
-                    return act.with_log(move |log| {
-                        let result = log.append(&msg.records, epoch, now_ms())?;
-                        let leo = log.log_end_offset();
-                        log.set_high_watermark(leo);
-                        Ok(result)
-                    });
-                }
-                let appended = log.append_buffered(&msg.records, epoch, now_ms());
+        }
+    }
+}
+
+impl PartitionActor {
+    /// Appends in mailbox order. The write goes to the page cache on this
+    /// thread (a hand-off to the blocking pool and back cost more than the
+    /// write). Waiting for the device happens elsewhere: a roll (which fsyncs
+    /// the old segment) runs on the blocking pool while the actor waits, and
+    /// an append that `flush.messages` makes wait for an fsync joins the next
+    /// group commit while later appends go on.
+    fn append(&mut self, msg: Append, ctx: &mut Context<Self>) -> LogFuture<AppendResult> {
+        if msg.acks == RequiredAcks::All {
+            let required = self.options.min_insync_replicas;
+            if self.in_sync_replicas < required {
+                return Box::pin(actix::fut::ready(Err(Error::NotEnoughReplicas { required, available: self.in_sync_replicas })));
+            }
+        }
+        let LogState::Open(log) = &self.state else {
+            return Box::pin(actix::fut::ready(Err(self.unavailable())));
+        };
+        let log = Arc::clone(log);
+        let epoch = self.leader_epoch;
+        let Ok(mut guard) = log.lock() else {
+            return Box::pin(actix::fut::ready(Err(self.unavailable())));
+        };
+        if guard.append_may_roll(msg.records.len() as u64, now_ms()) {
+            drop(guard);
+            let (answer, answered) = oneshot::channel();
+            let rolled = self.with_log(move |log| {
+                let result = log.append(&msg.records, epoch, now_ms())?;
                 // A single replica: what the leader has written is committed.
                 let leo = log.log_end_offset();
                 log.set_high_watermark(leo);
-                publish(&act.watermarks, Watermarks::of(&log));
-                (appended, log.flush_due_by_messages())
-            };
-            match appended {
-                Ok(result) if flush => {
-                    // fsync waits for the device: off this thread, and the
-                    // acknowledgement waits for it (the response is atomic,
-                    // so the next append waits too).
-                    Box::pin(act.with_log(|log| Ok(log.flush()?)).map(move |flushed, _, _| flushed.map(|()| result)))
-                }
-                done => Box::pin(actix::fut::ready(done.map_err(Error::from))),
+                Ok(result)
+            });
+            // Nothing else reaches the log until the roll is done.
+            ctx.wait(rolled.map(move |result, _, _| {
+                let _ = answer.send(result);
+            }));
+            let tp = self.tp.to_string();
+            return Box::pin(
+                async move { answered.await.unwrap_or_else(|_| Err(Error::Unavailable(tp, "the partition restarted".into()))) }.into_actor(self),
+            );
+        }
+        let appended = guard.append_buffered(&msg.records, epoch, now_ms());
+        let leo = guard.log_end_offset();
+        guard.set_high_watermark(leo);
+        publish(&self.watermarks, Watermarks::of(&guard));
+        let flush_due = guard.flush_due_by_messages();
+        drop(guard);
+        match appended {
+            Ok(result) if flush_due => {
+                let (durable, made_durable) = oneshot::channel();
+                self.flush.waiters.push((leo, durable));
+                self.start_flush(ctx);
+                let tp = self.tp.to_string();
+                Box::pin(
+                    async move {
+                        match made_durable.await {
+                            Ok(flushed) => flushed.map(|()| result),
+                            Err(_) => Err(Error::Unavailable(tp, "the partition restarted before its fsync".into())),
+                        }
+                    }
+                    .into_actor(self),
+                )
             }
-        }))
+            done => Box::pin(actix::fut::ready(done.map_err(Error::from))),
+        }
+    }
+
+    /// Starts an fsync covering everything written so far, unless one runs
+    /// (it starts the next when done) or nobody waits.
+    fn start_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flush.in_flight || self.flush.waiters.is_empty() {
+            return;
+        }
+        let LogState::Open(log) = &self.state else {
+            let error = self.unavailable();
+            self.answer_flush_waiters(i64::MAX, &Err(error));
+            return;
+        };
+        let log = Arc::clone(log);
+        let ticket = match log.lock() {
+            Ok(guard) => guard.begin_flush().map_err(Error::from),
+            Err(_) => Err(self.unavailable()),
+        };
+        let ticket = match ticket {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                self.answer_flush_waiters(i64::MAX, &Err(e));
+                return;
+            }
+        };
+        self.flush.in_flight = true;
+        let syncing = tokio::task::spawn_blocking(move || {
+            let synced = ticket.sync();
+            (ticket, synced)
+        });
+        ctx.spawn(syncing.into_actor(self).map(move |joined, act, ctx| {
+            act.flush.in_flight = false;
+            match joined {
+                Ok((ticket, Ok(()))) => {
+                    if let Ok(mut guard) = log.lock() {
+                        guard.finish_flush(&ticket);
+                    }
+                    act.answer_flush_waiters(ticket.end_offset(), &Ok(()));
+                }
+                Ok((ticket, Err(e))) => {
+                    tracing::error!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "fsync failed");
+                    act.answer_flush_waiters(ticket.end_offset(), &Err(Error::from(e)));
+                }
+                Err(join) => {
+                    act.crash(ctx, &format!("an fsync panicked: {join}"));
+                    return;
+                }
+            }
+            act.start_flush(ctx);
+        }));
+    }
+
+    /// Answers the appends whose offsets end at or below `covered`.
+    fn answer_flush_waiters(&mut self, covered: i64, outcome: &Result<(), Error>) {
+        let done = self.flush.waiters.iter().take_while(|(end, _)| *end <= covered).count();
+        for (_, waiter) in self.flush.waiters.drain(..done) {
+            let _ = waiter.send(match outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(same_error(e, &self.tp)),
+            });
+        }
+    }
+}
+
+/// A copy of a failed flush's error for each append that waited on it
+/// (I/O errors keep their kind, so clients get the same error code).
+fn same_error(error: &Error, tp: &TopicPartition) -> Error {
+    match error {
+        Error::Log(LogError::Io { path, source }) => {
+            Error::Log(LogError::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) })
+        }
+        Error::Unavailable(partition, reason) => Error::Unavailable(partition.clone(), reason.clone()),
+        other => Error::Unavailable(tp.to_string(), other.to_string()),
     }
 }
 
@@ -821,6 +945,22 @@ mod tests {
         let read = reopened.ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
         assert_eq!(read.log_end_offset, next);
         assert_eq!(BatchHeader::parse(read.records.as_ref().unwrap()).unwrap().base_offset, 0);
+    }
+
+    #[actix_rt::test]
+    async fn appends_waiting_for_fsync_share_group_commits_and_are_answered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogConfig { flush_messages: Some(1), ..LogConfig::default() };
+        let handle = start_with(dir.path().join("t-0"), 0, Arc::default(), log);
+        const APPENDS: i64 = 64;
+        // Sent back to back: later appends are written while earlier ones wait for their fsync.
+        let appends = (0..APPENDS).map(|_| append(&handle, 2));
+        let answered = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(appends)).await.expect("every append is answered");
+        for (i, result) in answered.into_iter().enumerate() {
+            let result = result.unwrap_or_else(|e| panic!("append {i}: {e}"));
+            assert_eq!(result.base_offset, 2 * i as i64, "appends are written in mailbox order");
+        }
+        assert_eq!(handle.watermarks().high_watermark, 2 * APPENDS);
     }
 
     #[actix_rt::test]

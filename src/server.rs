@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Semaphore};
@@ -127,47 +128,113 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, broker: &Broker) ->
     Ok(ReadFrame::Frame(bytes::Bytes::from(buf), permit))
 }
 
+/// Requests of one connection that may be in progress at once: only
+/// consecutive Produce requests overlap (see [`connection`]).
+const PIPELINED_REQUESTS_MAX: usize = 5;
+/// Produce's API key: the one request type that is pipelined.
+const PRODUCE_API_KEY: i16 = 0;
+
+/// A frame read from the connection, and the budget it holds until answered.
+struct Request {
+    frame: bytes::Bytes,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Request {
+    fn is_produce(&self) -> bool {
+        self.frame.len() >= 2 && i16::from_be_bytes([self.frame[0], self.frame[1]]) == PRODUCE_API_KEY
+    }
+}
+
+/// Reads the next frame, owning the reader so the read survives while the
+/// connection writes responses (a half-read frame must never be dropped).
+async fn next_frame<R: AsyncReadExt + Unpin>(mut reader: R, broker: &Broker) -> (R, std::io::Result<ReadFrame>) {
+    let read = read_frame(&mut reader, broker).await;
+    (reader, read)
+}
+
+/// Serves one connection. Responses go out in request order. Consecutive
+/// Produce requests are pipelined (up to [`PIPELINED_REQUESTS_MAX`]): the next
+/// one is read and its batches handed to the partitions while the previous
+/// one waits for its write or fsync, and each partition receives them in
+/// request order because a request hands its batches over when it starts.
+/// Any other request starts only when nothing else is in progress and holds
+/// back the requests behind it, so its effects are ordered as Kafka orders
+/// them (one request at a time per connection).
 async fn connection(stream: TcpStream, broker: &Arc<Broker>, mut stop: broadcast::Receiver<()>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
     let (read, write) = stream.into_split();
-    let mut reader = BufReader::new(read);
     let mut writer = BufWriter::new(write);
+    let mut reading = Some(Box::pin(next_frame(BufReader::new(read), broker)));
+    // Read but not started, because the requests in progress must finish first.
+    let mut waiting: Option<Request> = None;
+    let mut in_progress = FuturesOrdered::new();
+    let mut in_progress_produce_only = true;
+    let mut stopping = false;
     loop {
-        let next = tokio::select! {
-            next = read_frame(&mut reader, broker) => next?,
-            // Stop between requests; a request already read is answered first.
-            _ = stop.recv() => return Ok(()),
-        };
-        let (frame, permit) = match next {
-            ReadFrame::Frame(frame, permit) => (frame, permit),
-            ReadFrame::Closed => return Ok(()),
-            ReadFrame::Refused(reason, detail) => {
-                broker.metrics.protocol_errors.with_label_values(&[reason]).inc();
-                tracing::warn!(%peer, reason, %detail, "closing connection");
-                return Ok(());
-            }
-        };
-        match protocol::handle_frame(broker, frame, Some(peer)).await {
-            Outcome::Respond(response) => {
-                writer.write_all(&response).await?;
-                writer.flush().await?;
-            }
-            Outcome::RespondParts(parts) => {
-                // Small parts gather in the writer's buffer; large ones (record
-                // batches) go to the socket without another copy.
-                for part in &parts {
-                    writer.write_all(part).await?;
+        if let Some(request) = waiting.take() {
+            let produce = request.is_produce();
+            let may_start = in_progress.is_empty() || (produce && in_progress_produce_only && in_progress.len() < PIPELINED_REQUESTS_MAX);
+            if may_start {
+                if in_progress.is_empty() {
+                    in_progress_produce_only = produce;
                 }
-                writer.flush().await?;
-            }
-            Outcome::NoResponse => {}
-            Outcome::Close { reason, detail } => {
-                broker.metrics.protocol_errors.with_label_values(&[reason]).inc();
-                tracing::warn!(%peer, reason, %detail, "closing connection");
-                return Ok(());
+                let Request { frame, permit } = request;
+                in_progress.push_back(Box::pin(async move {
+                    let outcome = protocol::handle_frame(broker, frame, Some(peer)).await;
+                    (outcome, permit)
+                }));
+            } else {
+                waiting = Some(request);
             }
         }
-        drop(permit);
+        if stopping && waiting.is_none() && in_progress.is_empty() {
+            return Ok(());
+        }
+        let read_more = !stopping && waiting.is_none() && reading.is_some();
+        tokio::select! {
+            biased;
+            Some((outcome, permit)) = in_progress.next(), if !in_progress.is_empty() => {
+                match outcome {
+                    Outcome::Respond(response) => writer.write_all(&response).await?,
+                    Outcome::RespondParts(parts) => {
+                        // Small parts gather in the writer's buffer; large ones (record
+                        // batches) go to the socket without another copy.
+                        for part in &parts {
+                            writer.write_all(part).await?;
+                        }
+                    }
+                    Outcome::NoResponse => {}
+                    Outcome::Close { reason, detail } => {
+                        broker.metrics.protocol_errors.with_label_values(&[reason]).inc();
+                        tracing::warn!(%peer, reason, %detail, "closing connection");
+                        return Ok(());
+                    }
+                }
+                writer.flush().await?;
+                drop(permit);
+            }
+            (reader, next) = async { reading.as_mut().expect("read_more checks it").await }, if read_more => {
+                match next? {
+                    ReadFrame::Frame(frame, permit) => {
+                        waiting = Some(Request { frame, permit });
+                        reading = Some(Box::pin(next_frame(reader, broker)));
+                    }
+                    // The client is done sending; answer what it asked.
+                    ReadFrame::Closed => {
+                        reading = None;
+                        stopping = true;
+                    }
+                    ReadFrame::Refused(reason, detail) => {
+                        broker.metrics.protocol_errors.with_label_values(&[reason]).inc();
+                        tracing::warn!(%peer, reason, %detail, "closing connection");
+                        return Ok(());
+                    }
+                }
+            }
+            // Stop reading; requests already read are answered first.
+            _ = stop.recv(), if !stopping => stopping = true,
+        }
     }
 }

@@ -1043,6 +1043,46 @@ fn produce_with_acks_0_is_not_answered() {
     assert_eq!(client.log_end_offset(&topic, 0), 3, "the acks=0 batches were written");
 }
 
+/// Requests sent back to back on one connection (as librdkafka pipelines
+/// them) are answered in order, produce requests land in order, and a
+/// request that is not a produce sees the effect of every produce before it.
+#[test]
+fn pipelined_requests_are_answered_and_applied_in_order() {
+    let broker = Broker::start_with(&[("SILT_LOG__FLUSH_MESSAGES", "1")]);
+    let topic = unique_topic("pipelined");
+    let mut client = broker.client();
+    client.create_topic_ok(&topic, 2);
+    const ROUNDS: usize = 4;
+    const PRODUCES_PER_ROUND: usize = 6;
+    let mut pending = Vec::new();
+    for round in 0..ROUNDS {
+        for i in 0..PRODUCES_PER_ROUND {
+            let value = format!("round {round} batch {i}");
+            let request = produce_request(&topic, (i % 2) as i32, plain_batch(&[value.as_bytes(), b"second record"]));
+            pending.push((Some(client.send_request(&request, 9).expect("send a produce")), None));
+        }
+        // Not a produce: it must see all the produces sent before it.
+        pending.push((None, Some(client.send_request(&list_offsets_request(&topic, 1, -1), 7).expect("send ListOffsets"))));
+    }
+    let mut next_offset = [0i64; 2];
+    for (n, (produce, list)) in pending.into_iter().enumerate() {
+        if let Some(sent) = produce {
+            let partition = ((n % (PRODUCES_PER_ROUND + 1)) % 2) as i32;
+            let answer = single_produce_partition(client.receive::<ProduceResponse>(sent).expect("a produce response, in order"), &topic);
+            assert_eq!(answer.error_code, 0, "produce {n}: error {}", code_name(answer.error_code));
+            assert_eq!(answer.index, partition);
+            assert_eq!(answer.base_offset, next_offset[partition as usize], "produce {n} landed in request order");
+            next_offset[partition as usize] += 2;
+        }
+        if let Some(sent) = list {
+            let answer = client.receive::<ListOffsetsResponse>(sent).expect("a ListOffsets response, in order");
+            let p = &answer.topics[0].partitions[0];
+            assert_eq!((p.error_code, p.offset), (0, next_offset[1]), "ListOffsets after {n} requests sees every earlier produce");
+        }
+    }
+    assert_eq!(client.read_all(&topic, 0, 0).len(), ROUNDS * PRODUCES_PER_ROUND);
+}
+
 /// A KIP-848 member joining `group` subscribed to `topic` (v1 members name themselves).
 fn consumer_join(group: &str, topic: &str, version: i16) -> ConsumerGroupHeartbeatRequest {
     let member_id = if version >= 1 { uuid::Uuid::new_v4().to_string() } else { String::new() };

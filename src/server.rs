@@ -2,9 +2,9 @@
 //! reads length-prefixed request frames with bounded size, memory and time,
 //! and writes responses in request order.
 //!
-//! A connection handles one request at a time, as Kafka does, so responses
-//! keep request order and a producer's batches reach a partition in order.
-//! Bad input closes only the connection that sent it.
+//! Responses keep request order; consecutive Produce requests are pipelined
+//! and every other request runs alone, as Kafka runs every request (see
+//! [`connection`]). Bad input closes only the connection that sent it.
 //!
 //! Connections are served on the partition threads, spread round robin:
 //! asking a partition actor on the connection's own thread wakes no other
@@ -23,6 +23,9 @@ use crate::protocol::{self, Outcome};
 
 /// Smallest possible request: api key, version, correlation id.
 const REQUEST_HEADER_MIN_BYTES: usize = 8;
+/// Initial buffer for a request body; it grows as bytes actually arrive, so a
+/// client that announces a large request and stalls holds no large buffer.
+const INITIAL_READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Accepts connections until `shutdown` fires; each connection runs on its own task.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadcast::Sender<()>) {
@@ -113,11 +116,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, broker: &Broker) ->
         Ok(p) => p,
         Err(_) => return Ok(ReadFrame::Closed),
     };
-    // The whole frame at once: growing the buffer as bytes arrive copied
-    // large produce requests several times. The memory is already counted
-    // in the budget above, and pages a stalled client never sends are never
-    // touched.
-    let mut buf = Vec::with_capacity(size);
+    let mut buf = Vec::with_capacity(size.min(INITIAL_READ_BUFFER_BYTES));
     let timeout = Duration::from_millis(kafka.request_read_timeout_ms);
     match tokio::time::timeout(timeout, reader.take(size as u64).read_to_end(&mut buf)).await {
         Err(_) => return Ok(ReadFrame::Refused("slow_request", format!("request not complete after {timeout:?}"))),

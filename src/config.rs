@@ -101,7 +101,7 @@ pub struct MetricsSection {
 pub struct StorageSection {
     /// Partition logs and the catalog.
     pub data_dir: PathBuf,
-    /// Threads that partition actors run on; 0 means one per CPU.
+    /// Threads that partition actors and client connections run on; 0 means one per CPU.
     pub partition_threads: usize,
 }
 

@@ -34,7 +34,10 @@ def test_quick_benchmark_prints_every_section(silt_bin, tmp_path):
     results = json.loads(re.search(r"```json\n(.*)\n```", out, re.S).group(1))
     silt = results["silt"]
     assert set(silt["cases"]) == {f"{size}B-acks{acks}-p{p}" for size in (100, 1024) for acks in ("1", "all")
-                                  for p in (1, 6)}
+                                  for p in (1, 6)} | {"1024B-acks1-p6-2producers"}
+    latency = silt["latency_at_half_max"]
+    assert latency["linger_ms"] == 1 and len(latency["p99_runs_ms"]) == 3
+    assert latency["latency"]["p99_ms"] == sorted(latency["p99_runs_ms"])[1], "the median run is reported"
     for case in silt["cases"].values():
         assert case["produce"]["records"] == case["consume"]["records"] > 0
         assert case["produce"]["errors"] == 0

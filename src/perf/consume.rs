@@ -20,6 +20,8 @@ use super::stats::{finish, Meter, Report, Reporter};
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long watermark look-ups may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// See where the consumer is configured.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConsumeArgs {
@@ -71,6 +73,12 @@ pub fn consume(args: &ConsumeArgs) -> anyhow::Result<Report> {
         ("enable.auto.commit", "false".into()),
         ("auto.offset.reset", "earliest".into()),
         ("group.id", group),
+        // When its local queue passes its thresholds, librdkafka (>= 2.4)
+        // stops fetching a partition for fetch.queue.backoff.ms, 1 s by
+        // default, even once the application has drained the queue: about
+        // one 100 B run in two stalled a second that way, which measured
+        // the client's back-off instead of the broker.
+        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.into()),
     ])?;
     let probe: BaseConsumer = config.create().context("creating a consumer")?;
     let partitions = backlog(&probe, &args.target.topic)?;

@@ -6,8 +6,9 @@
 //! retention, rolling) runs on tokio's blocking pool while the actor keeps
 //! its mailbox order: appends are written in the order they arrive; one that
 //! `flush.messages` makes wait for an fsync is answered when a group commit
-//! covering it finishes, while later appends go on being written. It publishes its [`Watermarks`] on a watch channel, which
-//! is how fetch long-polls learn that new data arrived without asking the actor.
+//! covering it finishes, while later appends go on being written. It
+//! publishes its [`Watermarks`] on a watch channel, which is how fetch
+//! long-polls learn that new data arrived without asking the actor.
 //!
 //! Failure: a panic, in a handler or in a log operation, stops the actor; its
 //! [`actix::Supervisor`] restarts it and `started` reopens the log from disk

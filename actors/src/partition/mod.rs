@@ -21,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -523,7 +523,8 @@ impl PartitionActor {
     /// Appends in mailbox order. The write goes to the page cache on this
     /// thread (a hand-off to the blocking pool and back cost more than the
     /// write). Waiting for the device happens elsewhere: a roll (which fsyncs
-    /// the old segment) runs on the blocking pool while the actor waits, and
+    /// the old segment), or an append finding the log held by a read or by
+    /// maintenance, runs on the blocking pool while the actor waits, and
     /// an append that `flush.messages` makes wait for an fsync joins the next
     /// group commit while later appends go on.
     fn append(&mut self, msg: Append, ctx: &mut Context<Self>) -> LogFuture<AppendResult> {
@@ -538,27 +539,17 @@ impl PartitionActor {
         };
         let log = Arc::clone(log);
         let epoch = self.leader_epoch;
-        let Ok(mut guard) = log.lock() else {
-            return Box::pin(actix::fut::ready(Err(self.unavailable())));
+        let mut guard = match log.try_lock() {
+            Ok(guard) => guard,
+            // A read, or maintenance that may fsync, holds the log on the
+            // blocking pool: wait there rather than block this thread.
+            Err(TryLockError::WouldBlock) => return self.append_on_blocking_pool(msg, ctx),
+            Err(TryLockError::Poisoned(_)) => return Box::pin(actix::fut::ready(Err(self.unavailable()))),
         };
         if guard.append_may_roll(msg.records.len() as u64, now_ms()) {
+            // Rolling fsyncs the old segment.
             drop(guard);
-            let (answer, answered) = oneshot::channel();
-            let rolled = self.with_log(move |log| {
-                let result = log.append(&msg.records, epoch, now_ms())?;
-                // A single replica: what the leader has written is committed.
-                let leo = log.log_end_offset();
-                log.set_high_watermark(leo);
-                Ok(result)
-            });
-            // Nothing else reaches the log until the roll is done.
-            ctx.wait(rolled.map(move |result, _, _| {
-                let _ = answer.send(result);
-            }));
-            let tp = self.tp.to_string();
-            return Box::pin(
-                async move { answered.await.unwrap_or_else(|_| Err(Error::Unavailable(tp, "the partition restarted".into()))) }.into_actor(self),
-            );
+            return self.append_on_blocking_pool(msg, ctx);
         }
         let appended = guard.append_buffered(&msg.records, epoch, now_ms());
         let leo = guard.log_end_offset();
@@ -584,6 +575,26 @@ impl PartitionActor {
             }
             done => Box::pin(actix::fut::ready(done.map_err(Error::from))),
         }
+    }
+
+    /// Appends on the blocking pool, for appends that may wait for the
+    /// device; the actor handles nothing else meanwhile, so appends stay in
+    /// mailbox order.
+    fn append_on_blocking_pool(&mut self, msg: Append, ctx: &mut Context<Self>) -> LogFuture<AppendResult> {
+        let epoch = self.leader_epoch;
+        let (answer, answered) = oneshot::channel();
+        let appending = self.with_log(move |log| {
+            let result = log.append(&msg.records, epoch, now_ms())?;
+            // A single replica: what the leader has written is committed.
+            let leo = log.log_end_offset();
+            log.set_high_watermark(leo);
+            Ok(result)
+        });
+        ctx.wait(appending.map(move |result, _, _| {
+            let _ = answer.send(result);
+        }));
+        let tp = self.tp.to_string();
+        Box::pin(async move { answered.await.unwrap_or_else(|_| Err(Error::Unavailable(tp, "the partition restarted".into()))) }.into_actor(self))
     }
 
     /// Starts an fsync covering everything written so far, unless one runs
@@ -852,6 +863,25 @@ impl Handler<InjectPanic> for PartitionActor {
     }
 }
 
+/// Holds the log on the blocking pool for a while, as a slow read or
+/// maintenance would (tests only).
+#[cfg(test)]
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct HoldLog(pub Duration);
+
+#[cfg(test)]
+impl Handler<HoldLog> for PartitionActor {
+    type Result = ResponseActFuture<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: HoldLog, _ctx: &mut Context<Self>) -> Self::Result {
+        self.with_log(move |_| {
+            std::thread::sleep(msg.0);
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -965,6 +995,31 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn appends_wait_off_thread_while_the_log_is_held_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start(dir.path().join("t-0"), 0, Arc::default());
+        assert_eq!(append(&handle, 1).await.unwrap().base_offset, 0, "the log is open");
+        const HOLD: Duration = Duration::from_millis(300);
+        let started = Instant::now();
+        let holder = handle.clone();
+        let held = actix_rt::spawn(async move { holder.ask(HoldLog(HOLD)).await });
+        actix_rt::time::sleep(Duration::from_millis(50)).await; // the blocking pool holds the log by now
+        let appends = futures::future::join_all((0..8).map(|_| append(&handle, 1)));
+        // The partition's thread (this test's) stays free: a timer on it fires while the log is held.
+        let ticked = async {
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+            started.elapsed()
+        };
+        let (appended, ticked) = futures::future::join(appends, ticked).await;
+        held.await.unwrap().unwrap();
+        assert!(ticked < HOLD, "the thread was blocked until {ticked:?}");
+        for (i, result) in appended.into_iter().enumerate() {
+            assert_eq!(result.unwrap().base_offset, 1 + i as i64, "appends are written in mailbox order");
+        }
+        assert!(started.elapsed() >= HOLD);
+    }
+
+    #[actix_rt::test]
     async fn published_watermarks_end_at_the_latest_state_under_concurrent_reads() {
         let dir = tempfile::tempdir().unwrap();
         let handle = start(dir.path().join("t-0"), 0, Arc::default());
@@ -972,7 +1027,11 @@ mod tests {
         let appends = (0..ROUNDS).map(|_| append(&handle, 1));
         let reads = (0..ROUNDS).map(|_| handle.ask(Read { offset: 0, max_bytes: 1 << 20 }));
         let (appended, read) = futures::future::join(futures::future::join_all(appends), futures::future::join_all(reads)).await;
-        assert!(appended.iter().all(Result::is_ok) && read.iter().all(Result::is_ok));
+        assert!(read.iter().all(Result::is_ok));
+        for (i, result) in appended.into_iter().enumerate() {
+            // Appends that find the log held by a read wait on the blocking pool; order holds.
+            assert_eq!(result.unwrap().base_offset, i as i64, "appends are written in mailbox order");
+        }
         let marks = handle.watermarks();
         assert_eq!(marks.high_watermark, ROUNDS as i64, "a read that finished last must not publish an older view");
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Semaphore};
@@ -130,8 +131,6 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, broker: &Broker) ->
 /// Requests of one connection that may be in progress at once: only
 /// consecutive Produce requests overlap (see [`connection`]).
 const PIPELINED_REQUESTS_MAX: usize = 5;
-/// Produce's API key: the one request type that is pipelined.
-const PRODUCE_API_KEY: i16 = 0;
 
 /// A frame read from the connection, and the budget it holds until answered.
 struct Request {
@@ -141,7 +140,7 @@ struct Request {
 
 impl Request {
     fn is_produce(&self) -> bool {
-        self.frame.len() >= 2 && i16::from_be_bytes([self.frame[0], self.frame[1]]) == PRODUCE_API_KEY
+        self.frame.len() >= 2 && i16::from_be_bytes([self.frame[0], self.frame[1]]) == ApiKey::Produce as i16
     }
 }
 

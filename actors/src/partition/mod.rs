@@ -429,8 +429,8 @@ impl PartitionActor {
     }
 
     /// Runs a handler body, turning a panic into a supervised restart.
-    fn guarded<T: 'static>(&mut self, ctx: &mut Context<Self>, body: impl FnOnce(&mut Self) -> LogFuture<T>) -> LogFuture<T> {
-        match catch_unwind(AssertUnwindSafe(|| body(self))) {
+    fn guarded<T: 'static>(&mut self, ctx: &mut Context<Self>, body: impl FnOnce(&mut Self, &mut Context<Self>) -> LogFuture<T>) -> LogFuture<T> {
+        match catch_unwind(AssertUnwindSafe(|| body(self, &mut *ctx))) {
             Ok(fut) => fut,
             Err(_) => {
                 self.crash(ctx, "a handler panicked");
@@ -508,14 +508,8 @@ impl Handler<Append> for PartitionActor {
     type Result = ResponseActFuture<Self, Result<AppendResult, Error>>;
 
     fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
-        match catch_unwind(AssertUnwindSafe(|| self.append(msg, ctx))) {
-            Ok(fut) => fut,
-            Err(_) => {
-                // The log lock is poisoned if the panic held it; the restart reopens the log.
-                self.crash(ctx, "a handler panicked");
-                Box::pin(actix::fut::ready(Err(self.unavailable())))
-            }
-        }
+        // A panic holding the log lock poisons it; the restart reopens the log.
+        self.guarded(ctx, |act, ctx| act.append(msg, ctx))
     }
 }
 
@@ -682,7 +676,7 @@ impl Handler<Read> for PartitionActor {
     type Result = ResponseActFuture<Self, Result<ReadResult, Error>>;
 
     fn handle(&mut self, msg: Read, ctx: &mut Context<Self>) -> Self::Result {
-        self.guarded(ctx, |act| {
+        self.guarded(ctx, |act, _| {
             let archive = act.ready_archive();
             let remote = archive.is_some();
             let plan = act.with_log(move |log| {
@@ -733,7 +727,7 @@ impl Handler<ListOffset> for PartitionActor {
     type Result = ResponseActFuture<Self, Result<Option<(i64, i64)>, Error>>;
 
     fn handle(&mut self, msg: ListOffset, ctx: &mut Context<Self>) -> Self::Result {
-        self.guarded(ctx, |act| {
+        self.guarded(ctx, |act, _| {
             let archive = act.ready_archive();
             let spec = msg.0;
             let local = act.with_log(move |log| {
@@ -772,7 +766,7 @@ impl Handler<DeleteRecords> for PartitionActor {
     type Result = AtomicResponse<Self, Result<i64, Error>>;
 
     fn handle(&mut self, msg: DeleteRecords, ctx: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(self.guarded(ctx, |act| {
+        AtomicResponse::new(self.guarded(ctx, |act, _| {
             let archive = act.ready_archive();
             let local = act.with_log(move |log| {
                 // -1 means "up to the high watermark", as in Kafka.
@@ -853,7 +847,7 @@ impl Handler<InjectPanic> for PartitionActor {
     type Result = ResponseActFuture<Self, Result<(), Error>>;
 
     fn handle(&mut self, msg: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
-        self.guarded(ctx, |act| {
+        self.guarded(ctx, |act, _| {
             if msg.in_log_operation {
                 act.with_log(|_| panic!("injected fault in a log operation"))
             } else {

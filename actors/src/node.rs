@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::catalog::{self, CatalogState, TopicRecord, PRODUCER_ID_BLOCK};
 use crate::error::Error;
+use crate::meta_properties;
 use crate::partition::{ArchiveOptions, ArchiveStatus, Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
 use crate::topic_config::{TopicConfigs, TopicDefaults};
 use crate::TopicPartition;
@@ -321,8 +322,10 @@ impl NodeHandle {
     }
 }
 
-/// Takes the data directory's lock, reads the catalog and the clean-shutdown
-/// marker, and removes leftovers of interrupted topic deletions.
+/// Takes the data directory's lock, settles its identity (`meta.properties`,
+/// written first in a fresh directory and added to one from before it
+/// existed), reads the catalog and the clean-shutdown marker, and removes
+/// leftovers of interrupted topic deletions.
 fn prepare_data_dir(options: &NodeOptions) -> Result<(CatalogState, File, bool), Error> {
     let dir = &options.data_dir;
     let meta = |what: &str, e: std::io::Error| Error::Metadata(format!("{what} {}: {e}", dir.display()));
@@ -341,10 +344,16 @@ fn prepare_data_dir(options: &NodeOptions) -> Result<(CatalogState, File, bool),
             }
         }
     }
-    let catalog = match catalog::load(dir)? {
+    let stored = catalog::load(dir)?;
+    let fresh_cluster_id = || CatalogState::new(options.cluster_id.clone()).cluster_id;
+    let identity = meta_properties::resolve(dir, options.node_id, stored.as_ref().map(|c| c.cluster_id.as_str()), fresh_cluster_id)?;
+    if let Some(configured) = options.cluster_id.as_deref().filter(|&c| c != identity.cluster_id) {
+        tracing::warn!(configured, stored = %identity.cluster_id, "node.cluster_id applies to a fresh data directory only; keeping the stored cluster id");
+    }
+    let catalog = match stored {
         Some(state) => state,
         None => {
-            let state = CatalogState::new(options.cluster_id.clone());
+            let state = CatalogState::new(Some(identity.cluster_id));
             catalog::save(dir, &state)?;
             state
         }
@@ -720,6 +729,43 @@ mod tests {
         CreateTopic { name: name.into(), partitions: None, replication_factor: None, configs: vec![], validate_only: false }
     }
 
+    /// Starts a node once the previous one on the directory has let go of its
+    /// lock (when its actor is gone), polling until a deadline.
+    async fn start_when_unlocked(options: NodeOptions) -> Result<NodeHandle, Error> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match NodeHandle::start(options.clone()).await {
+                Err(Error::Metadata(reason)) if reason.contains("in use") && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_data_dir_without_meta_properties_is_upgraded_in_place_and_keeps_its_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = NodeHandle::start(options(dir.path())).await.unwrap();
+        node.create_topic(create("orders")).await.unwrap();
+        let cluster_id = node.cluster_id.clone();
+        node.shutdown().await.unwrap();
+        drop(node);
+        // As a directory written before meta.properties existed: identity only in catalog.json.
+        std::fs::remove_file(meta_properties::path(dir.path())).unwrap();
+
+        let node = start_when_unlocked(NodeOptions { cluster_id: Some("ignored".into()), ..options(dir.path()) }).await.unwrap();
+        assert_eq!(node.cluster_id, cluster_id, "the catalog's cluster id is kept");
+        assert!(node.topic("orders").is_some());
+        let stored = meta_properties::load(dir.path()).unwrap().expect("meta.properties written");
+        assert_eq!((stored.node_id, stored.cluster_id.as_str()), (0, cluster_id.as_str()));
+        node.shutdown().await.unwrap();
+        drop(node);
+
+        let other_id = start_when_unlocked(NodeOptions { node_id: 5, ..options(dir.path()) }).await;
+        assert!(matches!(&other_id, Err(Error::Metadata(reason)) if reason.contains("node id 0")), "{:?}", other_id.err());
+    }
+
     #[actix_rt::test]
     async fn topics_survive_a_restart_and_deletion_frees_the_name() {
         let dir = tempfile::tempdir().unwrap();
@@ -737,18 +783,7 @@ mod tests {
         let cluster_id = node.cluster_id.clone();
         drop(node);
 
-        // The lock is released when the node actor is gone.
-        let mut reopened = None;
-        for _ in 0..100 {
-            match NodeHandle::start(options(dir.path())).await {
-                Ok(n) => {
-                    reopened = Some(n);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-        let node = reopened.expect("node restarts on the same data dir");
+        let node = start_when_unlocked(options(dir.path())).await.expect("node restarts on the same data dir");
         assert_eq!(node.cluster_id, cluster_id);
         let topic = node.topic("orders").unwrap();
         assert_eq!(topic.partitions.len(), 3);

@@ -2,8 +2,14 @@
 //! it, the leader epoch cache and idempotent-producer state.
 //!
 //! Offsets: `log_start_offset <= high_watermark <= log_end_offset`. Consumers
-//! read below the high watermark; replication (a later issue) moves it, and on
-//! a single replica it follows the log end offset. Every batch carries the
+//! read below the high watermark. The log never moves it on its own: whoever
+//! knows what is replicated does ([`PartitionLog::set_high_watermark`]; on a
+//! single replica the partition actor moves it to the log end after each
+//! append). It is checkpointed in `high-watermark`
+//! ([`PartitionLog::checkpoint_high_watermark`], called periodically and at
+//! close, like Kafka's `replication-offset-checkpoint`), and a reopened log
+//! starts from the checkpoint, clamped to its offsets, never from the log end.
+//! Every batch carries the
 //! leader epoch it was written in, and `truncate_to` cuts the log back to an
 //! offset, which is what a follower does when its log diverged from the leader.
 //!
@@ -31,6 +37,7 @@ use crate::segment::{self, Segment};
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+const HIGH_WATERMARK_FILE: &str = "high-watermark";
 const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
 
@@ -111,6 +118,8 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     high_watermark: i64,
+    /// The high watermark last written to the checkpoint file, if any.
+    checkpointed_high_watermark: Option<i64>,
     recovery_point: i64,
     leader_epochs: LeaderEpochCache,
     producers: ProducerStateTable,
@@ -178,13 +187,18 @@ impl PartitionLog {
 
         let mut leader_epochs = LeaderEpochCache::read(&dir.join(LEADER_EPOCH_FILE))?;
         leader_epochs.truncate_from(log_end_offset);
+        // The checkpoint may be older than the log (written periodically) or
+        // newer (the log lost an unflushed tail): clamp it to what is here.
+        let checkpointed_high_watermark = OffsetCheckpoint::new(dir.join(HIGH_WATERMARK_FILE)).read()?;
+        let high_watermark = checkpointed_high_watermark.unwrap_or(log_start_offset).clamp(log_start_offset, log_end_offset);
 
         let mut log = PartitionLog {
             dir: dir.to_owned(),
             config,
             segments,
             log_start_offset,
-            high_watermark: log_end_offset,
+            high_watermark,
+            checkpointed_high_watermark,
             recovery_point: recovery_point.min(log_end_offset),
             leader_epochs,
             producers: ProducerStateTable::default(),
@@ -272,8 +286,19 @@ impl PartitionLog {
         self.high_watermark
     }
     /// Moves the high watermark, clamped to `[log_start_offset, log_end_offset]`.
+    /// It becomes durable at the next [`PartitionLog::checkpoint_high_watermark`].
     pub fn set_high_watermark(&mut self, offset: i64) {
         self.high_watermark = offset.clamp(self.log_start_offset, self.log_end_offset());
+    }
+    /// Writes the high watermark to its checkpoint file unless the file
+    /// already holds it. Returns whether it wrote.
+    pub fn checkpoint_high_watermark(&mut self) -> Result<bool, LogError> {
+        if self.checkpointed_high_watermark == Some(self.high_watermark) {
+            return Ok(false);
+        }
+        OffsetCheckpoint::new(self.dir.join(HIGH_WATERMARK_FILE)).write(self.high_watermark)?;
+        self.checkpointed_high_watermark = Some(self.high_watermark);
+        Ok(true)
     }
     pub fn config(&self) -> &LogConfig {
         &self.config
@@ -446,14 +471,16 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The offset and timestamp of the record with the largest timestamp.
+    /// The offset and timestamp of the record with the largest timestamp;
+    /// `None` when that record is not below the high watermark yet (as
+    /// Kafka's ListOffsets filters timestamp lookups by the last fetchable offset).
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
         let Some(segment) = self.segments.values().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp()) else {
             return Ok(None);
         };
         let max = segment.max_timestamp();
         let Some(bytes) = segment.batch_with_max_timestamp()? else { return Ok(None) };
-        self.first_record_at_or_after(&bytes, |p| p.timestamp == max)
+        Ok(self.first_record_at_or_after(&bytes, |p| p.timestamp == max)?.filter(|&(offset, _)| offset < self.high_watermark))
     }
 
     fn first_record_at_or_after(&self, bytes: &Bytes, matches: impl Fn(&batch::RecordPosition) -> bool) -> Result<Option<(i64, i64)>, LogError> {
@@ -651,7 +678,8 @@ impl PartitionLog {
         self.active_mut().seal()?;
         self.write_producer_snapshot()?;
         let leo = self.log_end_offset();
-        self.checkpoint_recovery_point(leo)
+        self.checkpoint_recovery_point(leo)?;
+        self.checkpoint_high_watermark().map(drop)
     }
 
     /// Deletes the whole log directory (the topic was deleted).
@@ -818,6 +846,63 @@ mod tests {
         drop(log);
         let (log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (41, 62));
+    }
+
+    #[test]
+    fn consumers_see_only_records_below_a_high_watermark_behind_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        for ts in [1_000, 2_000, 3_000] {
+            log.append(&make_batch(5, ts, Compression::None), 0, ts).unwrap();
+        }
+        assert_eq!((log.high_watermark(), log.log_end_offset()), (0, 15), "appending does not move the high watermark");
+        assert_eq!(log.read(0, 1 << 20).unwrap().records, None, "nothing is committed yet");
+        assert!(log.read_until(0, 1 << 20, log.log_end_offset()).unwrap().records.is_some(), "a follower reads to the log end");
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), None);
+
+        log.set_high_watermark(5);
+        assert_eq!(read_all(&log), (0..5).collect::<Vec<_>>(), "only the first batch is committed");
+        let read = log.read(5, 1 << 20).unwrap();
+        assert_eq!((read.records, read.high_watermark, read.log_end_offset), (None, 5, 15), "an offset in (HW, LEO] reads nothing, without an error");
+        assert_eq!(log.offset_for_timestamp(2_000).unwrap(), None, "the match is not committed");
+        assert_eq!(log.offset_for_timestamp(1_003).unwrap(), Some((3, 1_003)));
+        assert_eq!(log.max_timestamp_offset().unwrap(), None, "the newest record is not committed");
+        assert!(log.delete_records_before(6).is_err(), "DeleteRecords stops at the high watermark");
+        let config = LogConfig { retention_ms: Some(1), ..small_config() };
+        log.set_config(config);
+        log.roll().unwrap();
+        assert_eq!(log.enforce_retention(1_000_000).unwrap().deleted_segments, 0, "retention keeps what is not committed");
+        log.set_high_watermark(99);
+        assert_eq!(log.high_watermark(), 15, "clamped to the log end");
+    }
+
+    #[test]
+    fn the_high_watermark_reopens_from_its_checkpoint_not_from_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        fill(&mut log, 4, 5, 1_000);
+        log.set_high_watermark(10);
+        assert!(log.checkpoint_high_watermark().unwrap());
+        assert!(!log.checkpoint_high_watermark().unwrap(), "unchanged: not written again");
+        log.set_high_watermark(15);
+        drop(log); // as after kill -9: the checkpoint holds 10
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
+        assert_eq!((log.high_watermark(), log.log_end_offset()), (10, 20));
+        log.set_high_watermark(20);
+        log.close(0).unwrap();
+        let (log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        assert_eq!(log.high_watermark(), 20, "close checkpoints it");
+        drop(log);
+        // A checkpoint past the log end (the log lost an unflushed tail) is clamped.
+        OffsetCheckpoint::new(dir.path().join(HIGH_WATERMARK_FILE)).write(1_000).unwrap();
+        let (log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
+        assert_eq!(log.high_watermark(), 20);
+        drop(log);
+        // A directory from before the checkpoint existed starts at its log start.
+        fs::remove_file(dir.path().join(HIGH_WATERMARK_FILE)).unwrap();
+        let (log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
+        assert_eq!(log.high_watermark(), log.log_start_offset());
     }
 
     #[test]

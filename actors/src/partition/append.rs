@@ -5,12 +5,22 @@
 use std::sync::{Arc, TryLockError};
 
 use actix::prelude::*;
-use silt_tiering::{AppendResult, LogError};
+use silt_tiering::{AppendResult, LogError, PartitionLog};
 use tokio::sync::oneshot;
 
 use super::{publish, Append, LogFuture, LogState, PartitionActor, RequiredAcks, Watermarks};
 use crate::error::Error;
 use crate::{now_ms, TopicPartition};
+
+/// The high watermark rule of a partition whose only in-sync replica is this
+/// one (every partition today): what the leader has written is committed, so
+/// the high watermark moves to the log end, as Kafka's leader does when its
+/// ISR is itself. The log keeps the two apart; replication will move the
+/// high watermark to the smallest log end in the ISR instead.
+pub(super) fn commit_sole_replica(log: &mut PartitionLog) {
+    let leo = log.log_end_offset();
+    log.set_high_watermark(leo);
+}
 
 /// Appends waiting for an fsync (`flush.messages`), and whether one runs.
 /// One fsync covers every append written before it started, so appends that
@@ -65,7 +75,7 @@ impl PartitionActor {
         }
         let appended = guard.append_buffered(&msg.records, epoch, now_ms());
         let leo = guard.log_end_offset();
-        guard.set_high_watermark(leo);
+        commit_sole_replica(&mut guard);
         publish(&self.watermarks, Watermarks::of(&guard));
         let flush_due = guard.flush_due_by_messages();
         drop(guard);
@@ -97,9 +107,7 @@ impl PartitionActor {
         let (answer, answered) = oneshot::channel();
         let appending = self.with_log(move |log| {
             let result = log.append(&msg.records, epoch, now_ms())?;
-            // A single replica: what the leader has written is committed.
-            let leo = log.log_end_offset();
-            log.set_high_watermark(leo);
+            commit_sole_replica(log);
             Ok(result)
         });
         ctx.wait(appending.map(move |result, _, _| {

@@ -146,9 +146,12 @@ impl PartitionActor {
         let opening = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config, clean));
         ctx.wait(opening.into_actor(self).map(|opened, act, _ctx| match opened {
             Ok(Ok((mut log, report))) => {
+                // The log reopens at its checkpointed high watermark; as the
+                // sole replica this actor has everything it wrote committed.
+                let checkpointed = log.high_watermark();
+                append::commit_sole_replica(&mut log);
                 let leo = log.log_end_offset();
-                log.set_high_watermark(leo);
-                tracing::info!(topic = %act.tp.topic, partition = act.tp.partition, log_end_offset = leo,
+                tracing::info!(topic = %act.tp.topic, partition = act.tp.partition, log_end_offset = leo, high_watermark_checkpoint = checkpointed,
                     segments = report.segments, validated = report.segments_validated, truncated_bytes = report.truncated_bytes, "partition log open");
                 publish(&act.watermarks, Watermarks::of(&log));
                 act.state = LogState::Open(Arc::new(Mutex::new(log)));
@@ -219,6 +222,7 @@ impl PartitionActor {
             let now = now_ms();
             log.roll_if_old(now)?;
             log.flush_if_due(now)?;
+            log.checkpoint_high_watermark()?;
             let report = log.enforce_retention(now)?;
             Ok((report, log.log_start_offset(), log.size_bytes(), log.config().clone()))
         });

@@ -52,6 +52,23 @@ impl Handler<HoldLog> for PartitionActor {
     }
 }
 
+/// Holds the high watermark behind the log end, as a leader waiting for its
+/// followers would (tests only: today's sole replica commits at once).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct HoldHighWatermark(pub i64);
+
+impl Handler<HoldHighWatermark> for PartitionActor {
+    type Result = ResponseActFuture<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: HoldHighWatermark, _ctx: &mut Context<Self>) -> Self::Result {
+        self.with_log(move |log| {
+            log.set_high_watermark(msg.0);
+            Ok(())
+        })
+    }
+}
+
 /// A minimal valid magic v2 batch with `n` empty-ish records (header only is
 /// validated by the log; records_count must match last_offset_delta + 1).
 fn batch(n: i32) -> Bytes {
@@ -248,4 +265,30 @@ async fn acks_all_respects_min_insync_replicas_and_retire_refuses_work() {
     assert_eq!(retired_dir, dir.path().join("t-0"));
     let after = handle.ask(Append { records: batch(1), acks: RequiredAcks::Leader }).await;
     assert!(matches!(after, Err(Error::UnknownTopicOrPartition(_))), "{after:?}");
+}
+
+#[actix_rt::test]
+async fn consumers_see_only_records_below_a_high_watermark_held_behind_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path().join("t-0"), 0, Arc::default());
+    for _ in 0..3 {
+        append(&handle, 2).await.unwrap();
+    }
+    handle.ask(HoldHighWatermark(2)).await.unwrap();
+    let marks = handle.watermarks();
+    assert_eq!((marks.high_watermark, marks.log_end_offset), (2, 6), "published as held");
+    assert!(marks.fetch_would_answer(1) && !marks.fetch_would_answer(2) && !marks.fetch_would_answer(6));
+
+    let read = handle.ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
+    let records = read.records.expect("the committed batch");
+    assert_eq!((records.len(), BatchHeader::parse(&records).unwrap().last_offset()), (61, 1), "only the batch below the high watermark");
+    let above = handle.ask(Read { offset: 4, max_bytes: 1 << 20 }).await.unwrap();
+    assert_eq!((above.records, above.high_watermark, above.log_end_offset), (None, 2, 6), "uncommitted: nothing, and no error");
+    assert_eq!(handle.ask(ListOffset(OffsetSpec::Latest)).await.unwrap(), Some((2, -1)));
+    assert!(handle.ask(DeleteRecords { before_offset: 3 }).await.is_err(), "DeleteRecords stops at the high watermark");
+    assert_eq!(handle.ask(DeleteRecords { before_offset: -1 }).await.unwrap(), 2, "-1 means the high watermark");
+
+    // The sole replica commits what it writes: the next append moves it to the log end.
+    append(&handle, 1).await.unwrap();
+    assert_eq!(handle.watermarks().high_watermark, 7);
 }

@@ -23,6 +23,16 @@ pub struct Watermarks {
 }
 
 impl Watermarks {
+    /// Whether a consumer's fetch at `fetch_offset` has an answer now: records
+    /// below the high watermark, or an error (an offset out of range). An
+    /// offset in `[high_watermark, log_end_offset]` has none yet, although the
+    /// log may hold records there: they are not committed. Before the log is
+    /// open only the actor knows, so the answer is yes (ask it).
+    pub fn fetch_would_answer(&self, fetch_offset: i64) -> bool {
+        let in_range = fetch_offset >= self.log_start_offset && fetch_offset <= self.log_end_offset;
+        !self.open || !in_range || fetch_offset < self.high_watermark
+    }
+
     pub(super) fn of(log: &PartitionLog) -> Watermarks {
         Watermarks {
             open: true,
@@ -44,4 +54,24 @@ pub(super) fn publish(sender: &watch::Sender<Watermarks>, marks: Watermarks) {
         *current = marks;
         changed
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_has_an_answer_below_the_high_watermark_or_out_of_range_only() {
+        let marks = Watermarks { open: true, log_start_offset: 10, high_watermark: 20, log_end_offset: 30, ..Watermarks::default() };
+        for offset in [10, 15, 19] {
+            assert!(marks.fetch_would_answer(offset), "{offset} is committed");
+        }
+        for offset in [20, 25, 30] {
+            assert!(!marks.fetch_would_answer(offset), "{offset} is not committed: wait, do not read (or spin)");
+        }
+        for offset in [9, 31] {
+            assert!(marks.fetch_would_answer(offset), "{offset} is out of range: an error to answer");
+        }
+        assert!(Watermarks { open: false, ..marks }.fetch_would_answer(25), "only the actor knows before the log opens");
+    }
 }

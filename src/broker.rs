@@ -40,12 +40,8 @@ fn advertised(config: &Config, bound: SocketAddr) -> (String, i32) {
 
 /// Runs a broker until SIGTERM or SIGINT. Must run inside an actix `System`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let kafka_listener = TcpListener::bind(config.kafka.listen)
-        .await
-        .with_context(|| format!("cannot listen on kafka.listen {}", config.kafka.listen))?;
-    let http_listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    let kafka_listener = TcpListener::bind(config.kafka.listen).await.with_context(|| format!("cannot listen on kafka.listen {}", config.kafka.listen))?;
+    let http_listener = TcpListener::bind(config.http.listen).await.with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
     let metrics = Arc::new(Metrics::with_per_partition(config.metrics.per_partition).watch_storage(config.storage.data_dir.clone()));
     let archive = match config.archive_settings()? {
         Some(settings) => {
@@ -58,24 +54,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let node = NodeHandle::start(config.node_options(archive))
-        .await
-        .with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
+    let node =
+        NodeHandle::start(config.node_options(archive)).await.with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
     // Every group is loaded before the listener serves a request.
     let groups = GroupCoordinator::start(node.clone(), config.groups_config()).await.context("loading consumer groups from __consumer_offsets")?;
     let kafka_addr = kafka_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (advertised_host, advertised_port) = advertised(&config, kafka_addr);
     let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-    let broker = Arc::new(Broker {
-        node: node.clone(),
-        groups,
-        metrics,
-        request_memory: Arc::new(Semaphore::new(queued)),
-        config,
-        advertised_host,
-        advertised_port,
-    });
+    let broker =
+        Arc::new(Broker { node: node.clone(), groups, metrics, request_memory: Arc::new(Semaphore::new(queued)), config, advertised_host, advertised_port });
     let (shutdown, _) = broadcast::channel(1);
     let kafka = tokio::spawn(crate::server::serve(kafka_listener, broker.clone(), shutdown.clone()));
     let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.clone()));

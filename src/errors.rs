@@ -86,9 +86,7 @@ fn log_error_code(error: &LogError) -> ResponseError {
         LogError::TransactionsUnsupported => ResponseError::InvalidRecord,
         // Only a follower's append meets these, and no client request appends as a follower.
         LogError::UnexpectedReplicaOffset { .. } | LogError::ReplicaEpochWentBack { .. } => ResponseError::UnknownServerError,
-        LogError::Io { .. } | LogError::CorruptCheckpoint { .. } | LogError::CorruptSegment { .. } => {
-            ResponseError::KafkaStorageError
-        }
+        LogError::Io { .. } | LogError::CorruptCheckpoint { .. } | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
     }
 }
 

@@ -140,7 +140,13 @@ mod tests {
         assert_eq!(MetaProperties::parse(&meta.to_text(), path).unwrap(), meta);
         let kafka = "#\n#Wed Dec 02 10:00:00 UTC 2026\nnode.id=1\ndirectory.id=xyz\nversion=1\ncluster.id=q1Sh-9_ISia_zwGINzRvyQ\n";
         assert_eq!(MetaProperties::parse(kafka, path).unwrap(), MetaProperties { node_id: 1, cluster_id: "q1Sh-9_ISia_zwGINzRvyQ".into() });
-        for bad in ["version=1\nnode.id=1\n", "version=0\nnode.id=1\ncluster.id=a\n", "version=1\nnode.id=x\ncluster.id=a\n", "garbage\n", "version=1\nnode.id=1\ncluster.id=\n"] {
+        for bad in [
+            "version=1\nnode.id=1\n",
+            "version=0\nnode.id=1\ncluster.id=a\n",
+            "version=1\nnode.id=x\ncluster.id=a\n",
+            "garbage\n",
+            "version=1\nnode.id=1\ncluster.id=\n",
+        ] {
             assert!(MetaProperties::parse(bad, path).is_err(), "{bad:?}");
         }
     }

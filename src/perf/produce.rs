@@ -185,7 +185,7 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<Report> {
     finish(&meter, reporter, "produce", threads)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "the loop's settings are independent knobs of one run")]
 fn produce_loop(
     producer: &BaseProducer<DeliveryContext>,
     topic: &str,
@@ -202,7 +202,7 @@ fn produce_loop(
     loop {
         match until {
             Until::Records(n) if sent >= n => break,
-            Until::Deadline(at) if sent % POLL_EVERY_RECORDS == 0 && Instant::now() >= at => break,
+            Until::Deadline(at) if sent.is_multiple_of(POLL_EVERY_RECORDS) && Instant::now() >= at => break,
             _ => {}
         }
         if let Some(rate) = rate {
@@ -228,7 +228,7 @@ fn produce_loop(
         }
         sent += 1;
         partition = (partition + 1) % partitions;
-        if sent % POLL_EVERY_RECORDS == 0 {
+        if sent.is_multiple_of(POLL_EVERY_RECORDS) {
             producer.poll(Duration::ZERO);
         }
     }

@@ -49,17 +49,17 @@ mod archiving;
 mod handle;
 mod messages;
 mod read;
-mod watermarks;
 #[cfg(test)]
 mod tests;
+mod watermarks;
 
 use append::GroupCommit;
 pub use archiving::{ArchiveOptions, ArchiveStatus};
 use archiving::{ArchiveState, UploadSchedule, UPLOAD_BACKOFF_MIN};
 pub use handle::{Counted, PartitionHandle, ResultInner};
 pub use messages::{Append, Close, DeleteRecords, ListOffset, OffsetSpec, Read, Reconfigure, RequiredAcks, Retire};
-pub use watermarks::Watermarks;
 use watermarks::publish;
+pub use watermarks::Watermarks;
 
 /// Messages a partition queues before senders wait (backpressure on producers).
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -108,7 +108,13 @@ pub struct PartitionActor {
 type LogFuture<T> = Pin<Box<dyn ActorFuture<PartitionActor, Output = Result<T, Error>>>>;
 
 impl PartitionActor {
-    pub fn new(tp: TopicPartition, options: PartitionOptions, watermarks: watch::Sender<Watermarks>, restarts: Arc<AtomicU64>, archive_status: Arc<ArchiveStatus>) -> Self {
+    pub fn new(
+        tp: TopicPartition,
+        options: PartitionOptions,
+        watermarks: watch::Sender<Watermarks>,
+        restarts: Arc<AtomicU64>,
+        archive_status: Arc<ArchiveStatus>,
+    ) -> Self {
         PartitionActor {
             archive: if options.archive.is_some() { ArchiveState::Loading } else { ArchiveState::Off },
             uploads: UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN },

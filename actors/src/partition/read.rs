@@ -78,7 +78,9 @@ impl Handler<ListOffset> for PartitionActor {
                     OffsetSpec::EarliestLocal => Some((log.log_start_offset(), -1)),
                     OffsetSpec::Latest => Some((log.high_watermark(), -1)),
                     // The last offset in the archive; -1 when nothing is archived.
-                    OffsetSpec::LatestTiered => Some((log.archived_offset().filter(|&end| end > log.effective_log_start_offset()).map_or(-1, |end| end - 1), -1)),
+                    OffsetSpec::LatestTiered => {
+                        Some((log.archived_offset().filter(|&end| end > log.effective_log_start_offset()).map_or(-1, |end| end - 1), -1))
+                    }
                     OffsetSpec::MaxTimestamp => log.max_timestamp_offset()?,
                     OffsetSpec::Timestamp(ts) => log.offset_for_timestamp(ts)?,
                 };

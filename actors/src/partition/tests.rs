@@ -92,14 +92,7 @@ fn start(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>) -> PartitionHan
 fn start_with(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>, log: LogConfig) -> PartitionHandle {
     let tp = TopicPartition { topic: "t".into(), partition };
     let (tx, rx) = watch::channel(Watermarks::default());
-    let options = PartitionOptions {
-        dir,
-        log,
-        min_insync_replicas: 1,
-        clean_start: true,
-        maintenance_interval: Duration::from_secs(60),
-        archive: None,
-    };
+    let options = PartitionOptions { dir, log, min_insync_replicas: 1, clean_start: true, maintenance_interval: Duration::from_secs(60), archive: None };
     let tp2 = tp.clone();
     let status = Arc::new(ArchiveStatus::default());
     let status2 = status.clone();

@@ -172,7 +172,10 @@ mod tests {
         let fetched = all_batches(&leader);
         let (first, rest) = fetched.split_at(2);
         let appended = follower.append_as_follower(&first.concat().into(), 0).unwrap();
-        assert_eq!(appended, ReplicaAppend { first_offset: 0, last_offset: 5, records_appended: 6, bytes_appended: first.iter().map(|b| b.len() as u64).sum() });
+        assert_eq!(
+            appended,
+            ReplicaAppend { first_offset: 0, last_offset: 5, records_appended: 6, bytes_appended: first.iter().map(|b| b.len() as u64).sum() }
+        );
         follower.append_as_follower(&rest.concat().into(), 0).unwrap();
         assert_eq!(all_batches(&follower), fetched, "byte for byte");
         assert_eq!(follower.log_end_offset(), 18);
@@ -244,7 +247,9 @@ mod tests {
         SetHighWatermark(u8),
         CheckpointHighWatermark,
         Roll,
-        Reopen { clean: bool },
+        Reopen {
+            clean: bool,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {

@@ -130,6 +130,15 @@ def wait_for_partitions(broker: Broker, topic: str, partitions: int,
         return all(p.leader == 0 for p in t.partitions.values())
     wait_until(ready, timeout_s, f"metadata of topic {topic!r} to show {partitions} partitions led by node 0",
                diagnostics=broker.log_tail)
+    # Metadata can name the leader a moment before the leader serves the
+    # partition (Apache Kafka answers NOT_LEADER meanwhile): wait until each
+    # one answers ListOffsets.
+    c = _offsets_consumer(broker)
+    try:
+        for p in range(partitions):
+            _query_watermarks(c, topic, p)
+    finally:
+        c.close()
 
 
 class DeliveryTracker:
@@ -223,31 +232,42 @@ def consume_partitions(broker: Broker, topic: str, end_offsets: dict[int, int],
     return out
 
 
-def watermarks(broker: Broker, topic: str, partition: int) -> tuple[int, int]:
-    """(low, high) of one partition. Right after a restart Apache Kafka answers
-    NOT_LEADER until the partition is loaded; a client retries that, and so
-    does this (bounded by CLIENT_TIMEOUT_S). Other errors fail at once."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+def _offsets_consumer(broker: Broker):
+    from confluent_kafka import Consumer
+    return Consumer(confluent_conf(broker, **{"group.id": "silt-tests-assign-only",
+                                              "enable.auto.commit": False}))
+
+
+def _query_watermarks(consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(low, high) with `consumer`. Right after a topic is created or the
+    broker restarted, Apache Kafka answers NOT_LEADER until the partition is
+    loaded; a client retries that, and so does this (bounded by
+    CLIENT_TIMEOUT_S). Other errors fail at once."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
     transient = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
     failed: list[KafkaException] = []
-    c = Consumer(confluent_conf(broker, **{"group.id": "silt-tests-assign-only",
-                                           "enable.auto.commit": False}))
 
     def query():
         try:
-            return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
         except KafkaException as e:
             if e.args and e.args[0].code() in transient:
                 raise
             failed.append(e)
             return True
-    try:
-        got = wait_until(query, CLIENT_TIMEOUT_S, f"the watermarks of {topic}-{partition}")
-    finally:
-        c.close()
+    got = wait_until(query, CLIENT_TIMEOUT_S, f"the watermarks of {topic}-{partition}")
     if failed:
         raise failed[0]
     return got
+
+
+def watermarks(broker: Broker, topic: str, partition: int) -> tuple[int, int]:
+    """(low, high) of one partition (ListOffsets, retried while not led yet)."""
+    c = _offsets_consumer(broker)
+    try:
+        return _query_watermarks(c, topic, partition)
+    finally:
+        c.close()
 
 
 def assert_broker_serves(broker: Broker, topic: str = "silt-liveness"):

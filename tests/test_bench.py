@@ -10,7 +10,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from silt_harness import REPO_ROOT
+
+pytestmark = pytest.mark.silt_only(reason="Silt's benchmark script")
 
 #: The quick run takes under a minute; below pytest.ini's 300 s per test.
 BENCH_TIMEOUT_S = 280

@@ -136,12 +136,10 @@ pub fn offsets(conn: &mut Connection, topic: &str, partitions: &[i32]) -> anyhow
     let version = conn.versions.pick::<ListOffsetsRequest>(LIST_OFFSETS_VERSION_MAX)?;
     let mut out: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for (at, timestamp) in [(0, EARLIEST), (1, LATEST)] {
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_timeout_ms(ADMIN_TIMEOUT_MS)
-            .with_topics(vec![ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(
-                partitions.iter().map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(timestamp)).collect(),
-            )]);
+        let request =
+            ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_timeout_ms(ADMIN_TIMEOUT_MS).with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(partitions.iter().map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(timestamp)).collect())]);
         let response = conn.call(&request, version).context("listing offsets")?;
         for p in response.topics.iter().flat_map(|t| &t.partitions) {
             if p.error_code != 0 {

@@ -180,16 +180,17 @@ fn fetch_loop(mut conn: Connection, version: i16, topic: &str, mut ranges: Vec<R
         if ranges.is_empty() {
             return Ok(());
         }
-        let request = FetchRequest::default()
-            .with_max_wait_ms(FETCH_MAX_WAIT_MS)
-            .with_min_bytes(1)
-            .with_max_bytes(FETCH_BYTES)
-            .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(
-                ranges
-                    .iter()
-                    .map(|r| FetchPartition::default().with_partition(r.partition).with_fetch_offset(r.position).with_partition_max_bytes(PARTITION_FETCH_BYTES))
-                    .collect(),
-            )]);
+        let request =
+            FetchRequest::default().with_max_wait_ms(FETCH_MAX_WAIT_MS).with_min_bytes(1).with_max_bytes(FETCH_BYTES).with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(
+                    ranges
+                        .iter()
+                        .map(|r| {
+                            FetchPartition::default().with_partition(r.partition).with_fetch_offset(r.position).with_partition_max_bytes(PARTITION_FETCH_BYTES)
+                        })
+                        .collect(),
+                )]);
         let response = conn.call(&request, version).context("fetching")?;
         if response.error_code != 0 {
             bail!("fetch failed with error code {}", response.error_code);

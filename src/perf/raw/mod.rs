@@ -67,11 +67,7 @@ pub fn assign(partitions: &[PartitionLeader], connections: usize) -> Vec<Assignm
     for (i, (leader, parts)) in by_leader.iter().enumerate() {
         let mine = connections / leaders + usize::from(i < connections % leaders);
         for c in 0..mine {
-            let partitions = if mine <= parts.len() {
-                parts.iter().skip(c).step_by(mine).copied().collect()
-            } else {
-                vec![parts[c % parts.len()]]
-            };
+            let partitions = if mine <= parts.len() { parts.iter().skip(c).step_by(mine).copied().collect() } else { vec![parts[c % parts.len()]] };
             out.push(Assignment { leader: (*leader).to_owned(), partitions });
         }
     }

@@ -93,9 +93,8 @@ fn template(topic: &str, value: &Bytes, spread: &[(i32, u64)], acks: i16, versio
             producer_epoch: -1,
             base_sequence: -1,
         };
-        let records: Vec<Record> = (0..records as i64)
-            .map(|offset| Record { offset, timestamp: timestamp_ms, key: None, value: Some(value.clone()), headers: Vec::new() })
-            .collect();
+        let records: Vec<Record> =
+            (0..records as i64).map(|offset| Record { offset, timestamp: timestamp_ms, key: None, value: Some(value.clone()), headers: Vec::new() }).collect();
         let batch = encode_batch(&fields, &records);
         batches.push((partition, records.len() as u64, batch.len() as u64));
         partition_data.push(PartitionProduceData::default().with_index(partition).with_records(Some(batch)));
@@ -172,7 +171,8 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<Report> {
             Until::Records(n) => {
                 let share = n / count + u64::from((i as u64) < n % count);
                 let rest = share % full.records();
-                let tail = (rest > 0).then(|| template(&args.target.topic, &value, &spread(&partitions, per_batch, rest), acks, version, timestamp_ms)).transpose()?;
+                let tail =
+                    (rest > 0).then(|| template(&args.target.topic, &value, &spread(&partitions, per_batch, rest), acks, version, timestamp_ms)).transpose()?;
                 (Some(share / full.records()), tail)
             }
             Until::Deadline(_) => (None, None),
@@ -190,10 +190,7 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<Report> {
         .enumerate()
         .map(|(i, worker)| {
             let meter = meter.clone();
-            std::thread::Builder::new()
-                .name(format!("perf-raw-producer-{i}"))
-                .spawn(move || worker.run(&meter, deadline))
-                .context("spawning a producer thread")
+            std::thread::Builder::new().name(format!("perf-raw-producer-{i}")).spawn(move || worker.run(&meter, deadline)).context("spawning a producer thread")
         })
         .collect::<anyhow::Result<_>>()?;
     finish(&meter, reporter, "produce", threads)
@@ -331,8 +328,8 @@ mod tests {
         let value = Bytes::from(payload(10));
         let t = template("t", &value, &[(0, 3), (1, 4), (2, 5)], 1, 9, 0).unwrap();
         let answer = |index, error_code| PartitionProduceResponse::default().with_index(index).with_error_code(error_code);
-        let response = ProduceResponse::default()
-            .with_responses(vec![TopicProduceResponse::default().with_partition_responses(vec![answer(0, 0), answer(1, 6)])]);
+        let response =
+            ProduceResponse::default().with_responses(vec![TopicProduceResponse::default().with_partition_responses(vec![answer(0, 0), answer(1, 6)])]);
         let (records, bytes, errors) = acknowledged(&t, &response);
         assert_eq!((records, errors), (3, 2), "partition 1 failed, partition 2 went unanswered");
         assert_eq!(bytes, t.batches[0].2);

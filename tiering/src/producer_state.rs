@@ -31,6 +31,17 @@ pub struct ProducerEntry {
     pub last_timestamp_ms: i64,
 }
 
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence number this partition has from the producer (-1 if none is remembered).
+    pub last_sequence: i32,
+    /// When the broker last appended a batch from the producer (the clock that expires it).
+    pub last_timestamp_ms: i64,
+}
+
 /// What to do with an incoming idempotent batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceCheck {
@@ -127,6 +138,22 @@ impl ProducerStateTable {
         self.producers.retain(|_, e| now_ms - e.last_timestamp_ms < PRODUCER_EXPIRATION_MS);
     }
 
+    /// Every producer remembered here, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.last().map_or(-1, |b| b.last_sequence),
+                last_timestamp_ms: e.last_timestamp_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -170,6 +197,7 @@ mod tests {
         let next = header(7, 0, 5, 1, 5);
         assert_eq!(table.check(&next).unwrap(), SequenceCheck::Append);
         table.record(&next, 2);
+        assert_eq!(table.active(), vec![ActiveProducer { producer_id: 7, epoch: 0, last_sequence: 5, last_timestamp_ms: 2 }]);
         let stale = header(7, -1, 6, 1, -1);
         assert!(matches!(table.check(&stale), Err(LogError::InvalidProducerEpoch { .. })));
         let bumped = header(7, 1, 0, 1, 6);

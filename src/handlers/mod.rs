@@ -9,10 +9,13 @@ pub mod consumer_groups;
 pub mod delete_records;
 pub mod fetch;
 pub mod groups;
+pub mod leaders;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 pub mod producer_id;
 pub mod topics;
 

@@ -34,8 +34,10 @@ use crate::error::Error;
 use crate::{now_ms, TopicPartition};
 
 mod archiving;
+mod describe;
 
 pub use archiving::{ArchiveOptions, ArchiveStatus};
+pub use describe::{DescribeProducers, EndOffsetForEpoch};
 use archiving::{ArchiveState, UploadSchedule, UPLOAD_BACKOFF_MIN};
 
 /// Messages a partition queues before senders wait (backpressure on producers).

@@ -11,8 +11,7 @@ use crate::protocol::RequestContext;
 /// Each producer with its epoch, last sequence and last write. Silt has no
 /// transactions, so no producer has a coordinator epoch or an open
 /// transaction (-1 for both, as Kafka reports an idempotent producer).
-/// `last_timestamp` is when the broker appended the producer's last batch
-/// (Kafka reports that batch's max timestamp).
+/// `last_timestamp` is the max timestamp of the producer's last batch.
 pub async fn describe(ctx: &RequestContext, request: DescribeProducersRequest) -> DescribeProducersResponse {
     let node = &ctx.broker.node;
     let topics = join_all(request.topics.into_iter().map(|topic| async move {

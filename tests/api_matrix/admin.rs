@@ -209,6 +209,8 @@ pub(super) fn check_describe_producers(broker: &Broker, version: i16) {
     reference.create_topic_ok(&name, 2);
     let (id, epoch) = reference.init_producer_id();
     let producer = Producer { id, epoch };
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as i64;
+    let before = now_ms();
     for (base_sequence, count) in [(0, 3), (3, 2)] {
         let values = values("idempotent", count);
         let written = reference.produce(&name, 0, batch(&as_slices(&values), producer, base_sequence));
@@ -227,6 +229,7 @@ pub(super) fn check_describe_producers(broker: &Broker, version: i16) {
     let p = &active[0];
     assert_eq!((p.producer_id.0, p.producer_epoch, p.last_sequence), (id, i32::from(epoch), 4));
     assert_eq!((p.coordinator_epoch, p.current_txn_start_offset), (-1, -1), "not transactional");
-    assert!(p.last_timestamp > 0, "last timestamp {}", p.last_timestamp);
+    let after = now_ms();
+    assert!((before..=after).contains(&p.last_timestamp), "last timestamp {} is the last batch's, written in {before}..={after}", p.last_timestamp);
     assert!(partitions[1].active_producers.is_empty(), "nobody wrote to partition 1");
 }

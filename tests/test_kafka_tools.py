@@ -280,6 +280,29 @@ def test_consumer_groups_describe_and_reset_offsets(tools, module_broker, topic_
     assert group not in lines(tools.consumer_groups("--list").stdout)
 
 
+def test_consumer_groups_reset_by_time_and_shift_and_delete_offsets(tools, module_broker, topic_name):
+    create_topic(module_broker, topic_name, partitions=1)
+    produce_lines(tools, topic_name, [f"row-{i}" for i in range(10)])
+    group = f"{topic_name}-group"
+    tools.console_consumer("--topic", topic_name, "--group", group, "--from-beginning", "--max-messages", "10",
+                           "--timeout-ms", "60000")
+    assert tools.group_offsets(group) == {0: (10, 10, 0)}
+
+    def reset(*how: str):
+        tools.consumer_groups("--reset-offsets", "--group", group, "--topic", topic_name, *how, "--execute")
+        return tools.group_offsets(group)[0][0]
+
+    assert reset("--shift-by", "-3") == 7
+    assert reset("--shift-by", "-100") == 0, "shifted before the log start: the earliest offset"
+    assert reset("--to-datetime", "2999-01-01T00:00:00.000") == 10, "no record that late: the latest offset"
+    assert reset("--by-duration", "PT1H") == 0, "every record is younger than an hour"
+    assert reset("--shift-by", "4") == 4
+
+    out = tools.consumer_groups("--delete-offsets", "--group", group, "--topic", topic_name).stdout
+    assert re.search(rf"^{re.escape(topic_name)}\s+0\s+Successful", out, re.M), out
+    assert tools.group_offsets(group) == {}, "the group has no committed offset left"
+
+
 # -- offsets, perf tests, records ----------------------------------------------
 
 def test_get_offsets_and_delete_records(tools, module_broker, topic_name, tmp_path):

@@ -33,8 +33,11 @@ fn is_lazy(layout: &Layout) -> bool {
 unsafe impl GlobalAlloc for LazyLargeAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !is_lazy(&layout) {
+            // SAFETY: the caller's layout contract is passed on unchanged.
             return unsafe { System.alloc(layout) };
         }
+        // SAFETY: an anonymous private mapping of a non-zero size touches no
+        // existing memory; failure is reported as MAP_FAILED, checked below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -55,27 +58,38 @@ unsafe impl GlobalAlloc for LazyLargeAllocator {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if is_lazy(&layout) {
             // Anonymous mappings are already zeroed.
+            // SAFETY: the caller's layout contract is passed on unchanged.
             unsafe { self.alloc(layout) }
         } else {
+            // SAFETY: the caller's layout contract is passed on unchanged.
             unsafe { System.alloc_zeroed(layout) }
         }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_lazy(&layout) {
+            // SAFETY: a lazy layout's memory came from `mmap` of exactly this size in `alloc`.
             unsafe { libc::munmap(ptr.cast(), layout.size()) };
         } else {
+            // SAFETY: a small layout's memory came from `System` with this layout.
             unsafe { System.dealloc(ptr, layout) }
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `realloc`'s contract makes `new_size`, rounded up to the
+        // existing (valid) alignment, not overflow isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         if !is_lazy(&layout) && !is_lazy(&new_layout) {
+            // SAFETY: both layouts are `System`'s, and the caller's contract holds.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
+        // SAFETY: `new_layout` is valid and non-zero in size (see above).
         let new_ptr = unsafe { self.alloc(new_layout) };
         if !new_ptr.is_null() {
+            // SAFETY: the old block holds `layout.size()` bytes and the new one
+            // `new_size`; they are distinct allocations, so they do not overlap,
+            // and the old one is freed with the layout it was allocated with.
             unsafe {
                 std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
                 self.dealloc(ptr, layout);

@@ -287,9 +287,7 @@ impl Config {
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("SILT").prefix_separator("_").separator("__").try_parsing(true),
-        );
+        builder = builder.add_source(config::Environment::with_prefix("SILT").prefix_separator("_").separator("__").try_parsing(true));
         let config: Config = builder.build()?.try_deserialize()?;
         config.validate()?;
         Ok(config)
@@ -380,7 +378,11 @@ impl Config {
             return Err(invalid("groups.consumer_session_timeout_ms", g.consumer_session_timeout_ms, "must be 1..=3600000"));
         }
         if g.consumer_heartbeat_interval_ms < 1 || g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
-            return Err(invalid("groups.consumer_heartbeat_interval_ms", g.consumer_heartbeat_interval_ms, "must be at least 1 and below groups.consumer_session_timeout_ms"));
+            return Err(invalid(
+                "groups.consumer_heartbeat_interval_ms",
+                g.consumer_heartbeat_interval_ms,
+                "must be at least 1 and below groups.consumer_session_timeout_ms",
+            ));
         }
         Ok(())
     }
@@ -419,7 +421,8 @@ impl Config {
         if !self.tiering.archive_url.is_empty() {
             return Ok(self.tiering.archive_url.clone());
         }
-        let data_dir = std::path::absolute(&self.storage.data_dir).map_err(|_| invalid("storage.data_dir", self.storage.data_dir.display(), "cannot be made absolute"))?;
+        let data_dir =
+            std::path::absolute(&self.storage.data_dir).map_err(|_| invalid("storage.data_dir", self.storage.data_dir.display(), "cannot be made absolute"))?;
         let mut name = data_dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "silt".into());
         name.push("-archive");
         let dir = data_dir.with_file_name(name);
@@ -537,12 +540,7 @@ mod tests {
     }
 
     fn toml_from(text: &str) -> Config {
-        config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap()
+        config::Config::builder().add_source(config::File::from_str(text, config::FileFormat::Toml)).build().unwrap().try_deserialize().unwrap()
     }
 
     #[test]

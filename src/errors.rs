@@ -86,9 +86,7 @@ fn log_error_code(error: &LogError) -> ResponseError {
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::TransactionsUnsupported => ResponseError::InvalidRecord,
-        LogError::Io { .. } | LogError::CorruptCheckpoint { .. } | LogError::CorruptSegment { .. } => {
-            ResponseError::KafkaStorageError
-        }
+        LogError::Io { .. } | LogError::CorruptCheckpoint { .. } | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
     }
 }
 

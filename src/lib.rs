@@ -17,6 +17,7 @@
 //!
 //! Dependencies point one way: this crate → `silt-actors` → `silt-tiering`.
 
+#[allow(unsafe_code, reason = "a GlobalAlloc is unsafe to implement")]
 pub mod alloc;
 pub mod broker;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod perf;
 pub mod protocol;
 pub mod replay;
 pub mod server;
+#[allow(unsafe_code, reason = "BufMut is an unsafe trait")]
 pub mod shared_frame;
 
 #[global_allocator]

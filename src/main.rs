@@ -77,12 +77,7 @@ fn main() -> ExitCode {
             };
             let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
             let system = actix_rt::System::with_tokio_rt(move || {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .thread_name("silt-io")
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime")
+                tokio::runtime::Builder::new_multi_thread().worker_threads(threads).thread_name("silt-io").enable_all().build().expect("tokio runtime")
             });
             match system.block_on(silt::broker::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,

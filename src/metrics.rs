@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use silt_actors::group::GroupCoordinator;
 use silt_actors::NodeHandle;
 
@@ -77,11 +75,26 @@ impl TieringMetrics {
         registry.register(Box::new(upload_duration.clone())).expect("unique metric");
         TieringMetrics {
             uploaded_bytes: counter(registry, "silt_tiering_uploaded_bytes_total", "Parquet bytes written to the archive, by topic.", &["topic"]),
-            uploaded_segment_bytes: counter(registry, "silt_tiering_uploaded_segment_bytes_total", "Bytes of local log segments archived, by topic.", &["topic"]),
+            uploaded_segment_bytes: counter(
+                registry,
+                "silt_tiering_uploaded_segment_bytes_total",
+                "Bytes of local log segments archived, by topic.",
+                &["topic"],
+            ),
             uploaded_segments: counter(registry, "silt_tiering_uploaded_segments_total", "Segments archived, by topic.", &["topic"]),
-            upload_failures: counter(registry, "silt_tiering_upload_failures_total", "Segment uploads that failed (and will be retried), by topic.", &["topic"]),
+            upload_failures: counter(
+                registry,
+                "silt_tiering_upload_failures_total",
+                "Segment uploads that failed (and will be retried), by topic.",
+                &["topic"],
+            ),
             upload_duration,
-            remote_fetch_bytes: counter(registry, "silt_tiering_remote_fetch_bytes_total", "Record batch bytes served from the archive to consumers, by topic.", &["topic"]),
+            remote_fetch_bytes: counter(
+                registry,
+                "silt_tiering_remote_fetch_bytes_total",
+                "Record batch bytes served from the archive to consumers, by topic.",
+                &["topic"],
+            ),
             remote_fetch_failures: counter(registry, "silt_tiering_remote_fetch_failures_total", "Reads from the archive that failed, by topic.", &["topic"]),
             lag_bytes: gauge(registry, "silt_tiering_lag_bytes", "Bytes of sealed local segments not yet archived, by topic.", &["topic"]),
             lag_segments: gauge(registry, "silt_tiering_lag_segments", "Sealed local segments not yet archived, by topic.", &["topic"]),
@@ -152,7 +165,8 @@ impl Drop for InFlight {
 
 /// Label values for API versions, so counting a request allocates nothing.
 const VERSION_LABELS: [&str; 32] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26",
+    "27", "28", "29", "30", "31",
 ];
 
 /// The label value of API version `v` (versions past the table are clamped to "other").
@@ -182,9 +196,7 @@ impl Metrics {
     pub fn with_per_partition(per_partition: bool) -> Metrics {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "silt")))
-            .expect("process collector");
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "silt"))).expect("process collector");
         let request_duration = HistogramVec::new(
             HistogramOpts::new("silt_request_duration_seconds", "Time from a request's arrival to its response, by API.")
                 .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
@@ -192,14 +204,25 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(request_duration.clone())).expect("unique metric");
-        let build_info = IntGaugeVec::new(Opts::new("silt_build_info", "Always 1; the version label is the broker's version."), &["version"]).expect("valid metric");
+        let build_info =
+            IntGaugeVec::new(Opts::new("silt_build_info", "Always 1; the version label is the broker's version."), &["version"]).expect("valid metric");
         registry.register(Box::new(build_info.clone())).expect("unique metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let per_partition = per_partition.then(|| PartitionSeries {
-            log_start_offset: gauge(&registry, "silt_partition_log_start_offset", "A partition's log start offset (metrics.per_partition).", &["topic", "partition"]),
+            log_start_offset: gauge(
+                &registry,
+                "silt_partition_log_start_offset",
+                "A partition's log start offset (metrics.per_partition).",
+                &["topic", "partition"],
+            ),
             high_watermark: gauge(&registry, "silt_partition_high_watermark", "A partition's high watermark (metrics.per_partition).", &["topic", "partition"]),
             log_end_offset: gauge(&registry, "silt_partition_log_end_offset", "A partition's log end offset (metrics.per_partition).", &["topic", "partition"]),
-            log_size: gauge(&registry, "silt_partition_log_size_bytes", "Bytes of a partition's local log segments (metrics.per_partition).", &["topic", "partition"]),
+            log_size: gauge(
+                &registry,
+                "silt_partition_log_size_bytes",
+                "Bytes of a partition's local log segments (metrics.per_partition).",
+                &["topic", "partition"],
+            ),
         });
         let single = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
@@ -212,7 +235,8 @@ impl Metrics {
         registry.register(Box::new(partitions.clone())).expect("unique metric");
         let storage_capacity = IntGauge::new("silt_storage_capacity_bytes", "Size of the filesystem holding storage.data_dir.").expect("valid metric");
         registry.register(Box::new(storage_capacity.clone())).expect("unique metric");
-        let storage_available = IntGauge::new("silt_storage_available_bytes", "Bytes available to the broker on the filesystem holding storage.data_dir.").expect("valid metric");
+        let storage_available =
+            IntGauge::new("silt_storage_available_bytes", "Bytes available to the broker on the filesystem holding storage.data_dir.").expect("valid metric");
         registry.register(Box::new(storage_available.clone())).expect("unique metric");
         Metrics {
             requests: counter(&registry, "silt_requests_total", "Kafka requests handled, by API and API version.", &["api", "version"]),
@@ -229,15 +253,40 @@ impl Metrics {
             protocol_errors: counter(&registry, "silt_protocol_errors_total", "Connections closed for malformed or refused requests, by reason.", &["reason"]),
             log_size: gauge(&registry, "silt_log_size_bytes", "Bytes of local log segments, by topic.", &["topic"]),
             log_segments: gauge(&registry, "silt_log_segments", "Local log segments, by topic.", &["topic"]),
-            topic_log_end_offset: gauge(&registry, "silt_topic_log_end_offset", "Sum of the log end offsets of a topic's partitions (records ever written).", &["topic"]),
+            topic_log_end_offset: gauge(
+                &registry,
+                "silt_topic_log_end_offset",
+                "Sum of the log end offsets of a topic's partitions (records ever written).",
+                &["topic"],
+            ),
             actor_restarts: counter(&registry, "silt_actor_restarts_total", "Actors restarted by their supervisor after a failure, by actor kind.", &["actor"]),
             restarts_seen: AtomicU64::new(0),
-            mailbox_depth: gauge(&registry, "silt_actor_mailbox_depth", "Messages queued for or being handled by actors, summed over actors of a kind.", &["actor"]),
-            mailbox_depth_max: gauge(&registry, "silt_actor_mailbox_depth_max", "The deepest single actor mailbox (queued or being handled), by actor kind.", &["actor"]),
-            group_lag: gauge(&registry, "silt_consumer_group_lag", "High watermark minus the committed offset, by group and partition.", &["group", "topic", "partition"]),
+            mailbox_depth: gauge(
+                &registry,
+                "silt_actor_mailbox_depth",
+                "Messages queued for or being handled by actors, summed over actors of a kind.",
+                &["actor"],
+            ),
+            mailbox_depth_max: gauge(
+                &registry,
+                "silt_actor_mailbox_depth_max",
+                "The deepest single actor mailbox (queued or being handled), by actor kind.",
+                &["actor"],
+            ),
+            group_lag: gauge(
+                &registry,
+                "silt_consumer_group_lag",
+                "High watermark minus the committed offset, by group and partition.",
+                &["group", "topic", "partition"],
+            ),
             group_members: gauge(&registry, "silt_consumer_group_members", "Members of a consumer group.", &["group"]),
             groups: gauge(&registry, "silt_consumer_groups", "Consumer groups, by state.", &["state"]),
-            group_rebalances: counter(&registry, "silt_consumer_group_rebalances_total", "Rebalances completed, by group (since the group was loaded).", &["group"]),
+            group_rebalances: counter(
+                &registry,
+                "silt_consumer_group_rebalances_total",
+                "Rebalances completed, by group (since the group was loaded).",
+                &["group"],
+            ),
             tiering: TieringMetrics::new(&registry),
             request_duration,
             connections,
@@ -365,11 +414,13 @@ impl Metrics {
 
 /// The size of the filesystem holding `dir` and the bytes an unprivileged
 /// process may still write there, from statvfs(3); `None` if it fails.
+#[allow(unsafe_code, reason = "statvfs(2) has no safe wrapper in std")]
 pub(crate) fn filesystem_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs only writes into the zeroed struct we own; the path is NUL-terminated.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `stat` outlives the call.
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
         return None;
     }
@@ -400,7 +451,7 @@ mod tests {
     fn per_partition_series_exist_only_when_switched_on() {
         let names = |m: &Metrics| m.registry.gather().iter().map(|f| f.name().to_owned()).collect::<Vec<_>>();
         let off = Metrics::new();
-        off.per_partition.as_ref().map(|_| panic!("per-partition series without the switch"));
+        assert!(off.per_partition.is_none(), "per-partition series without the switch");
         assert!(!names(&off).iter().any(|n| n.starts_with("silt_partition_")));
         let on = Metrics::with_per_partition(true);
         on.per_partition.as_ref().expect("series").high_watermark.with_label_values(&["t", "0"]).set(5);

@@ -65,10 +65,7 @@ pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
 
 /// The ApiVersions entries Silt advertises.
 pub fn api_version_entries() -> Vec<ApiVersion> {
-    SUPPORTED_APIS
-        .iter()
-        .map(|&(api, min, max)| ApiVersion::default().with_api_key(api as i16).with_min_version(min).with_max_version(max))
-        .collect()
+    SUPPORTED_APIS.iter().map(|&(api, min, max)| ApiVersion::default().with_api_key(api as i16).with_min_version(min).with_max_version(max)).collect()
 }
 
 /// What to do after a request.
@@ -171,9 +168,7 @@ pub fn encode_response<R: Encodable>(api: ApiKey, version: i16, correlation_id: 
 /// format with UNSUPPORTED_VERSION and the supported list (KIP-511), so the
 /// client can retry with a version both sides speak.
 fn unsupported_api_versions(correlation_id: i32) -> Outcome {
-    let body = ApiVersionsResponse::default()
-        .with_error_code(kafka_protocol::ResponseError::UnsupportedVersion.code())
-        .with_api_keys(api_version_entries());
+    let body = ApiVersionsResponse::default().with_error_code(kafka_protocol::ResponseError::UnsupportedVersion.code()).with_api_keys(api_version_entries());
     match encode_response(ApiKey::ApiVersions, 0, correlation_id, &body) {
         Ok(frame) => Outcome::Respond(frame),
         Err(e) => close("encode_failed", e.to_string()),
@@ -239,7 +234,13 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: Option<std::
         client_id: parsed.header.client_id.as_ref().map(|c| c.to_string()),
         client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
     };
-    let span = tracing::debug_span!("request", api_key = ctx.api_name, api_version = ctx.version, correlation_id = ctx.correlation_id, client_id = ctx.client_id.as_deref().unwrap_or(""));
+    let span = tracing::debug_span!(
+        "request",
+        api_key = ctx.api_name,
+        api_version = ctx.version,
+        correlation_id = ctx.correlation_id,
+        client_id = ctx.client_id.as_deref().unwrap_or("")
+    );
     let started = Instant::now();
     let in_flight = broker.metrics.in_flight(ctx.api_name);
     let outcome = dispatch(&ctx, parsed.body).instrument(span).await;

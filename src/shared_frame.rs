@@ -47,10 +47,8 @@ unsafe impl BufMut for SharedFrame {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        let registered = (src.len() >= SHARE_MIN_BYTES)
-            .then(|| self.shared.iter().find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len()))
-            .flatten()
-            .cloned();
+        let registered =
+            (src.len() >= SHARE_MIN_BYTES).then(|| self.shared.iter().find(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len())).flatten().cloned();
         match registered {
             Some(batches) => {
                 self.written_before_current += self.current.len() + batches.len();
@@ -85,14 +83,7 @@ pub fn encode_fetch_response(version: i16, correlation_id: i32, body: &FetchResp
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = ApiKey::Fetch.response_header_version(version);
     let size = header.compute_size(header_version)? + body.compute_size(version)?;
-    let shared = body
-        .responses
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .filter_map(|p| p.records.as_ref())
-        .filter(|r| r.len() >= SHARE_MIN_BYTES)
-        .cloned()
-        .collect();
+    let shared = body.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref()).filter(|r| r.len() >= SHARE_MIN_BYTES).cloned().collect();
     let mut frame = SharedFrame { parts: Vec::new(), current: BytesMut::with_capacity(1024), written_before_current: 0, shared };
     frame.put_i32(i32::try_from(size)?);
     header.encode(&mut frame, header_version)?;

@@ -835,7 +835,9 @@ fn check_sync_group(broker: &Broker, version: i16) {
         .with_group_id(GroupId(str_bytes(&group)))
         .with_generation_id(joined.generation_id)
         .with_member_id(str_bytes(&member_id))
-        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default().with_member_id(str_bytes(&member_id)).with_assignment(Bytes::from_static(b"assigned"))]);
+        .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+            .with_member_id(str_bytes(&member_id))
+            .with_assignment(Bytes::from_static(b"assigned"))]);
     if version >= 5 {
         sync.protocol_type = Some(str_bytes("consumer"));
         sync.protocol_name = Some(str_bytes("range"));
@@ -930,11 +932,10 @@ fn check_offset_delete(broker: &Broker, m: &Matrix, version: i16) {
     let mut client = broker.client();
     let group = group_for("offset-delete", version);
     client.must(&offset_commit_request(&group, -1, "", &m.topic, 0, 1), 8);
-    let request = OffsetDeleteRequest::default().with_group_id(GroupId(str_bytes(&group))).with_topics(vec![
-        offset_delete_request::OffsetDeleteRequestTopic::default()
+    let request =
+        OffsetDeleteRequest::default().with_group_id(GroupId(str_bytes(&group))).with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()
             .with_name(topic_name(&m.topic))
-            .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)]),
-    ]);
+            .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)])]);
     let response = client.must(&request, version);
     assert_eq!(response.error_code, 0, "error {}", code_name(response.error_code));
     assert_eq!(response.topics[0].partitions[0].error_code, 0);
@@ -1157,7 +1158,10 @@ fn check_consumer_group_describe(broker: &Broker, m: &Matrix, version: i16) {
     let response = client.must(&request, version);
     let described = &response.groups[0];
     assert_eq!(described.error_code, 0, "error {}", code_name(described.error_code));
-    assert_eq!((described.group_state.as_str(), described.group_epoch, described.assignment_epoch, described.assignor_name.as_str()), ("Stable", 1, 1, "range"));
+    assert_eq!(
+        (described.group_state.as_str(), described.group_epoch, described.assignment_epoch, described.assignor_name.as_str()),
+        ("Stable", 1, 1, "range")
+    );
     assert!(described.authorized_operations > 0);
     assert_eq!(described.members.len(), 1);
     let member = &described.members[0];

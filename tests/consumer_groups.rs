@@ -137,7 +137,11 @@ fn two_members_split_revoke_commit_and_one_takes_over() {
     }
 
     // A heartbeat from the future, or from an epoch long gone, is fenced.
-    let fenced = ConsumerGroupHeartbeatRequest::default().with_group_id(GroupId(str_bytes(&group))).with_member_id(str_bytes(&b.id)).with_member_epoch(7).with_rebalance_timeout_ms(-1);
+    let fenced = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(str_bytes(&group)))
+        .with_member_id(str_bytes(&b.id))
+        .with_member_epoch(7)
+        .with_rebalance_timeout_ms(-1);
     assert_eq!(client.must(&fenced, 1).error_code, 110, "FENCED_MEMBER_EPOCH");
     assert_eq!(client.must(&fenced.with_member_epoch(1), 1).error_code, 110, "an old epoch without the right partitions is fenced too");
 
@@ -151,9 +155,10 @@ fn two_members_split_revoke_commit_and_one_takes_over() {
     assert_eq!((described.groups[0].protocol_type.as_str(), described.groups[0].members.len()), ("consumer", 2));
 
     // The members' subscription protects the topic's offsets from OffsetDelete.
-    let delete = OffsetDeleteRequest::default().with_group_id(GroupId(str_bytes(&group))).with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()
-        .with_name(topic_name(&topic))
-        .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)])]);
+    let delete =
+        OffsetDeleteRequest::default().with_group_id(GroupId(str_bytes(&group))).with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()
+            .with_name(topic_name(&topic))
+            .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)])]);
     let refused = client.must(&delete, 0);
     assert_eq!(refused.topics[0].partitions[0].error_code, 86, "GROUP_SUBSCRIBED_TO_TOPIC: error {}", code_name(refused.topics[0].partitions[0].error_code));
 
@@ -188,13 +193,18 @@ fn a_member_that_does_not_revoke_within_its_rebalance_timeout_is_removed() {
         b.beat(&mut client, &group);
         std::thread::sleep(Duration::from_millis(50)); // heartbeat pacing, with a deadline
     }
-    let fenced = ConsumerGroupHeartbeatRequest::default().with_group_id(GroupId(str_bytes(&group))).with_member_id(str_bytes(&slow.id)).with_member_epoch(1).with_rebalance_timeout_ms(-1);
+    let fenced = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(str_bytes(&group)))
+        .with_member_id(str_bytes(&slow.id))
+        .with_member_epoch(1)
+        .with_rebalance_timeout_ms(-1);
     assert_eq!(client.must(&fenced, 1).error_code, 25, "the slow member is gone: UNKNOWN_MEMBER_ID");
 }
 
 #[test]
 fn the_group_survives_a_restart_and_silent_members_expire() {
-    let mut broker = Broker::start_with(&[NO_DELAY, ("SILT_GROUPS__CONSUMER_SESSION_TIMEOUT_MS", "1000"), ("SILT_GROUPS__CONSUMER_HEARTBEAT_INTERVAL_MS", "200")]);
+    let mut broker =
+        Broker::start_with(&[NO_DELAY, ("SILT_GROUPS__CONSUMER_SESSION_TIMEOUT_MS", "1000"), ("SILT_GROUPS__CONSUMER_HEARTBEAT_INTERVAL_MS", "200")]);
     let mut client = broker.client();
     let topic = unique_topic("cg-restart");
     client.create_topic_ok(&topic, 2);

@@ -32,12 +32,8 @@ impl SmallDisk {
         let parent = tempfile::Builder::new().prefix("silt-disk-").tempdir().expect("create a mount point");
         let mount_point = parent.path().join("disk");
         std::fs::create_dir(&mount_point).expect("create the mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={DISK_BYTES}")])
-            .arg("tmpfs")
-            .arg(&mount_point)
-            .status()
-            .expect("run mount");
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={DISK_BYTES}")]).arg("tmpfs").arg(&mount_point).status().expect("run mount");
         assert!(status.success(), "mounting a {DISK_BYTES}-byte tmpfs at {} failed ({status}): this test needs root", mount_point.display());
         SmallDisk { _parent: parent, mount_point }
     }

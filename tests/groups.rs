@@ -52,16 +52,12 @@ fn member_id_for(client: &mut Client, group: &str) -> String {
 }
 
 fn sync_request(group: &str, generation: i32, member_id: &str, assignments: &[(&str, &[u8])]) -> SyncGroupRequest {
-    SyncGroupRequest::default()
-        .with_group_id(group_id(group))
-        .with_generation_id(generation)
-        .with_member_id(str_bytes(member_id))
-        .with_assignments(
-            assignments
-                .iter()
-                .map(|(m, a)| sync_group_request::SyncGroupRequestAssignment::default().with_member_id(str_bytes(m)).with_assignment(Bytes::copy_from_slice(a)))
-                .collect(),
-        )
+    SyncGroupRequest::default().with_group_id(group_id(group)).with_generation_id(generation).with_member_id(str_bytes(member_id)).with_assignments(
+        assignments
+            .iter()
+            .map(|(m, a)| sync_group_request::SyncGroupRequestAssignment::default().with_member_id(str_bytes(m)).with_assignment(Bytes::copy_from_slice(a)))
+            .collect(),
+    )
 }
 
 #[test]
@@ -195,9 +191,8 @@ fn the_offsets_topic_is_internal_and_protected() {
     let delete = DeleteTopicsRequest::default().with_topic_names(vec![topic_name("__consumer_offsets")]);
     let deleted = client.must(&delete, 4);
     assert_ne!(deleted.responses[0].error_code, 0, "clients cannot delete the offsets topic");
-    let grow = CreatePartitionsRequest::default().with_topics(vec![create_partitions_request::CreatePartitionsTopic::default()
-        .with_name(topic_name("__consumer_offsets"))
-        .with_count(4)]);
+    let grow = CreatePartitionsRequest::default()
+        .with_topics(vec![create_partitions_request::CreatePartitionsTopic::default().with_name(topic_name("__consumer_offsets")).with_count(4)]);
     let grown = client.must(&grow, 3);
     assert_ne!(grown.results[0].error_code, 0, "clients cannot change its partition count");
     assert_eq!(client.metadata(&["__consumer_offsets"], false).topics[0].partitions.len(), 3);

@@ -68,8 +68,7 @@ pub fn load(data_dir: &Path) -> Result<Option<CatalogState>, Error> {
     let path = path(data_dir);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let state: CatalogState = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Metadata(format!("{} is not a valid catalog: {e}", path.display())))?;
+            let state: CatalogState = serde_json::from_slice(&bytes).map_err(|e| Error::Metadata(format!("{} is not a valid catalog: {e}", path.display())))?;
             if state.version != CATALOG_VERSION {
                 return Err(Error::Metadata(format!("{} has unknown version {}", path.display(), state.version)));
             }

@@ -38,8 +38,5 @@ impl std::fmt::Display for TopicPartition {
 
 /// Milliseconds since the Unix epoch, the unit of Kafka timestamps.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

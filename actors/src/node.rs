@@ -189,9 +189,7 @@ impl NodeHandle {
     /// the node actor and every partition actor.
     pub async fn start(options: NodeOptions) -> Result<NodeHandle, Error> {
         let opts = options.clone();
-        let (catalog, lock, clean) = tokio::task::spawn_blocking(move || prepare_data_dir(&opts))
-            .await
-            .map_err(blocking_error)??;
+        let (catalog, lock, clean) = tokio::task::spawn_blocking(move || prepare_data_dir(&opts)).await.map_err(blocking_error)??;
         let registry = Arc::new(RwLock::new(Registry::default()));
         let restarts = Arc::new(AtomicU64::new(0));
         let threads = options.partition_threads.max(1);
@@ -304,11 +302,7 @@ impl NodeHandle {
 
     /// Archiving progress of every archived partition, for metrics.
     pub fn archive_statuses(&self) -> Vec<(TopicPartition, Arc<ArchiveStatus>)> {
-        self.read()
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.iter().map(|p| (p.tp.clone(), p.archive_status.clone())))
-            .collect()
+        self.read().topics.values().flat_map(|t| t.partitions.iter().map(|p| (p.tp.clone(), p.archive_status.clone()))).collect()
     }
 
     /// Each partition's mailbox depth (messages queued or being handled), for metrics.
@@ -318,11 +312,7 @@ impl NodeHandle {
 
     /// Watermarks of every partition, for metrics.
     pub fn partition_watermarks(&self) -> Vec<(TopicPartition, Watermarks)> {
-        self.read()
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.iter().map(|p| (p.tp.clone(), p.watermarks())))
-            .collect()
+        self.read().topics.values().flat_map(|t| t.partitions.iter().map(|p| (p.tp.clone(), p.watermarks()))).collect()
     }
 }
 
@@ -420,11 +410,7 @@ impl Node {
     }
 
     /// Writes `next` as the catalog, then runs `then` on the actor with it in place.
-    fn commit<T: 'static>(
-        &mut self,
-        next: CatalogState,
-        then: impl FnOnce(&mut Node) -> Result<T, Error> + 'static,
-    ) -> AdminFuture<T> {
+    fn commit<T: 'static>(&mut self, next: CatalogState, then: impl FnOnce(&mut Node) -> Result<T, Error> + 'static) -> AdminFuture<T> {
         let dir = self.options.data_dir.clone();
         let to_save = next.clone();
         let save = tokio::task::spawn_blocking(move || catalog::save(&dir, &to_save));
@@ -658,26 +644,17 @@ impl Handler<Shutdown> for Node {
 
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
-        let partitions: Vec<PartitionHandle> = self
-            .registry
-            .read()
-            .map(|r| r.topics.values().flat_map(|t| t.partitions.clone()).collect())
-            .unwrap_or_default();
+        let partitions: Vec<PartitionHandle> = self.registry.read().map(|r| r.topics.values().flat_map(|t| t.partitions.clone()).collect()).unwrap_or_default();
         let marker = self.options.data_dir.join(CLEAN_SHUTDOWN_FILE);
         let closing = async move {
             let results = join_all(partitions.iter().map(|p| p.ask(Close))).await;
-            let failed: Vec<String> = partitions
-                .iter()
-                .zip(results)
-                .filter_map(|(p, r)| r.err().map(|e| format!("{}: {e}", p.tp)))
-                .collect();
+            let failed: Vec<String> = partitions.iter().zip(results).filter_map(|(p, r)| r.err().map(|e| format!("{}: {e}", p.tp))).collect();
             if !failed.is_empty() {
                 // Not clean: the next start validates the logs.
                 return Err(Error::Metadata(format!("partitions failed to close: {}", failed.join("; "))));
             }
             tokio::task::spawn_blocking(move || {
-                silt_tiering::checkpoint::write_atomically(&marker, b"")
-                    .map_err(|e| Error::Metadata(format!("cannot write the clean-shutdown marker: {e}")))
+                silt_tiering::checkpoint::write_atomically(&marker, b"").map_err(|e| Error::Metadata(format!("cannot write the clean-shutdown marker: {e}")))
             })
             .await
             .map_err(blocking_error)?
@@ -756,7 +733,14 @@ mod tests {
         let p = node.partition("orders", 1).unwrap();
         p.ask(Append { records: batch(), acks: RequiredAcks::All }).await.unwrap();
         node.create_partitions(CreatePartitions { name: "orders".into(), count: 3, validate_only: false }).await.unwrap();
-        node.alter_configs(AlterTopicConfigs { name: "orders".into(), changes: vec![ConfigChange::Set("retention.ms".into(), "1000".into())], replace_all: false, validate_only: false }).await.unwrap();
+        node.alter_configs(AlterTopicConfigs {
+            name: "orders".into(),
+            changes: vec![ConfigChange::Set("retention.ms".into(), "1000".into())],
+            replace_all: false,
+            validate_only: false,
+        })
+        .await
+        .unwrap();
         let first_pid = node.allocate_producer_id().await.unwrap();
         node.shutdown().await.unwrap();
         let cluster_id = node.cluster_id.clone();

@@ -42,17 +42,41 @@ pub struct ConfigKey {
 /// Every topic config Silt accepts. An unknown key is refused, as Kafka does.
 pub const KEYS: &[ConfigKey] = &[
     ConfigKey { name: "cleanup.policy", config_type: ConfigType::List, doc: "Retention policy for old segments: only \"delete\" is supported." },
-    ConfigKey { name: "compression.type", config_type: ConfigType::String, doc: "Batches are stored as the producer compressed them: only \"producer\" is supported." },
+    ConfigKey {
+        name: "compression.type",
+        config_type: ConfigType::String,
+        doc: "Batches are stored as the producer compressed them: only \"producer\" is supported.",
+    },
     ConfigKey { name: "flush.messages", config_type: ConfigType::Long, doc: "fsync the log after this many messages; 1 fsyncs before every acknowledgement." },
     ConfigKey { name: "flush.ms", config_type: ConfigType::Long, doc: "fsync the log when the oldest unflushed write is this many milliseconds old." },
-    ConfigKey { name: "local.retention.bytes", config_type: ConfigType::Long, doc: "Delete archived local segments while the local log is larger than this; -2 follows retention.bytes, -1 is unbounded." },
-    ConfigKey { name: "local.retention.ms", config_type: ConfigType::Long, doc: "Delete archived local segments older than this; -2 follows retention.ms, -1 is unbounded." },
+    ConfigKey {
+        name: "local.retention.bytes",
+        config_type: ConfigType::Long,
+        doc: "Delete archived local segments while the local log is larger than this; -2 follows retention.bytes, -1 is unbounded.",
+    },
+    ConfigKey {
+        name: "local.retention.ms",
+        config_type: ConfigType::Long,
+        doc: "Delete archived local segments older than this; -2 follows retention.ms, -1 is unbounded.",
+    },
     ConfigKey { name: "index.interval.bytes", config_type: ConfigType::Int, doc: "Bytes of batches between two offset-index entries." },
     ConfigKey { name: "max.message.bytes", config_type: ConfigType::Int, doc: "The largest record batch accepted, in bytes." },
-    ConfigKey { name: "message.timestamp.type", config_type: ConfigType::String, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's clock." },
+    ConfigKey {
+        name: "message.timestamp.type",
+        config_type: ConfigType::String,
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's clock.",
+    },
     ConfigKey { name: "min.insync.replicas", config_type: ConfigType::Int, doc: "Replicas that must be in sync for an acks=all produce to succeed." },
-    ConfigKey { name: "remote.storage.enable", config_type: ConfigType::Boolean, doc: "Archive sealed segments to object storage as Parquet (when the broker has an archive)." },
-    ConfigKey { name: "retention.bytes", config_type: ConfigType::Long, doc: "Delete the oldest segments while a partition is larger than this; -1 is unbounded." },
+    ConfigKey {
+        name: "remote.storage.enable",
+        config_type: ConfigType::Boolean,
+        doc: "Archive sealed segments to object storage as Parquet (when the broker has an archive).",
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        config_type: ConfigType::Long,
+        doc: "Delete the oldest segments while a partition is larger than this; -1 is unbounded.",
+    },
     ConfigKey { name: "retention.ms", config_type: ConfigType::Long, doc: "Delete segments whose newest record is older than this; -1 is unbounded." },
     ConfigKey { name: "segment.bytes", config_type: ConfigType::Int, doc: "Roll to a new segment file at this size." },
     ConfigKey { name: "segment.ms", config_type: ConfigType::Long, doc: "Roll to a new segment when the active one is this old." },
@@ -105,11 +129,7 @@ pub fn validate(key: &str, value: &str) -> Result<(), Error> {
         "flush.ms" => parse_i64(key, value, 0, i64::MAX).map(drop),
         "max.message.bytes" | "index.interval.bytes" => parse_i64(key, value, 0, i32::MAX as i64).map(drop),
         "min.insync.replicas" => parse_i64(key, value, 1, i32::MAX as i64).map(drop),
-        _ => Err(Error::InvalidConfig {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            reason: "unknown topic config".into(),
-        }),
+        _ => Err(Error::InvalidConfig { key: key.to_owned(), value: value.to_owned(), reason: "unknown topic config".into() }),
     }
 }
 
@@ -184,11 +204,7 @@ impl TopicConfigs {
         KEYS.iter()
             .map(|key| {
                 let overridden = self.get(key.name);
-                DescribedConfig {
-                    key,
-                    value: overridden.map_or_else(|| default_value(key.name, defaults), str::to_owned),
-                    is_default: overridden.is_none(),
-                }
+                DescribedConfig { key, value: overridden.map_or_else(|| default_value(key.name, defaults), str::to_owned), is_default: overridden.is_none() }
             })
             .collect()
     }

@@ -141,9 +141,5 @@ impl Connection {
 
 /// Fails with `UnknownTopic` unless `metadata` lists `topic`.
 pub fn require_topic<'m>(metadata: &'m Metadata, topic: &str) -> Result<&'m rdkafka::metadata::MetadataTopic, CliError> {
-    metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .ok_or_else(|| CliError::UnknownTopic { topic: topic.to_owned() })
+    metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).ok_or_else(|| CliError::UnknownTopic { topic: topic.to_owned() })
 }

@@ -14,6 +14,7 @@ pub enum ClusterCommand {
     },
 }
 
+#[allow(unsafe_code, reason = "rdkafka has no safe wrapper for rd_kafka_controllerid")]
 pub fn run(command: ClusterCommand) -> Result<(), CliError> {
     let ClusterCommand::Describe { connection } = command;
     let admin = connection.admin()?;

@@ -151,7 +151,13 @@ pub fn run(args: ConsumeArgs) -> Result<(), CliError> {
 }
 
 /// Each partition's first offset at or after `ms` (its end when there is none).
-fn by_time(consumer: &BaseConsumer<super::client::Context>, connection: &Connection, topic: &str, partitions: &[i32], ms: i64) -> Result<TopicPartitionList, CliError> {
+fn by_time(
+    consumer: &BaseConsumer<super::client::Context>,
+    connection: &Connection,
+    topic: &str,
+    partitions: &[i32],
+    ms: i64,
+) -> Result<TopicPartitionList, CliError> {
     let mut query = TopicPartitionList::new();
     for p in partitions {
         query.add_partition_offset(topic, *p, Offset::Offset(ms)).map_err(CliError::kafka("build the partition list"))?;
@@ -204,10 +210,8 @@ fn json_bytes(bytes: Option<&[u8]>) -> serde_json::Value {
 }
 
 fn json_line(m: &BorrowedMessage<'_>) -> Vec<u8> {
-    let headers: Vec<serde_json::Value> = m
-        .headers()
-        .map(|h| h.iter().map(|h| serde_json::json!({ "key": h.key, "value": json_bytes(h.value) })).collect())
-        .unwrap_or_default();
+    let headers: Vec<serde_json::Value> =
+        m.headers().map(|h| h.iter().map(|h| serde_json::json!({ "key": h.key, "value": json_bytes(h.value) })).collect()).unwrap_or_default();
     let record = serde_json::json!({
         "topic": m.topic(),
         "partition": m.partition(),

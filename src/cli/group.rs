@@ -111,7 +111,10 @@ pub fn run(command: GroupCommand) -> Result<(), CliError> {
                     Ok(name) => println!("deleted group {name}"),
                     Err((name, RDKafkaErrorCode::GroupIdNotFound)) => return Err(CliError::UnknownGroup { group: name }),
                     Err((name, RDKafkaErrorCode::NonEmptyGroup)) => {
-                        return Err(CliError::Refused { action: format!("delete group {name:?}"), reason: "it still has active members; stop them first".into() })
+                        return Err(CliError::Refused {
+                            action: format!("delete group {name:?}"),
+                            reason: "it still has active members; stop them first".into(),
+                        })
                     }
                     Err((name, code)) => return Err(CliError::Refused { action: format!("delete group {name:?}"), reason: code.to_string() }),
                 }
@@ -158,7 +161,12 @@ struct Member {
 
 /// Committed offsets of `group` for every partition of `topics` (partitions
 /// without a commit are left out).
-fn committed(consumer: &BaseConsumer<Context>, connection: &Connection, group: &str, topics: &[(String, Vec<i32>)]) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+fn committed(
+    consumer: &BaseConsumer<Context>,
+    connection: &Connection,
+    group: &str,
+    topics: &[(String, Vec<i32>)],
+) -> Result<BTreeMap<(String, i32), i64>, CliError> {
     let mut tpl = TopicPartitionList::new();
     for (topic, partitions) in topics {
         for p in partitions {
@@ -201,12 +209,22 @@ fn describe(connection: &Connection, group: &str) -> Result<(), CliError> {
     keys.extend(owner.keys().filter(|k| !offsets.contains_key(*k)).cloned());
     keys.sort();
     for key in keys {
-        let (_, high) = consumer.fetch_watermarks(&key.0, key.1, connection.timeout).map_err(CliError::kafka(format!("read the offsets of {}/{}", key.0, key.1)))?;
+        let (_, high) =
+            consumer.fetch_watermarks(&key.0, key.1, connection.timeout).map_err(CliError::kafka(format!("read the offsets of {}/{}", key.0, key.1)))?;
         let committed = offsets.get(&key);
         let lag = committed.map(|c| (high - c).max(0));
         total_lag += lag.unwrap_or(0);
         let (member, client, host) = owner.get(&key).map_or(("-".into(), "-".into(), "-".into()), |m| (m.id.clone(), m.client_id.clone(), m.host.clone()));
-        rows.push(vec![key.0.clone(), key.1.to_string(), committed.map_or("-".into(), i64::to_string), high.to_string(), lag.map_or("-".into(), |l| l.to_string()), member, client, host]);
+        rows.push(vec![
+            key.0.clone(),
+            key.1.to_string(),
+            committed.map_or("-".into(), i64::to_string),
+            high.to_string(),
+            lag.map_or("-".into(), |l| l.to_string()),
+            member,
+            client,
+            host,
+        ]);
     }
     print_table(&rows);
     println!("total lag {total_lag}");
@@ -222,7 +240,7 @@ fn reset_offsets(connection: &Connection, group: &str, topics: &[String], only: 
     let mut chosen: Vec<(String, Vec<i32>)> = Vec::new();
     for topic in topics {
         let all: Vec<i32> = require_topic(&metadata, topic)?.partitions().iter().map(|p| p.id()).collect();
-        for p in only.iter().filter(|p| !all.contains(p)) {
+        if let Some(p) = only.iter().find(|p| !all.contains(p)) {
             return Err(CliError::BadArgument(format!("topic {topic} has no partition {p}")));
         }
         chosen.push((topic.clone(), if only.is_empty() { all } else { only.to_vec() }));

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-
 /// The operator commands (everything but `broker`).
 #[derive(Subcommand)]
 pub enum Command {
@@ -137,10 +136,7 @@ fn parse_time_ms(s: &str) -> Result<i64, String> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?;
         return Ok(now.saturating_sub(ago).as_millis() as i64);
     }
-    s.parse::<i64>()
-        .ok()
-        .filter(|ms| *ms >= 0)
-        .ok_or_else(|| format!("expected milliseconds since the epoch or a time ago like -1h, got {s:?}"))
+    s.parse::<i64>().ok().filter(|ms| *ms >= 0).ok_or_else(|| format!("expected milliseconds since the epoch or a time ago like -1h, got {s:?}"))
 }
 
 /// Prints rows as left-aligned columns, the first row being the header.

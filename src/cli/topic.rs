@@ -175,10 +175,8 @@ fn describe(connection: &Connection, topic: &str, all_configs: bool) -> Result<(
     let mut partitions: Vec<_> = described.partitions().iter().collect();
     partitions.sort_by_key(|p| p.id());
     for p in partitions {
-        let (low, high) = admin
-            .inner()
-            .fetch_watermarks(topic, p.id(), connection.timeout)
-            .map_err(CliError::kafka(format!("read the offsets of {topic}/{}", p.id())))?;
+        let (low, high) =
+            admin.inner().fetch_watermarks(topic, p.id(), connection.timeout).map_err(CliError::kafka(format!("read the offsets of {topic}/{}", p.id())))?;
         rows.push(vec![p.id().to_string(), p.leader().to_string(), ids(p.replicas()), ids(p.isr()), low.to_string(), high.to_string()]);
     }
     print_table(&rows);
@@ -212,6 +210,7 @@ fn describe(connection: &Connection, topic: &str, all_configs: bool) -> Result<(
 /// Owns a librdkafka object and destroys it when dropped.
 struct Owned<T>(*mut T, unsafe extern "C" fn(*mut T));
 
+#[allow(unsafe_code, reason = "destroys a librdkafka object through its C destructor")]
 impl<T> Drop for Owned<T> {
     fn drop(&mut self) {
         if !self.0.is_null() {
@@ -231,7 +230,14 @@ fn c_string(what: &str, s: &str) -> Result<CString, CliError> {
 /// resource's whole config set (overrides not named are removed) and is
 /// deprecated in Kafka, so this calls librdkafka's `rd_kafka_IncrementalAlterConfigs`
 /// directly. All unsafe code of the CLI is in this function.
-fn incremental_alter_configs(admin: &AdminClient<Context>, connection: &Connection, topic: &str, set: &[(String, String)], delete: &[String]) -> Result<(), CliError> {
+#[allow(unsafe_code, reason = "rdkafka 0.39 does not wrap IncrementalAlterConfigs")]
+fn incremental_alter_configs(
+    admin: &AdminClient<Context>,
+    connection: &Connection,
+    topic: &str,
+    set: &[(String, String)],
+    delete: &[String],
+) -> Result<(), CliError> {
     let action = format!("alter the configs of topic {topic:?}");
     let rk = admin.inner().native_ptr();
     let name = c_string("a topic name", topic)?;
@@ -247,7 +253,8 @@ fn incremental_alter_configs(admin: &AdminClient<Context>, connection: &Connecti
     // outlives the call, or a NUL-terminated CString that outlives it; results
     // are read before their event is destroyed.
     unsafe {
-        let resource = Owned(rd::rd_kafka_ConfigResource_new(rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC, name.as_ptr()), rd::rd_kafka_ConfigResource_destroy);
+        let resource =
+            Owned(rd::rd_kafka_ConfigResource_new(rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC, name.as_ptr()), rd::rd_kafka_ConfigResource_destroy);
         for (k, v, op) in &ops {
             let error = rd::rd_kafka_ConfigResource_add_incremental_config(resource.0, k.as_ptr(), *op, v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()));
             if !error.is_null() {
@@ -256,7 +263,8 @@ fn incremental_alter_configs(admin: &AdminClient<Context>, connection: &Connecti
                 return Err(CliError::BadArgument(format!("cannot alter {}: {reason}", k.to_string_lossy())));
             }
         }
-        let options = Owned(rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS), rd::rd_kafka_AdminOptions_destroy);
+        let options =
+            Owned(rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_INCREMENTALALTERCONFIGS), rd::rd_kafka_AdminOptions_destroy);
         let mut errstr = [0 as std::os::raw::c_char; 256];
         rd::rd_kafka_AdminOptions_set_request_timeout(options.0, timeout_ms, errstr.as_mut_ptr(), errstr.len());
         let queue = Owned(rd::rd_kafka_queue_new(rk), rd::rd_kafka_queue_destroy);
@@ -281,11 +289,8 @@ fn incremental_alter_configs(admin: &AdminClient<Context>, connection: &Connecti
             let r = *answered.add(i);
             if rd::rd_kafka_ConfigResource_error(r) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 let text = rd::rd_kafka_ConfigResource_error_string(r);
-                let reason = if text.is_null() {
-                    format!("{:?}", rd::rd_kafka_ConfigResource_error(r))
-                } else {
-                    CStr::from_ptr(text).to_string_lossy().into_owned()
-                };
+                let reason =
+                    if text.is_null() { format!("{:?}", rd::rd_kafka_ConfigResource_error(r)) } else { CStr::from_ptr(text).to_string_lossy().into_owned() };
                 return Err(CliError::Refused { action, reason });
             }
         }

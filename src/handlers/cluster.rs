@@ -12,9 +12,8 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let broker = &ctx.broker;
-    let mut response = DescribeClusterResponse::default()
-        .with_cluster_id(wire(broker.node.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node.node_id));
+    let mut response =
+        DescribeClusterResponse::default().with_cluster_id(wire(broker.node.cluster_id.clone())).with_controller_id(BrokerId(broker.node.node_id));
     if ctx.version >= 1 {
         response.endpoint_type = request.endpoint_type;
         if request.endpoint_type != ENDPOINT_TYPE_BROKERS {

@@ -47,7 +47,11 @@ pub async fn describe(ctx: &RequestContext, request: DescribeConfigsRequest) -> 
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn describe_resource(ctx: &RequestContext, request: &DescribeConfigsRequest, resource: &describe_configs_request::DescribeConfigsResource) -> DescribeConfigsResult {
+fn describe_resource(
+    ctx: &RequestContext,
+    request: &DescribeConfigsRequest,
+    resource: &describe_configs_request::DescribeConfigsResource,
+) -> DescribeConfigsResult {
     let node = &ctx.broker.node;
     let mut out = DescribeConfigsResult::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
     let wanted = |name: &str| resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
@@ -92,11 +96,8 @@ fn describe_resource(ctx: &RequestContext, request: &DescribeConfigsRequest, res
                 out.error_message = Some(wire(format!("this is broker {}, not {name}", node.node_id)));
                 return out;
             }
-            out.configs = broker_configs(ctx)
-                .into_iter()
-                .filter(|(k, ..)| wanted(k))
-                .map(|(k, v, t, doc)| entry(k, v, SOURCE_STATIC_BROKER, true, t, doc))
-                .collect();
+            out.configs =
+                broker_configs(ctx).into_iter().filter(|(k, ..)| wanted(k)).map(|(k, v, t, doc)| entry(k, v, SOURCE_STATIC_BROKER, true, t, doc)).collect();
         }
         other => {
             out.error_code = ctx.count(ResponseError::InvalidRequest.code());

@@ -128,10 +128,7 @@ fn describe_assignment(ctx: &RequestContext, assignment: &Assignment) -> describ
         .iter()
         .map(|(id, parts)| {
             let name = ctx.broker.node.topic_name(*id).map(|n| n.to_string()).unwrap_or_default();
-            describe_response::TopicPartitions::default()
-                .with_topic_id(*id)
-                .with_topic_name(topic_name(&name))
-                .with_partitions(parts.iter().copied().collect())
+            describe_response::TopicPartitions::default().with_topic_id(*id).with_topic_name(topic_name(&name)).with_partitions(parts.iter().copied().collect())
         })
         .collect();
     describe_response::Assignment::default().with_topic_partitions(topic_partitions)

@@ -56,10 +56,8 @@ pub async fn commit(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
             .collect();
         checked.push((name, partitions));
     }
-    let valid: Vec<(TopicPartition, Committed)> = checked
-        .iter()
-        .flat_map(|(name, parts)| parts.iter().filter_map(move |(p, r)| r.as_ref().ok().map(|c| (tp(name, *p), c.clone()))))
-        .collect();
+    let valid: Vec<(TopicPartition, Committed)> =
+        checked.iter().flat_map(|(name, parts)| parts.iter().filter_map(move |(p, r)| r.as_ref().ok().map(|c| (tp(name, *p), c.clone())))).collect();
     let group_result: Result<(), i16> = if valid.is_empty() {
         Ok(())
     } else {
@@ -177,7 +175,8 @@ pub async fn fetch(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetF
                 .into_iter()
                 .map(|(p, c)| {
                     let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 0 });
-                    let mut out = OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(c.offset).with_metadata(Some(wire(c.metadata)));
+                    let mut out =
+                        OffsetFetchResponsePartition::default().with_partition_index(p).with_committed_offset(c.offset).with_metadata(Some(wire(c.metadata)));
                     if with_epoch {
                         out.committed_leader_epoch = c.leader_epoch;
                     }

@@ -38,11 +38,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     let node = &ctx.broker.node;
     let metrics = &ctx.broker.metrics;
     let topics = join_all(request.topic_data.into_iter().map(|topic| async move {
-        let name = if ctx.version >= TOPIC_IDS_SINCE_VERSION {
-            node.topic_name(topic.topic_id).map(|n| n.to_string())
-        } else {
-            Some(topic.name.0.to_string())
-        };
+        let name = if ctx.version >= TOPIC_IDS_SINCE_VERSION { node.topic_name(topic.topic_id).map(|n| n.to_string()) } else { Some(topic.name.0.to_string()) };
         let partitions = join_all(topic.partition_data.into_iter().map(|p| {
             let name = name.clone();
             async move {

@@ -1,9 +1,9 @@
 //! CreateTopics, DeleteTopics and CreatePartitions.
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::*;
 use silt_actors::node::{CreatePartitions, CreateTopic};
 
@@ -29,11 +29,7 @@ pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
             results.push(out);
             continue;
         }
-        let configs: Vec<(String, String)> = topic
-            .configs
-            .iter()
-            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
-            .collect();
+        let configs: Vec<(String, String)> = topic.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
         let created = node
             .create_topic(CreateTopic {
                 name: name.clone(),
@@ -46,7 +42,8 @@ pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
         match created {
             Ok(view) => {
                 out.topic_id = view.id;
-                out.num_partitions = if request.validate_only { partitions.filter(|&n| n > 0).unwrap_or(node.default_partitions) } else { view.partitions.len() as i32 };
+                out.num_partitions =
+                    if request.validate_only { partitions.filter(|&n| n > 0).unwrap_or(node.default_partitions) } else { view.partitions.len() as i32 };
                 out.replication_factor = 1;
                 if ctx.version >= 5 {
                     let described = view.configs.describe(&node.topic_defaults);

@@ -66,10 +66,7 @@ pub fn end_to_end(args: &EndToEndArgs) -> anyhow::Result<Report> {
     }
     let partitions = args.target.ensure_topic()?;
     // librdkafka assigns partitions only to a consumer with a group id; nothing is committed.
-    let consumer_config = args.target.config_with(&[
-        ("group.id", format!("silt-perf-e2e-{}", std::process::id())),
-        ("enable.auto.commit", "false".into()),
-    ])?;
+    let consumer_config = args.target.config_with(&[("group.id", format!("silt-perf-e2e-{}", std::process::id())), ("enable.auto.commit", "false".into())])?;
     let consumer: BaseConsumer = consumer_config.create().context("creating a consumer")?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -141,13 +138,7 @@ fn send(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRec
     }
 }
 
-fn receive(
-    consumer: &BaseConsumer,
-    meter: &Arc<Meter>,
-    warm: &AtomicBool,
-    origin: std::sync::mpsc::Receiver<Instant>,
-    records: u64,
-) -> anyhow::Result<()> {
+fn receive(consumer: &BaseConsumer, meter: &Arc<Meter>, warm: &AtomicBool, origin: std::sync::mpsc::Receiver<Instant>, records: u64) -> anyhow::Result<()> {
     let mut local = latency_histogram();
     let mut last = Instant::now();
     let mut received = 0u64;
@@ -169,7 +160,7 @@ fn receive(
                 record_latency(&mut local, origin.elapsed().saturating_sub(Duration::from_nanos(sent)));
                 meter.add(1, message.payload_len() as u64);
                 received += 1;
-                if received % 1000 == 0 {
+                if received.is_multiple_of(1000) {
                     meter.add_latencies(&local);
                     local.reset();
                 }

@@ -9,7 +9,8 @@
 //! for when it gives up.
 //!
 //! Each integration-test crate uses a different subset of these helpers.
-#![allow(dead_code)] // shared by several test crates, each using a subset
+#![allow(dead_code, reason = "shared by several test crates, each using a subset")]
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -109,7 +109,7 @@ fn log_read(c: &mut Criterion) {
         let mut appends = 0u64;
         b.iter(|| {
             appends += 1;
-            if appends % 1024 == 0 {
+            if appends.is_multiple_of(1024) {
                 let leo = log.log_end_offset();
                 log.set_high_watermark(leo);
                 log.enforce_retention(0).expect("retention");

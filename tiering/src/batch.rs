@@ -143,14 +143,8 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     if header.total_len() != batch.len() {
         return Err(BatchError::Truncated { needed: header.total_len(), available: batch.len() });
     }
-    if header.records_count < 0
-        || header.last_offset_delta < 0
-        || (header.records_count > 0 && header.records_count - 1 != header.last_offset_delta)
-    {
-        return Err(BatchError::InvalidRecordCount {
-            records_count: header.records_count,
-            last_offset_delta: header.last_offset_delta,
-        });
+    if header.records_count < 0 || header.last_offset_delta < 0 || (header.records_count > 0 && header.records_count - 1 != header.last_offset_delta) {
+        return Err(BatchError::InvalidRecordCount { records_count: header.records_count, last_offset_delta: header.last_offset_delta });
     }
     let computed = compute_crc(batch);
     if computed != header.crc {
@@ -307,8 +301,8 @@ fn undecodable(reason: impl Into<String>) -> BatchError {
 
 /// The records section of a batch, decompressed.
 fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, BatchError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
     use bytes::Buf;
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
     let mut section = batch.slice(HEADER_LEN..header.total_len());
     // kafka-protocol's decompressors hand the plain bytes to a callback.
     let take = |b: &mut Bytes| -> anyhow::Result<Bytes> { Ok(b.copy_to_bytes(b.remaining())) };
@@ -421,7 +415,9 @@ fn put_nullable_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 /// fields, computing its length, record count and CRC. Record offsets and
 /// timestamps are stored as deltas from the batch's base offset and base timestamp.
 pub fn encode_batch(fields: &BatchFields, records: &[Record]) -> Bytes {
-    let mut out = Vec::with_capacity(HEADER_LEN + records.iter().map(|r| 16 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        HEADER_LEN + records.iter().map(|r| 16 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)).sum::<usize>(),
+    );
     out.resize(HEADER_LEN, 0);
     let mut record = Vec::new();
     for r in records {
@@ -516,9 +512,7 @@ pub fn decode_key_values(batches: &Bytes) -> Result<Vec<KeyValue>, BatchError> {
 pub(crate) mod tests {
     use super::*;
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     use proptest::prelude::*;
 
     /// Builds a real batch with kafka-protocol's encoder (a client's view).
@@ -526,14 +520,7 @@ pub(crate) mod tests {
         make_idempotent_batch(n, ts0, compression, -1, -1, -1)
     }
 
-    pub(crate) fn make_idempotent_batch(
-        n: usize,
-        ts0: i64,
-        compression: Compression,
-        producer_id: i64,
-        producer_epoch: i16,
-        base_sequence: i32,
-    ) -> Bytes {
+    pub(crate) fn make_idempotent_batch(n: usize, ts0: i64, compression: Compression, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Bytes {
         let records: Vec<WireRecord> = (0..n)
             .map(|i| WireRecord {
                 transactional: false,
@@ -549,14 +536,11 @@ pub(crate) mod tests {
                 timestamp: ts0 + i as i64,
                 key: Some(Bytes::from(format!("key-{i}"))),
                 value: Some(Bytes::from(format!("value-{i}"))),
-                headers: [(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"v")))]
-                    .into_iter()
-                    .collect(),
+                headers: [(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"v")))].into_iter().collect(),
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-            .expect("encode");
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).expect("encode");
         buf.freeze()
     }
 
@@ -630,17 +614,19 @@ pub(crate) mod tests {
         assert_eq!(decoded[2].offset, 12);
     }
 
+    /// A record flattened for comparison: offset, timestamp, key, value, headers.
+    type FlatRecord = (i64, i64, Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>);
+    /// A generated record: key, value, headers, timestamp delta.
+    type ArbitraryRecord = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>, i64);
+
     /// Records as a third-party encoder sees them, for cross-checking.
-    fn third_party_records(batch: &Bytes) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>)> {
+    fn third_party_records(batch: &Bytes) -> Vec<FlatRecord> {
         let mut buf = batch.clone();
         let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).expect("third-party decode");
-        set.records
-            .into_iter()
-            .map(|r| (r.offset, r.timestamp, r.key, r.value, r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
-            .collect()
+        set.records.into_iter().map(|r| (r.offset, r.timestamp, r.key, r.value, r.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).collect()
     }
 
-    fn ours(decoded: &DecodedBatch) -> Vec<(i64, i64, Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>)> {
+    fn ours(decoded: &DecodedBatch) -> Vec<FlatRecord> {
         decoded
             .records
             .iter()
@@ -688,7 +674,7 @@ pub(crate) mod tests {
         assert_eq!(decode_records(&rebuilt).unwrap().records, decoded.records);
     }
 
-    fn arbitrary_record() -> impl Strategy<Value = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>, i64)> {
+    fn arbitrary_record() -> impl Strategy<Value = ArbitraryRecord> {
         (
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),

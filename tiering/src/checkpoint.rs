@@ -38,10 +38,7 @@ impl OffsetCheckpoint {
 
     pub fn read(&self) -> Result<Option<i64>, LogError> {
         match fs::read_to_string(&self.path) {
-            Ok(text) => text.trim().parse::<i64>().map(Some).map_err(|e| LogError::CorruptCheckpoint {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            }),
+            Ok(text) => text.trim().parse::<i64>().map(Some).map_err(|e| LogError::CorruptCheckpoint { path: self.path.clone(), reason: e.to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(LogError::Io { path: self.path.clone(), source }),
         }

@@ -384,8 +384,7 @@ impl PartitionLog {
         let full = active.size() + incoming_bytes > self.config.segment_bytes;
         let old = active.first_batch_timestamp().is_some_and(|ts| now_ms.saturating_sub(ts) > self.config.segment_ms as i64);
         // Relative offsets and positions in the index are 32-bit.
-        let index_limit = self.log_end_offset() - active.base_offset() >= i64::from(u32::MAX)
-            || active.size() + incoming_bytes > u64::from(u32::MAX);
+        let index_limit = self.log_end_offset() - active.base_offset() >= i64::from(u32::MAX) || active.size() + incoming_bytes > u64::from(u32::MAX);
         full || old || index_limit
     }
 

@@ -91,11 +91,7 @@ impl ProducerStateTable {
             return Err(LogError::InvalidProducerEpoch { producer_id: pid, epoch, current_epoch: entry.epoch });
         }
         if epoch > entry.epoch {
-            return if first == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(LogError::OutOfOrderSequence { producer_id: pid, sequence: first, expected: 0 })
-            };
+            return if first == 0 { Ok(SequenceCheck::Append) } else { Err(LogError::OutOfOrderSequence { producer_id: pid, sequence: first, expected: 0 }) };
         }
         let last = header.last_sequence();
         if let Some(seen) = entry.batches.iter().find(|b| b.first_sequence == first && b.last_sequence == last) {

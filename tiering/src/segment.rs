@@ -62,12 +62,7 @@ impl Segment {
     /// Creates a new empty segment file.
     pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> Result<Segment, LogError> {
         let path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(LogError::io(&path))?;
+        let file = OpenOptions::new().read(true).append(true).create_new(true).open(&path).map_err(LogError::io(&path))?;
         crate::checkpoint::sync_dir(dir)?;
         Ok(Segment::empty(dir, base_offset, file, index_interval_bytes))
     }
@@ -92,12 +87,7 @@ impl Segment {
     /// Opens an existing segment. With `recover`, every batch is validated
     /// (CRC included) and the file is cut at the first invalid one: the tail a
     /// crash or torn write left behind. Without it, only headers are read.
-    pub fn open(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u64,
-        recover: bool,
-    ) -> Result<(Segment, ScanReport), LogError> {
+    pub fn open(dir: &Path, base_offset: i64, index_interval_bytes: u64, recover: bool) -> Result<(Segment, ScanReport), LogError> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new().read(true).append(true).open(&path).map_err(LogError::io(&path))?;
         let mut segment = Segment::empty(dir, base_offset, file, index_interval_bytes);
@@ -401,6 +391,7 @@ impl Segment {
 
 /// Reads exactly `len` bytes at `offset` into a new buffer without zeroing it
 /// first: zeroing a fetch's buffer cost as much CPU as the read itself.
+#[allow(unsafe_code, reason = "pread into spare capacity avoids zeroing a buffer the kernel overwrites")]
 fn read_exact_at_uninit(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
     use std::os::fd::AsRawFd;
     let mut buf: Vec<u8> = Vec::with_capacity(len);

@@ -30,9 +30,9 @@ use tokio::sync::{oneshot, watch};
 
 use super::consumer::{self, ConsumerGroup, HeartbeatAnswer};
 use super::error::GroupError;
-use super::GroupType;
 use super::offsets::{Committed, Offsets, OffsetsRecord, StoredGroup, StoredMember};
 use super::state::{GroupState, JoinOutcome, JoinRequest, JoinResult, Limits, Member, Phase};
+use super::GroupType;
 use crate::error::Error;
 use crate::partition::{Append, RequiredAcks};
 use crate::{now_ms, PartitionHandle, TopicPartition};
@@ -191,7 +191,14 @@ fn not_available(group_id: &str) -> GroupError {
 
 impl GroupActor {
     /// A group, possibly restored from the offsets topic.
-    pub fn new(group_id: String, stored: Option<StoredGroup>, offsets: Offsets, timers: GroupTimers, log: PartitionHandle, summary: watch::Sender<GroupSummary>) -> GroupActor {
+    pub fn new(
+        group_id: String,
+        stored: Option<StoredGroup>,
+        offsets: Offsets,
+        timers: GroupTimers,
+        log: PartitionHandle,
+        summary: watch::Sender<GroupSummary>,
+    ) -> GroupActor {
         let mut state = GroupState::new(group_id, timers.limits);
         let mut consumer = None;
         if let Some(mut stored) = stored {
@@ -572,7 +579,14 @@ impl Handler<Sync> for GroupActor {
 
     fn handle(&mut self, msg: Sync, ctx: &mut Context<Self>) -> Self::Result {
         let before = self.state.phase;
-        let result = self.state.sync(&msg.member_id, msg.instance_id.as_deref(), msg.generation_id, msg.protocol_type.as_deref(), msg.protocol_name.as_deref(), msg.assignments);
+        let result = self.state.sync(
+            &msg.member_id,
+            msg.instance_id.as_deref(),
+            msg.generation_id,
+            msg.protocol_type.as_deref(),
+            msg.protocol_name.as_deref(),
+            msg.assignments,
+        );
         let reply = match result {
             Err(e) => now(Err(e)),
             Ok(answers) => {
@@ -613,7 +627,9 @@ impl Handler<Leave> for GroupActor {
             (Some(instance), _) => match self.state.member_for_instance(instance) {
                 Some(id) if msg.member_id.is_empty() || id == msg.member_id => id.to_owned(),
                 Some(_) => {
-                    return Err(GroupError::FencedInstanceId { group_id: self.state.group_id.clone(), instance_id: instance.clone(), member_id: msg.member_id }.into())
+                    return Err(
+                        GroupError::FencedInstanceId { group_id: self.state.group_id.clone(), instance_id: instance.clone(), member_id: msg.member_id }.into()
+                    )
                 }
                 None => return Err(GroupError::UnknownMemberId { group_id: self.state.group_id.clone(), member_id: msg.member_id }.into()),
             },
@@ -660,10 +676,13 @@ impl Handler<FetchOffsets> for GroupActor {
     fn handle(&mut self, msg: FetchOffsets, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(match msg.0 {
             None => self.offsets.iter().map(|(tp, c)| (tp.clone(), Some(c.clone()))).collect(),
-            Some(partitions) => partitions.into_iter().map(|tp| {
-                let c = self.offsets.get(&tp).cloned();
-                (tp, c)
-            }).collect(),
+            Some(partitions) => partitions
+                .into_iter()
+                .map(|tp| {
+                    let c = self.offsets.get(&tp).cloned();
+                    (tp, c)
+                })
+                .collect(),
         })
     }
 }
@@ -730,7 +749,8 @@ impl Handler<DeleteGroup> for GroupActor {
         if let Some(e) = refusal {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e.into()))));
         }
-        let mut records: Vec<OffsetsRecord> = self.offsets.keys().map(|tp| OffsetsRecord::Offset { group: group.clone(), tp: tp.clone(), committed: None }).collect();
+        let mut records: Vec<OffsetsRecord> =
+            self.offsets.keys().map(|tp| OffsetsRecord::Offset { group: group.clone(), tp: tp.clone(), committed: None }).collect();
         records.push(OffsetsRecord::Group { group: group.clone(), value: None });
         AtomicResponse::new(Box::pin(self.append(records).into_actor(self).map(move |result, act, _| {
             result?;

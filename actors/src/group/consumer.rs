@@ -289,7 +289,11 @@ impl ConsumerGroup {
                     return Ok(());
                 }
                 Some((old, _)) if old != member_id => {
-                    return Err(GroupError::UnreleasedInstanceId { group_id: group_id.to_owned(), instance_id: instance.clone(), member_id: member_id.to_owned() });
+                    return Err(GroupError::UnreleasedInstanceId {
+                        group_id: group_id.to_owned(),
+                        instance_id: instance.clone(),
+                        member_id: member_id.to_owned(),
+                    });
                 }
                 _ => {}
             }
@@ -433,7 +437,12 @@ impl ConsumerGroup {
         }
         let Some(member) = self.members.get(member_id) else { return Err(Self::unknown(group_id, member_id)) };
         if member_epoch != member.member_epoch {
-            return Err(GroupError::StaleMemberEpoch { group_id: group_id.to_owned(), member_id: member_id.to_owned(), member_epoch, current: member.member_epoch });
+            return Err(GroupError::StaleMemberEpoch {
+                group_id: group_id.to_owned(),
+                member_id: member_id.to_owned(),
+                member_epoch,
+                current: member.member_epoch,
+            });
         }
         Ok(())
     }

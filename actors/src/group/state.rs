@@ -258,11 +258,7 @@ impl GroupState {
         if let Some(instance) = &request.instance_id {
             match self.static_members.get(instance) {
                 Some(known) if *known != member_id => {
-                    return JoinOutcome::Now(Err(GroupError::FencedInstanceId {
-                        group_id: self.group_id.clone(),
-                        instance_id: instance.clone(),
-                        member_id,
-                    }))
+                    return JoinOutcome::Now(Err(GroupError::FencedInstanceId { group_id: self.group_id.clone(), instance_id: instance.clone(), member_id }))
                 }
                 _ => {}
             }
@@ -505,7 +501,7 @@ impl GroupState {
 
     /// Handles a SyncGroup. `Ok(None)`: wait for the leader's assignment.
     /// `Ok(Some(done))`: the answers of every waiting member (the caller's included).
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, reason = "one (member id, generation, assignment) list per answer; a type alias would hide what it holds")]
     pub fn sync(
         &mut self,
         member_id: &str,
@@ -672,7 +668,8 @@ mod tests {
         let follower = done.iter().find(|(id, _)| id == &b).unwrap().1.clone().unwrap();
         assert!(follower.members.is_empty());
         assert!(g.sync(&b, None, 1, None, None, vec![]).unwrap().is_none(), "followers wait for the leader");
-        let answers = g.sync(&a, None, 1, Some("consumer"), None, vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))]).unwrap().unwrap();
+        let answers =
+            g.sync(&a, None, 1, Some("consumer"), None, vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))]).unwrap().unwrap();
         assert_eq!(answers.len(), 2);
         assert_eq!(g.phase, Phase::Stable);
         (g, a, b)

@@ -70,7 +70,6 @@ pub(super) struct UploadSchedule {
 
 pub(super) const UPLOAD_BACKOFF_MIN: Duration = Duration::from_millis(200);
 
-
 impl PartitionActor {
     pub(super) fn ready_archive(&self) -> Option<Arc<PartitionArchive>> {
         match &self.archive {
@@ -191,5 +190,4 @@ impl PartitionActor {
             }
         }));
     }
-
 }

@@ -339,7 +339,13 @@ struct GroupCommit {
 type LogFuture<T> = Pin<Box<dyn ActorFuture<PartitionActor, Output = Result<T, Error>>>>;
 
 impl PartitionActor {
-    pub fn new(tp: TopicPartition, options: PartitionOptions, watermarks: watch::Sender<Watermarks>, restarts: Arc<AtomicU64>, archive_status: Arc<ArchiveStatus>) -> Self {
+    pub fn new(
+        tp: TopicPartition,
+        options: PartitionOptions,
+        watermarks: watch::Sender<Watermarks>,
+        restarts: Arc<AtomicU64>,
+        archive_status: Arc<ArchiveStatus>,
+    ) -> Self {
         PartitionActor {
             archive: if options.archive.is_some() { ArchiveState::Loading } else { ArchiveState::Off },
             uploads: UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN },
@@ -738,7 +744,9 @@ impl Handler<ListOffset> for PartitionActor {
                     OffsetSpec::EarliestLocal => Some((log.log_start_offset(), -1)),
                     OffsetSpec::Latest => Some((log.high_watermark(), -1)),
                     // The last offset in the archive; -1 when nothing is archived.
-                    OffsetSpec::LatestTiered => Some((log.archived_offset().filter(|&end| end > log.effective_log_start_offset()).map_or(-1, |end| end - 1), -1)),
+                    OffsetSpec::LatestTiered => {
+                        Some((log.archived_offset().filter(|&end| end > log.effective_log_start_offset()).map_or(-1, |end| end - 1), -1))
+                    }
                     OffsetSpec::MaxTimestamp => log.max_timestamp_offset()?,
                     OffsetSpec::Timestamp(ts) => log.offset_for_timestamp(ts)?,
                 };
@@ -906,14 +914,7 @@ mod tests {
     fn start_with(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>, log: LogConfig) -> PartitionHandle {
         let tp = TopicPartition { topic: "t".into(), partition };
         let (tx, rx) = watch::channel(Watermarks::default());
-        let options = PartitionOptions {
-            dir,
-            log,
-            min_insync_replicas: 1,
-            clean_start: true,
-            maintenance_interval: Duration::from_secs(60),
-            archive: None,
-        };
+        let options = PartitionOptions { dir, log, min_insync_replicas: 1, clean_start: true, maintenance_interval: Duration::from_secs(60), archive: None };
         let tp2 = tp.clone();
         let status = Arc::new(ArchiveStatus::default());
         let status2 = status.clone();

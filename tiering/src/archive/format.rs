@@ -10,9 +10,14 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, StringDictionaryBuilder, StructBuilder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StringDictionaryBuilder, StructBuilder, TimestampMillisecondBuilder,
+};
 use arrow_array::types::Int8Type;
-use arrow_array::{Array, ArrayRef, BinaryArray, DictionaryArray, Int16Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray, TimestampMillisecondArray};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, DictionaryArray, Int16Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    TimestampMillisecondArray,
+};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -224,7 +229,8 @@ fn writer_properties(options: &EncodeOptions, metadata: Vec<KeyValue>) -> Result
 /// one Parquet file. `topic` and `partition` go into the file's metadata.
 pub fn encode_segment(batches: &Bytes, topic: &str, partition: i32, options: &EncodeOptions) -> Result<EncodedSegment, ArchiveError> {
     let schema = schema();
-    let mut summary = SegmentSummary { base_offset: -1, last_offset: -1, min_timestamp: i64::MAX, max_timestamp: i64::MIN, rows: 0, segment_bytes: batches.len() as u64 };
+    let mut summary =
+        SegmentSummary { base_offset: -1, last_offset: -1, min_timestamp: i64::MAX, max_timestamp: i64::MIN, rows: 0, segment_bytes: batches.len() as u64 };
     // Walk headers first: the file's name and metadata need its offset range.
     let mut at = 0;
     let mut spans = Vec::new();
@@ -338,8 +344,16 @@ pub fn rebuild_batches(batches: &[RecordBatch]) -> Result<Vec<RebuiltBatch>, Arc
             let record_headers = {
                 let list = headers.value(row);
                 let items = list.as_any().downcast_ref::<StructArray>().ok_or_else(|| ArchiveError::Decode { reason: "headers are not structs".into() })?;
-                let keys = items.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| ArchiveError::Decode { reason: "header keys are not strings".into() })?;
-                let values = items.column(1).as_any().downcast_ref::<BinaryArray>().ok_or_else(|| ArchiveError::Decode { reason: "header values are not binary".into() })?;
+                let keys = items
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| ArchiveError::Decode { reason: "header keys are not strings".into() })?;
+                let values = items
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<BinaryArray>()
+                    .ok_or_else(|| ArchiveError::Decode { reason: "header values are not binary".into() })?;
                 (0..items.len())
                     .map(|i| Header {
                         key: Bytes::copy_from_slice(keys.value(i).as_bytes()),

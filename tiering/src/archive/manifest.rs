@@ -68,7 +68,15 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn new(topic: &str, partition: i32, topic_id: &str) -> Manifest {
-        Manifest { version: MANIFEST_VERSION, topic: topic.to_owned(), partition, topic_id: topic_id.to_owned(), log_start_offset: 0, segments: Vec::new(), deleting: Vec::new() }
+        Manifest {
+            version: MANIFEST_VERSION,
+            topic: topic.to_owned(),
+            partition,
+            topic_id: topic_id.to_owned(),
+            log_start_offset: 0,
+            segments: Vec::new(),
+            deleting: Vec::new(),
+        }
     }
 
     /// The first offset the archive can serve, if it holds any.

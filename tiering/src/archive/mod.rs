@@ -271,14 +271,11 @@ impl Archive {
         }
         let metadata = self.footer(path, size).await?;
         let reader = reader::ObjectFileReader::new(Arc::clone(&self.store), path.clone(), size);
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
-            .with_row_groups(vec![index])
-            .build()
-            .map_err(|e| self.read_error(path, e))?;
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata).with_row_groups(vec![index]).build().map_err(|e| self.read_error(path, e))?;
         let batches: Vec<_> = stream.try_collect().await.map_err(|e| self.read_error(path, e))?;
-        let rebuilt = tokio::task::spawn_blocking(move || format::rebuild_batches(&batches))
-            .await
-            .map_err(|e| ArchiveError::Task { reason: e.to_string() })??;
+        let rebuilt =
+            tokio::task::spawn_blocking(move || format::rebuild_batches(&batches)).await.map_err(|e| ArchiveError::Task { reason: e.to_string() })??;
         let weight = rebuilt.iter().map(|b| b.bytes.len() as u64).sum::<u64>() + 64;
         let rebuilt = Arc::new(rebuilt);
         self.row_groups.insert(key, rebuilt.clone(), weight);
@@ -446,7 +443,14 @@ impl PartitionArchive {
     /// Applies `retention.ms` / `retention.bytes` to the archive. `local_start`
     /// and `local_bytes` describe the local log, which counts towards the
     /// partition's size. Returns the archive's new start, if it moved.
-    pub async fn enforce_retention(self: &Arc<Self>, now_ms: i64, retention_ms: Option<u64>, retention_bytes: Option<u64>, local_start: i64, local_bytes: u64) -> Result<Option<i64>, ArchiveError> {
+    pub async fn enforce_retention(
+        self: &Arc<Self>,
+        now_ms: i64,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        local_start: i64,
+        local_bytes: u64,
+    ) -> Result<Option<i64>, ArchiveError> {
         let manifest = self.manifest();
         let mut total = local_bytes + manifest.segments.iter().filter(|s| s.last_offset < local_start).map(|s| s.segment_bytes).sum::<u64>();
         let mut new_start = None;
@@ -568,7 +572,13 @@ impl PartitionArchive {
 
     /// The first record at or past `start` whose timestamp `matches`; only
     /// row groups holding a timestamp >= `at_least` can match.
-    async fn find_in_file(&self, segment: &ArchivedSegment, start: i64, at_least: i64, matches: impl Fn(i64) -> bool) -> Result<Option<(i64, i64)>, ArchiveError> {
+    async fn find_in_file(
+        &self,
+        segment: &ArchivedSegment,
+        start: i64,
+        at_least: i64,
+        matches: impl Fn(i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, ArchiveError> {
         let path = self.file_path(&segment.file);
         let metadata = self.archive.footer(&path, segment.size_bytes).await?;
         for group in 0..metadata.metadata().num_row_groups() {

@@ -26,7 +26,8 @@ fn fixture() -> Fixture {
         cache_bytes: 1 << 20,
     };
     let archive = Archive::open(settings, runtime.handle().clone(), Arc::new(NoObserver)).unwrap();
-    let config = LogConfig { segment_bytes: 4096, index_interval_bytes: 256, archived: true, local_retention_ms: Some(0), retention_ms: None, ..LogConfig::default() };
+    let config =
+        LogConfig { segment_bytes: 4096, index_interval_bytes: 256, archived: true, local_retention_ms: Some(0), retention_ms: None, ..LogConfig::default() };
     let (log, _) = PartitionLog::open(&dir.path().join("t-0"), config, true).unwrap();
     Fixture { _dir: dir, archive_dir, log, archive, runtime }
 }
@@ -139,7 +140,10 @@ fn a_crash_between_upload_and_manifest_leaves_no_duplicate_and_no_gap() {
     let m = part.manifest();
     assert_eq!(m.segments.len(), segments.len());
     assert!(m.segments.windows(2).all(|w| w[1].base_offset == w[0].last_offset + 1), "contiguous");
-    let files = std::fs::read_dir(f.archive_dir.join("topic=t/partition=0")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet")).count();
+    let files = std::fs::read_dir(f.archive_dir.join("topic=t/partition=0"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "parquet"))
+        .count();
     assert_eq!(files, segments.len(), "no duplicate file");
     // Uploading an archived segment again is a no-op.
     assert!(f.runtime.block_on(part.upload(segments[0].clone())).unwrap().is_none());

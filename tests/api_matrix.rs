@@ -8,9 +8,9 @@
 //! A version the broker advertises but cannot decode a request of, or
 //! encode a response for, shows up here as a closed connection.
 
-mod common;
 #[path = "api_matrix/admin.rs"]
 mod admin;
+mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -4,8 +4,8 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::{alter_configs_request, alter_configs_response};
 use kafka_protocol::messages::*;
+use kafka_protocol::messages::{alter_configs_request, alter_configs_response};
 use silt_actors::node::{AlterTopicConfigs, ConfigChange};
 use silt_actors::topic_config::ConfigType;
 
@@ -158,7 +158,13 @@ pub async fn incremental_alter(ctx: &RequestContext, request: IncrementalAlterCo
         let result = match refused {
             Some(e) => Err(e),
             None => {
-                node.alter_configs(AlterTopicConfigs { name: resource.resource_name.to_string(), changes, replace_all: false, validate_only: request.validate_only }).await
+                node.alter_configs(AlterTopicConfigs {
+                    name: resource.resource_name.to_string(),
+                    changes,
+                    replace_all: false,
+                    validate_only: request.validate_only,
+                })
+                .await
             }
         };
         if let Err(e) = result {
@@ -181,12 +187,7 @@ pub async fn alter(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterC
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let repeated = request
-            .resources
-            .iter()
-            .filter(|r| r.resource_type == resource.resource_type && r.resource_name == resource.resource_name)
-            .count()
-            > 1;
+        let repeated = request.resources.iter().filter(|r| r.resource_type == resource.resource_type && r.resource_name == resource.resource_name).count() > 1;
         let result = if repeated {
             Err(Refusal::request("Each resource must appear at most once."))
         } else {
@@ -235,11 +236,7 @@ async fn replace_configs(ctx: &RequestContext, resource: &alter_configs_request:
             if name.is_empty() {
                 return Err(Refusal::request("Default topic resources are not allowed."));
             }
-            let changes = resource
-                .configs
-                .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| ConfigChange::Set(c.name.to_string(), v.to_string())))
-                .collect();
+            let changes = resource.configs.iter().filter_map(|c| c.value.as_ref().map(|v| ConfigChange::Set(c.name.to_string(), v.to_string()))).collect();
             let alter = AlterTopicConfigs { name: name.to_owned(), changes, replace_all: true, validate_only };
             Ok(ctx.broker.node.alter_configs(alter).await?)
         }

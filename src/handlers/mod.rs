@@ -15,8 +15,8 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
-pub mod producers;
 pub mod producer_id;
+pub mod producers;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

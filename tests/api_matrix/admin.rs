@@ -23,9 +23,10 @@ const UNKNOWN_LEADER_EPOCH: i16 = 75;
 const ELECTION_NOT_NEEDED: i16 = 84;
 
 fn resource(resource_type: i8, name: &str, configs: &[(&str, Option<&str>)]) -> AlterConfigsResource {
-    AlterConfigsResource::default().with_resource_type(resource_type).with_resource_name(str_bytes(name)).with_configs(
-        configs.iter().map(|&(k, v)| AlterableConfig::default().with_name(str_bytes(k)).with_value(v.map(str_bytes))).collect(),
-    )
+    AlterConfigsResource::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(str_bytes(name))
+        .with_configs(configs.iter().map(|&(k, v)| AlterableConfig::default().with_name(str_bytes(k)).with_value(v.map(str_bytes))).collect())
 }
 
 /// The topic's dynamic (topic-level) overrides, by DescribeConfigs.
@@ -66,7 +67,10 @@ pub(super) fn check_alter_configs(broker: &Broker, m: &Matrix, version: i16) {
     };
 
     let first = [("retention.ms", Some("3600000")), ("segment.ms", Some("7200000"))];
-    assert_eq!(alter(&mut client, vec![resource(RESOURCE_TOPIC, &name, &first), resource(RESOURCE_TOPIC, &missing, &first)], false), vec![0, UNKNOWN_TOPIC_OR_PARTITION]);
+    assert_eq!(
+        alter(&mut client, vec![resource(RESOURCE_TOPIC, &name, &first), resource(RESOURCE_TOPIC, &missing, &first)], false),
+        vec![0, UNKNOWN_TOPIC_OR_PARTITION]
+    );
     assert_eq!(overrides(&mut reference, &name), pairs(&[("retention.ms", "3600000"), ("segment.ms", "7200000")]));
 
     // Replace-all: what the request leaves out is removed.
@@ -124,7 +128,12 @@ pub(super) fn check_describe_log_dirs(broker: &Broker, m: &Matrix, version: i16)
     assert!(partitions[0].partition_size > 0, "the seeded partition has {} bytes", partitions[0].partition_size);
     assert_eq!((partitions[0].offset_lag, partitions[0].is_future_key), (0, false));
     if version >= 4 {
-        assert!(result.total_bytes > 0 && (0..=result.total_bytes).contains(&result.usable_bytes), "total {} usable {}", result.total_bytes, result.usable_bytes);
+        assert!(
+            result.total_bytes > 0 && (0..=result.total_bytes).contains(&result.usable_bytes),
+            "total {} usable {}",
+            result.total_bytes,
+            result.usable_bytes
+        );
     }
     let all = client.must(&DescribeLogDirsRequest::default().with_topics(None), version);
     let names: Vec<&str> = all.results[0].topics.iter().map(|t| t.name.0.as_str()).collect();
@@ -143,13 +152,10 @@ pub(super) fn check_alter_replica_log_dirs(broker: &Broker, m: &Matrix, version:
     let elsewhere = dir.join("elsewhere");
     let request = AlterReplicaLogDirsRequest::default().with_dirs(vec![move_to(&dir.display().to_string()), move_to(&elsewhere.display().to_string())]);
     let response = broker.client().must(&request, version);
-    let codes: Vec<(String, i16)> = response.results.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.topic_name.0.to_string(), p.error_code))).collect();
-    let expected = vec![
-        (m.topic.clone(), 0),
-        (missing.clone(), REPLICA_NOT_AVAILABLE),
-        (m.topic.clone(), LOG_DIR_NOT_FOUND),
-        (missing.clone(), LOG_DIR_NOT_FOUND),
-    ];
+    let codes: Vec<(String, i16)> =
+        response.results.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.topic_name.0.to_string(), p.error_code))).collect();
+    let expected =
+        vec![(m.topic.clone(), 0), (missing.clone(), REPLICA_NOT_AVAILABLE), (m.topic.clone(), LOG_DIR_NOT_FOUND), (missing.clone(), LOG_DIR_NOT_FOUND)];
     assert_eq!(codes, expected, "the same dir, then another one");
 }
 
@@ -162,7 +168,8 @@ pub(super) fn check_offset_for_leader_epoch(broker: &Broker, m: &Matrix, version
         OffsetForLeaderTopic::default().with_topic(topic_name(&unknown_topic("epochs", version))).with_partitions(vec![ask(-1, 0)]),
     ]);
     let response = broker.client().must(&request, version);
-    let answers: Vec<(i16, i32, i64)> = response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.error_code, p.leader_epoch, p.end_offset))).collect();
+    let answers: Vec<(i16, i32, i64)> =
+        response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.error_code, p.leader_epoch, p.end_offset))).collect();
     let expected = vec![
         (0, 0, log_end),
         (0, 0, log_end),
@@ -191,11 +198,8 @@ pub(super) fn check_elect_leaders(broker: &Broker, m: &Matrix, version: i16) {
             .iter()
             .flat_map(|t| t.partition_result.iter().map(move |p| (t.topic.0.to_string(), p.partition_id, p.error_code)))
             .collect();
-        let expected = vec![
-            (m.topic.clone(), 0, ELECTION_NOT_NEEDED),
-            (m.topic.clone(), 9, UNKNOWN_TOPIC_OR_PARTITION),
-            (missing.clone(), 0, UNKNOWN_TOPIC_OR_PARTITION),
-        ];
+        let expected =
+            vec![(m.topic.clone(), 0, ELECTION_NOT_NEEDED), (m.topic.clone(), 9, UNKNOWN_TOPIC_OR_PARTITION), (missing.clone(), 0, UNKNOWN_TOPIC_OR_PARTITION)];
         assert_eq!(codes, expected, "election type {election_type}");
     }
     let all = client.must(&ElectLeadersRequest::default().with_timeout_ms(30_000).with_topic_partitions(None), version);

@@ -53,11 +53,7 @@ impl Handler<EndOffsetForEpoch> for PartitionActor {
             // one is answered here even before anything was written in it.
             let current = act.leader_epoch;
             act.with_log(move |log| {
-                Ok(if msg.leader_epoch == current {
-                    Some((current, log.log_end_offset()))
-                } else {
-                    log.end_offset_for_epoch(msg.leader_epoch)
-                })
+                Ok(if msg.leader_epoch == current { Some((current, log.log_end_offset())) } else { log.end_offset_for_epoch(msg.leader_epoch) })
             })
         })
     }

@@ -37,8 +37,8 @@ mod archiving;
 mod describe;
 
 pub use archiving::{ArchiveOptions, ArchiveStatus};
-pub use describe::{DescribeProducers, EndOffsetForEpoch};
 use archiving::{ArchiveState, UploadSchedule, UPLOAD_BACKOFF_MIN};
+pub use describe::{DescribeProducers, EndOffsetForEpoch};
 
 /// Messages a partition queues before senders wait (backpressure on producers).
 pub const MAILBOX_CAPACITY: usize = 256;

@@ -8,6 +8,8 @@
 //! A version the broker advertises but cannot decode a request of, or
 //! encode a response for, shows up here as a closed connection.
 
+#[path = "api_matrix/admin.rs"]
+mod admin;
 mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,7 +41,11 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
@@ -54,6 +60,8 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
@@ -191,7 +199,13 @@ fn check(broker: &Broker, m: &Matrix, api: ApiKey, version: i16) {
         ApiKey::DeleteTopics => check_delete_topics(broker, version),
         ApiKey::DeleteRecords => check_delete_records(broker, version),
         ApiKey::InitProducerId => check_init_producer_id(broker, version),
+        ApiKey::OffsetForLeaderEpoch => admin::check_offset_for_leader_epoch(broker, m, version),
         ApiKey::DescribeConfigs => check_describe_configs(broker, m, version),
+        ApiKey::AlterConfigs => admin::check_alter_configs(broker, m, version),
+        ApiKey::AlterReplicaLogDirs => admin::check_alter_replica_log_dirs(broker, m, version),
+        ApiKey::DescribeLogDirs => admin::check_describe_log_dirs(broker, m, version),
+        ApiKey::ElectLeaders => admin::check_elect_leaders(broker, m, version),
+        ApiKey::DescribeProducers => admin::check_describe_producers(broker, version),
         ApiKey::CreatePartitions => check_create_partitions(broker, version),
         ApiKey::IncrementalAlterConfigs => check_incremental_alter_configs(broker, version),
         ApiKey::DescribeCluster => check_describe_cluster(broker, m, version),

@@ -25,6 +25,10 @@ pub enum Error {
     Log(#[from] LogError),
     #[error("archive: {0}")]
     Archive(#[from] ArchiveError),
+    #[error("partition {partition}: leader epoch {epoch} is older than the current {current}")]
+    FencedLeaderEpoch { partition: String, epoch: i32, current: i32 },
+    #[error("partition {partition}: leader epoch {epoch} is newer than the current {current}")]
+    UnknownLeaderEpoch { partition: String, epoch: i32, current: i32 },
     #[error("partition {0} is unavailable: {1}")]
     Unavailable(String, String),
     #[error("the node is shutting down")]

@@ -130,11 +130,16 @@ pub struct CreatePartitions {
     pub validate_only: bool,
 }
 
+/// Change a topic's config overrides, all or none.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
 pub struct AlterTopicConfigs {
     pub name: String,
     pub changes: Vec<ConfigChange>,
+    /// Start from no overrides rather than the current ones, so that the
+    /// changes' `Set`s become the topic's only overrides (the replace-all
+    /// semantics of Kafka's legacy AlterConfigs).
+    pub replace_all: bool,
     pub validate_only: bool,
 }
 
@@ -586,7 +591,7 @@ impl Handler<AlterTopicConfigs> for Node {
         let changed = (|| {
             self.refuse_if_shutting_down()?;
             let record = self.catalog.topic(&msg.name).ok_or_else(|| Error::UnknownTopicOrPartition(msg.name.clone()))?;
-            let mut configs = record.configs.clone();
+            let mut configs = if msg.replace_all { TopicConfigs::default() } else { record.configs.clone() };
             for change in &msg.changes {
                 match change {
                     ConfigChange::Set(k, v) => configs.set(k, v)?,
@@ -744,6 +749,26 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn replacing_configs_keeps_only_the_given_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = NodeHandle::start(options(dir.path())).await.unwrap();
+        node.create_topic(create("t")).await.unwrap();
+        let set = |k: &str, v: &str| ConfigChange::Set(k.into(), v.into());
+        let alter = |changes: Vec<ConfigChange>, replace_all: bool| AlterTopicConfigs { name: "t".into(), changes, replace_all, validate_only: false };
+        node.alter_configs(alter(vec![set("retention.ms", "1000")], false)).await.unwrap();
+        node.alter_configs(alter(vec![set("segment.ms", "5000")], true)).await.unwrap();
+        let configs = node.topic("t").unwrap().configs;
+        assert_eq!((configs.get("retention.ms"), configs.get("segment.ms")), (None, Some("5000")));
+        let refused = node.alter_configs(alter(vec![set("retention.ms", "1"), set("no.such.config", "1")], true)).await;
+        assert!(matches!(refused, Err(Error::InvalidConfig { .. })), "{refused:?}");
+        let configs = node.topic("t").unwrap().configs;
+        assert_eq!((configs.get("retention.ms"), configs.get("segment.ms")), (None, Some("5000")), "a refused change changes nothing");
+        node.alter_configs(alter(vec![], true)).await.unwrap();
+        assert_eq!(node.topic("t").unwrap().configs.get("segment.ms"), None, "an empty set removes every override");
+        node.shutdown().await.unwrap();
+    }
+
+    #[actix_rt::test]
     async fn topics_survive_a_restart_and_deletion_frees_the_name() {
         let dir = tempfile::tempdir().unwrap();
         let node = NodeHandle::start(options(dir.path())).await.unwrap();
@@ -757,6 +782,7 @@ mod tests {
         node.alter_configs(AlterTopicConfigs {
             name: "orders".into(),
             changes: vec![ConfigChange::Set("retention.ms".into(), "1000".into())],
+            replace_all: false,
             validate_only: false,
         })
         .await

@@ -326,7 +326,12 @@ impl PartitionLog {
     pub fn latest_leader_epoch(&self) -> Option<i32> {
         self.leader_epochs.latest_epoch()
     }
-    /// The largest epoch <= `epoch` and the offset where it ends (OffsetForLeaderEpoch).
+    /// The idempotent producers this partition remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<crate::producer_state::ActiveProducer> {
+        self.producers.active()
+    }
+    /// The end offset of `epoch` and the epoch it belongs to (OffsetForLeaderEpoch):
+    /// see [`crate::checkpoint::LeaderEpochCache::end_offset_for`].
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         self.leader_epochs.end_offset_for(epoch, self.log_end_offset())
     }

@@ -2,6 +2,7 @@ package clienttests
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 
@@ -14,7 +15,9 @@ const produceRecords = 600
 
 func newClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(silt.bootstrap)}, opts...)...)
+	// Client warnings and errors go to stderr: go test -v shows them beside the test.
+	base := []kgo.Opt{kgo.SeedBrokers(silt.bootstrap), kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelWarn, nil))}
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		t.Fatalf("kgo.NewClient: %v", err)
 	}

@@ -1,8 +1,8 @@
 package dev.silt.clients;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -26,6 +26,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.junit.jupiter.api.AfterAll;
@@ -76,7 +77,7 @@ class AdminTest {
             assertTrue(p.leader() != null && !p.leader().isEmpty(), "partition " + p.partition() + " has a leader");
             assertEquals(1, p.replicas().size(), "replicas of partition " + p.partition());
         }
-        assertFalse(d.topicId().toString().isEmpty(), "topic id");
+        assertNotEquals(Uuid.ZERO_UUID, d.topicId(), "topic id");
 
         ConfigEntry retention = topicConfig(topic).get("retention.ms");
         assertEquals("3600000", retention.value());

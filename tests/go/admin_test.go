@@ -38,7 +38,7 @@ func TestAdminCreateDescribeAlterDelete(t *testing.T) {
 	defer done()
 	ctx, cancel := opCtx()
 	defer cancel()
-	topic := "go-admin-topic"
+	topic := unique("go-admin-topic")
 	createTopic(t, topic, 3, map[string]*string{"retention.ms": kadm.StringPtr("3600000")})
 
 	details, err := adm.ListTopics(ctx, topic)
@@ -125,7 +125,7 @@ func TestAdminDeleteRecords(t *testing.T) {
 	defer done()
 	ctx, cancel := opCtx()
 	defer cancel()
-	topic := "go-admin-delete-records"
+	topic := unique("go-admin-delete-records")
 	createTopic(t, topic, 1, nil)
 	cl := producer(t, kgo.NoCompression())
 	produceIDs(t, cl, topic, 1, 0, 20)

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -43,6 +44,14 @@ type broker struct {
 }
 
 var silt *broker
+
+var names atomic.Int64
+
+// unique names a topic or group once per broker, so that `go test -count=N`
+// reruns each test against the same broker.
+func unique(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, names.Add(1))
+}
 
 func (b *broker) logTail(n int) string {
 	b.mu.Lock()

@@ -212,7 +212,7 @@ func produceRound(t *testing.T, topic string, from int, acked map[[2]int64]bool)
 func TestGroupOfThreeMemberLeaves(t *testing.T) {
 	for _, protocol := range []string{"classic", "consumer"} {
 		t.Run(protocol, func(t *testing.T) {
-			topic, group := "go-group-"+protocol, "go-group-"+protocol
+			topic, group := unique("go-group-"+protocol), unique("go-group-"+protocol)
 			createTopic(t, topic, groupPartitions, nil)
 			ms := []*member{
 				startMember(t, "a", protocol, group, topic),

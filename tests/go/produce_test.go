@@ -119,7 +119,7 @@ func TestIdempotentProduceAndConsume(t *testing.T) {
 	}
 	for _, name := range []string{"gzip", "snappy", "lz4", "zstd"} {
 		t.Run(name, func(t *testing.T) {
-			topic := "go-produce-" + name
+			topic := unique("go-produce-" + name)
 			createTopic(t, topic, producePartitions, nil)
 			cl := producer(t, codecs[name])
 			// Two flushes: the second continues the producer's sequence numbers.

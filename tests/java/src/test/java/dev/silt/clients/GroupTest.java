@@ -76,7 +76,7 @@ class GroupTest {
         volatile Throwable crash;
         volatile boolean stop;
 
-        Member(String name, String protocol, String group, String topic) {
+        Member(String name, String protocol, String assignor, String group, String topic) {
             this.name = name;
             this.topic = topic;
             Properties p = Clients.common(broker, "silt-java-" + name);
@@ -90,6 +90,9 @@ class GroupTest {
                 p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "6000");
                 p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "500");
                 p.put(ConsumerConfig.MAX_POLL_INTERVAL_MS_CONFIG, "20000");
+            }
+            if (assignor != null) {
+                p.put(ConsumerConfig.GROUP_REMOTE_ASSIGNOR_CONFIG, assignor);
             }
             consumer = new KafkaConsumer<>(p, new StringDeserializer(), new StringDeserializer());
             thread = new Thread(this, "member-" + name);
@@ -230,16 +233,19 @@ class GroupTest {
         }
     }
 
+    /** "classic", or "consumer" with the broker's default assignor, or "consumer:range". */
     @ParameterizedTest(name = "group.protocol={0}")
-    @ValueSource(strings = {"classic", "consumer"})
-    void threeMembersCommitAndOneLeaves(String protocol) throws Exception {
-        String topic = "java-group-" + protocol;
-        String group = "java-group-" + protocol;
+    @ValueSource(strings = {"classic", "consumer", "consumer:range"})
+    void threeMembersCommitAndOneLeaves(String variant) throws Exception {
+        String protocol = variant.split(":")[0];
+        String assignor = variant.contains(":") ? variant.split(":")[1] : null;
+        String topic = "java-group-" + variant.replace(':', '-');
+        String group = topic;
         try (Admin admin = Clients.admin(broker)) {
             Clients.createTopic(admin, topic, PARTITIONS);
         }
-        List<Member> all = List.of(new Member("a", protocol, group, topic), new Member("b", protocol, group, topic),
-                new Member("c", protocol, group, topic));
+        List<Member> all = List.of(new Member("a", protocol, assignor, group, topic),
+                new Member("b", protocol, assignor, group, topic), new Member("c", protocol, assignor, group, topic));
         try {
             all.forEach(Member::start);
             awaitBalanced(all);
@@ -249,6 +255,9 @@ class GroupTest {
                         .get(30, TimeUnit.SECONDS).get(group);
                 assertEquals(GroupType.parse(protocol), described.type(), "group type");
                 assertEquals(3, described.members().size(), "members: " + described.members());
+                if (assignor != null) {
+                    assertEquals(assignor, described.partitionAssignor(), "the group's assignor");
+                }
             }
 
             Set<List<Long>> acked = new HashSet<>(produceRound(topic, 0));

@@ -10,7 +10,6 @@ import java.util.Collection;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.TimeUnit;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AlterConfigOp;
@@ -24,43 +23,25 @@ import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.producer.KafkaProducer;
-import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.Uuid;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /** The Admin API an operator's tooling uses, each call checked by reading the result back. */
 class AdminTest {
-    static SiltBroker broker;
-    static Admin admin;
+    @RegisterExtension
+    static final BrokerExtension silt = new BrokerExtension();
 
-    @BeforeAll
-    static void start() throws Exception {
-        broker = SiltBroker.start();
-        admin = Clients.admin(broker);
-    }
-
-    @AfterAll
-    static void stop() throws Exception {
-        if (admin != null) {
-            admin.close();
-        }
-        if (broker != null) {
-            broker.close();
-        }
-    }
-
-    static <T> T get(KafkaFuture<T> f) throws Exception {
-        return f.get(Clients.OP_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
+    static Admin admin() {
+        return silt.admin();
     }
 
     static Map<String, ConfigEntry> topicConfig(String topic) throws Exception {
         ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
-        Config cfg = get(admin.describeConfigs(List.of(res)).all()).get(res);
+        Config cfg = Clients.get(admin().describeConfigs(List.of(res)).all()).get(res);
         return cfg.entries().stream().collect(java.util.stream.Collectors.toMap(ConfigEntry::name, e -> e));
     }
 
@@ -68,10 +49,10 @@ class AdminTest {
     void createDescribeAlterConfigsAndDeleteTopic() throws Exception {
         String topic = "java-admin-topic";
         NewTopic nt = new NewTopic(topic, 3, (short) 1).configs(Map.of("retention.ms", "3600000"));
-        get(admin.createTopics(List.of(nt)).all());
+        Clients.get(admin().createTopics(List.of(nt)).all());
 
-        assertTrue(get(admin.listTopics().names()).contains(topic), "listTopics shows the new topic");
-        TopicDescription d = get(admin.describeTopics(List.of(topic)).allTopicNames()).get(topic);
+        assertTrue(Clients.get(admin().listTopics().names()).contains(topic), "listTopics shows the new topic");
+        TopicDescription d = Clients.get(admin().describeTopics(List.of(topic)).allTopicNames()).get(topic);
         assertEquals(3, d.partitions().size(), "partitions");
         for (var p : d.partitions()) {
             assertTrue(p.leader() != null && !p.leader().isEmpty(), "partition " + p.partition() + " has a leader");
@@ -89,58 +70,58 @@ class AdminTest {
                 new AlterConfigOp(new ConfigEntry("cleanup.policy", "delete"), AlterConfigOp.OpType.SET),
                 new AlterConfigOp(new ConfigEntry("segment.bytes", "1048576"), AlterConfigOp.OpType.SET),
                 new AlterConfigOp(new ConfigEntry("retention.ms", ""), AlterConfigOp.OpType.DELETE));
-        get(admin.incrementalAlterConfigs(Map.of(res, ops)).all());
+        Clients.get(admin().incrementalAlterConfigs(Map.of(res, ops)).all());
         Map<String, ConfigEntry> after = topicConfig(topic);
         assertEquals("1048576", after.get("segment.bytes").value());
         assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, after.get("segment.bytes").source());
         // Back to the broker's default: what a topic created without overrides shows.
         String control = topic + "-defaults";
-        Clients.createTopic(admin, control, 1);
+        Clients.createTopic(admin(), control, 1);
         assertEquals(topicConfig(control).get("retention.ms").value(), after.get("retention.ms").value(),
                 "retention.ms back to the broker default");
         assertTrue(after.get("retention.ms").source() != ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG,
                 "retention.ms is no longer a topic override: " + after.get("retention.ms"));
-        get(admin.deleteTopics(List.of(control)).all());
+        Clients.get(admin().deleteTopics(List.of(control)).all());
 
-        // An unknown key is refused, and refused alone.
-        ExecutionException bad = assertThrows(ExecutionException.class, () -> get(admin.incrementalAlterConfigs(
-                Map.of(res, List.of(new AlterConfigOp(new ConfigEntry("no.such.config", "1"),
-                        AlterConfigOp.OpType.SET)))).all()));
+        // An unknown key is refused.
+        AlterConfigOp unknown = new AlterConfigOp(new ConfigEntry("no.such.config", "1"), AlterConfigOp.OpType.SET);
+        ExecutionException bad = assertThrows(ExecutionException.class,
+                () -> Clients.get(admin().incrementalAlterConfigs(Map.of(res, List.of(unknown))).all()));
         assertInstanceOf(org.apache.kafka.common.errors.InvalidConfigurationException.class, bad.getCause());
 
-        get(admin.deleteTopics(List.of(topic)).all());
+        Clients.get(admin().deleteTopics(List.of(topic)).all());
         Clients.waitUntil(() -> {
             try {
-                return !get(admin.listTopics().names()).contains(topic);
+                return !Clients.get(admin().listTopics().names()).contains(topic);
             } catch (Exception e) {
                 throw new AssertionError(e);
             }
         }, Clients.OP_TIMEOUT, () -> topic + " to leave listTopics");
         ExecutionException gone = assertThrows(ExecutionException.class,
-                () -> get(admin.describeTopics(List.of(topic)).allTopicNames()));
+                () -> Clients.get(admin().describeTopics(List.of(topic)).allTopicNames()));
         assertInstanceOf(UnknownTopicOrPartitionException.class, gone.getCause());
     }
 
     @Test
     void deleteRecordsMovesTheLogStart() throws Exception {
         String topic = "java-admin-delete-records";
-        Clients.createTopic(admin, topic, 1);
+        Clients.createTopic(admin(), topic, 1);
         TopicPartition tp = new TopicPartition(topic, 0);
-        try (KafkaProducer<String, String> producer = Clients.idempotentProducer(broker, "none")) {
+        try (KafkaProducer<String, String> producer = Clients.idempotentProducer(silt.broker(), "none")) {
             Clients.produce(producer, topic, 1, 0, 20);
         }
-        DeletedRecords deleted = get(admin.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(7)))
+        DeletedRecords deleted = Clients.get(admin().deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(7)))
                 .lowWatermarks().get(tp));
         assertEquals(7, deleted.lowWatermark(), "low watermark after DeleteRecords");
 
         ListOffsetsResult.ListOffsetsResultInfo earliest =
-                get(admin.listOffsets(Map.of(tp, OffsetSpec.earliest())).partitionResult(tp));
+                Clients.get(admin().listOffsets(Map.of(tp, OffsetSpec.earliest())).partitionResult(tp));
         ListOffsetsResult.ListOffsetsResultInfo latest =
-                get(admin.listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp));
+                Clients.get(admin().listOffsets(Map.of(tp, OffsetSpec.latest())).partitionResult(tp));
         assertEquals(7, earliest.offset(), "earliest offset");
         assertEquals(20, latest.offset(), "latest offset");
 
-        List<ConsumerRecord<String, String>> rest = Clients.readAll(broker, topic, Map.of(tp, 20L));
+        List<ConsumerRecord<String, String>> rest = Clients.readAll(silt.broker(), topic, Map.of(tp, 20L));
         assertEquals(13, rest.size(), "records left after the deletion");
         assertEquals(7, rest.get(0).offset(), "a read from the beginning starts at the new log start");
         assertEquals("v-7", rest.get(0).value());

@@ -29,8 +29,7 @@ import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.WakeupException;
 import org.apache.kafka.common.serialization.StringDeserializer;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
@@ -47,19 +46,8 @@ class GroupTest {
     static final int RECORDS_PER_ROUND = 300;
     static final Duration ROUND_TIMEOUT = Duration.ofSeconds(90);
 
-    static SiltBroker broker;
-
-    @BeforeAll
-    static void startBroker() throws Exception {
-        broker = SiltBroker.start();
-    }
-
-    @AfterAll
-    static void stopBroker() throws Exception {
-        if (broker != null) {
-            broker.close();
-        }
-    }
+    @RegisterExtension
+    static final BrokerExtension silt = new BrokerExtension();
 
     /** One group member polling, recording and committing on its own thread. */
     static final class Member implements Runnable {
@@ -79,7 +67,7 @@ class GroupTest {
         Member(String name, String protocol, String assignor, String group, String topic) {
             this.name = name;
             this.topic = topic;
-            Properties p = Clients.common(broker, "silt-java-" + name);
+            Properties p = Clients.common(silt.broker(), "silt-java-" + name);
             p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
             p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
             p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
@@ -211,7 +199,7 @@ class GroupTest {
             return total == PARTITIONS && union.size() == PARTITIONS && min >= 1 && max - min <= 1;
         }, ROUND_TIMEOUT, () -> members.size() + " members to hold a balanced, disjoint assignment of all "
                 + PARTITIONS + " partitions:\n" + members.stream().map(Member::describe)
-                        .collect(Collectors.joining("\n")) + "\n" + broker.logTail(30));
+                        .collect(Collectors.joining("\n")) + "\n" + silt.broker().logTail(30));
     }
 
     /** Waits until the members together have seen every acked (partition, offset). */
@@ -226,7 +214,7 @@ class GroupTest {
     }
 
     static Set<List<Long>> produceRound(String topic, int fromId) throws Exception {
-        try (KafkaProducer<String, String> p = Clients.idempotentProducer(broker, "lz4")) {
+        try (KafkaProducer<String, String> p = Clients.idempotentProducer(silt.broker(), "lz4")) {
             Map<Integer, RecordMetadata> acked = Clients.produce(p, topic, PARTITIONS, fromId, RECORDS_PER_ROUND);
             return acked.values().stream().map(md -> List.of((long) md.partition(), md.offset()))
                     .collect(Collectors.toSet());
@@ -241,7 +229,7 @@ class GroupTest {
         String assignor = variant.contains(":") ? variant.split(":")[1] : null;
         String topic = "java-group-" + variant.replace(':', '-');
         String group = topic;
-        try (Admin admin = Clients.admin(broker)) {
+        try (Admin admin = Clients.admin(silt.broker())) {
             Clients.createTopic(admin, topic, PARTITIONS);
         }
         List<Member> all = List.of(new Member("a", protocol, assignor, group, topic),
@@ -249,7 +237,7 @@ class GroupTest {
         try {
             all.forEach(Member::start);
             awaitBalanced(all);
-            try (Admin admin = Clients.admin(broker)) {
+            try (Admin admin = Clients.admin(silt.broker())) {
                 // The group is of the protocol asked for (no silent fallback to classic).
                 var described = admin.describeConsumerGroups(List.of(group)).all()
                         .get(30, TimeUnit.SECONDS).get(group);
@@ -288,7 +276,7 @@ class GroupTest {
             for (int p = 0; p < PARTITIONS; p++) {
                 want.put(new TopicPartition(topic, p), 2L * RECORDS_PER_ROUND / PARTITIONS);
             }
-            try (Admin admin = Clients.admin(broker)) {
+            try (Admin admin = Clients.admin(silt.broker())) {
                 Clients.waitUntil(() -> {
                     try {
                         Map<TopicPartition, OffsetAndMetadata> got = admin.listConsumerGroupOffsets(group)
@@ -304,7 +292,7 @@ class GroupTest {
             for (Member m : all) {
                 m.close();
             }
-            broker.assertAlive();
+            silt.broker().assertAlive();
         }
         all.forEach(Member::check);
     }

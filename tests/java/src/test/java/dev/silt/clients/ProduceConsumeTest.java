@@ -23,9 +23,8 @@ import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.header.Headers;
 import org.apache.kafka.common.serialization.StringDeserializer;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
@@ -38,29 +37,18 @@ class ProduceConsumeTest {
     static final int PARTITIONS = 3;
     static final int RECORDS = 600;
 
-    static SiltBroker broker;
-
-    @BeforeAll
-    static void startBroker() throws Exception {
-        broker = SiltBroker.start();
-    }
-
-    @AfterAll
-    static void stopBroker() throws Exception {
-        if (broker != null) {
-            broker.close();
-        }
-    }
+    @RegisterExtension
+    static final BrokerExtension silt = new BrokerExtension();
 
     @ParameterizedTest(name = "compression={0}")
     @ValueSource(strings = {"gzip", "snappy", "lz4", "zstd"})
     void idempotentProduceThenConsume(String compression) throws Exception {
         String topic = "java-produce-" + compression;
-        try (Admin admin = Clients.admin(broker)) {
+        try (Admin admin = Clients.admin(silt.broker())) {
             Clients.createTopic(admin, topic, PARTITIONS);
         }
         Map<Integer, RecordMetadata> acked;
-        try (KafkaProducer<String, String> producer = Clients.idempotentProducer(broker, compression)) {
+        try (KafkaProducer<String, String> producer = Clients.idempotentProducer(silt.broker(), compression)) {
             // Two flushes: the second batch continues the producer's sequence numbers.
             acked = new HashMap<>(Clients.produce(producer, topic, PARTITIONS, 0, RECORDS / 2));
             acked.putAll(Clients.produce(producer, topic, PARTITIONS, RECORDS / 2, RECORDS / 2));
@@ -77,7 +65,7 @@ class ProduceConsumeTest {
             assertEquals(id / PARTITIONS, md.offset(), "offset of id " + id);
         }
 
-        List<ConsumerRecord<String, String>> records = Clients.readAll(broker, topic, end);
+        List<ConsumerRecord<String, String>> records = Clients.readAll(silt.broker(), topic, end);
         assertEquals(RECORDS, records.size(), "records read back");
         Map<Integer, Long> nextOffset = new HashMap<>();
         for (ConsumerRecord<String, String> r : records) {
@@ -88,7 +76,7 @@ class ProduceConsumeTest {
             assertEquals("key-" + id, r.key());
             assertEquals("v-" + id, r.value());
         }
-        broker.assertAlive();
+        silt.broker().assertAlive();
         assertTrue(records.stream().allMatch(r -> r.timestamp() > 0), "every record carries a timestamp");
     }
 
@@ -101,7 +89,7 @@ class ProduceConsumeTest {
     @Test
     void headersNullsAndALargeRecordRoundTrip() throws Exception {
         String topic = "java-record-shapes";
-        try (Admin admin = Clients.admin(broker)) {
+        try (Admin admin = Clients.admin(silt.broker())) {
             Clients.createTopic(admin, topic, 1);
         }
         String big = "x".repeat(600 * 1024);
@@ -114,12 +102,12 @@ class ProduceConsumeTest {
         sent.add(new ProducerRecord<>(topic, 0, "tombstone", null));
         sent.add(new ProducerRecord<>(topic, 0, "empty", ""));
         sent.add(new ProducerRecord<>(topic, 0, "big", big));
-        try (KafkaProducer<String, String> producer = Clients.idempotentProducer(broker, "zstd")) {
+        try (KafkaProducer<String, String> producer = Clients.idempotentProducer(silt.broker(), "zstd")) {
             for (ProducerRecord<String, String> r : sent) {
                 producer.send(r).get(Clients.OP_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
             }
         }
-        Properties props = Clients.common(broker, "silt-java-shapes");
+        Properties props = Clients.common(silt.broker(), "silt-java-shapes");
         props.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
         props.put(ConsumerConfig.MAX_PARTITION_FETCH_BYTES_CONFIG, "1024");
         props.put(ConsumerConfig.FETCH_MAX_BYTES_CONFIG, "1024");

@@ -110,36 +110,6 @@ final class Clients {
         return out;
     }
 
-    /** A test body that may throw. */
-    interface Body {
-        void run() throws Exception;
-    }
-
-    /**
-     * An expected failure: {@code body} exercises a known gap in Silt and must
-     * fail with {@code expected} whose message contains {@code messagePart}.
-     * Any other failure fails the test, and so does a pass (the gap is closed:
-     * turn the test into a plain one). The gap is printed with its reason.
-     */
-    static void expectKnownGap(String reason, Class<? extends Throwable> expected, String messagePart, Body body) {
-        Throwable failure = null;
-        try {
-            body.run();
-        } catch (Throwable t) {
-            failure = t;
-        }
-        if (failure == null) {
-            throw new AssertionError("known gap now passes, remove the expectation: " + reason);
-        }
-        for (Throwable t = failure; t != null; t = t.getCause()) {
-            if (expected.isInstance(t) && String.valueOf(t.getMessage()).contains(messagePart)) {
-                System.out.println("EXPECTED FAILURE (known gap): " + reason + ": " + t);
-                return;
-            }
-        }
-        throw new AssertionError("known gap (" + reason + ") failed in an unexpected way", failure);
-    }
-
     /**
      * Polls {@code condition} until it holds or {@code timeout} passes, then
      * fails naming what was awaited. The condition decides when to proceed.

@@ -14,7 +14,6 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.SubscriptionPattern;
 import org.apache.kafka.clients.producer.KafkaProducer;
-import org.apache.kafka.common.errors.InvalidRequestException;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
@@ -24,8 +23,7 @@ import org.junit.jupiter.api.extension.RegisterExtension;
  * topic created after the subscription, and nothing from a topic that does
  * not match. java.util.regex patterns are matched by the client (both
  * protocols); a {@link SubscriptionPattern} is sent to the broker
- * (ConsumerGroupHeartbeat's SubscribedTopicRegex, KIP-848), which Silt does
- * not serve yet: that case is a known gap and must fail until it is served.
+ * (ConsumerGroupHeartbeat's SubscribedTopicRegex, KIP-848), which matches it.
  */
 class RegexSubscriptionTest {
     @RegisterExtension
@@ -89,17 +87,9 @@ class RegexSubscriptionTest {
         consumeByPattern("regex-consumer", "consumer", c -> c.subscribe(Pattern.compile("regex-consumer-.*")));
     }
 
-    /**
-     * Known gap: Silt refuses ConsumerGroupHeartbeat's SubscribedTopicRegex
-     * with INVALID_REQUEST ("subscribed_topic_regex is not supported by
-     * Silt"). Expected to fail that way; once Silt serves broker-side regexes
-     * this test fails, and the expectation should become the plain scenario.
-     */
+    /** The broker matches the regex (KIP-848 SubscribedTopicRegex) and re-matches it as topics come and go. */
     @Test
-    void knownGapConsumerProtocolBrokerSidePattern() {
-        Clients.expectKnownGap("broker-side regex subscription (KIP-848 SubscribedTopicRegex) is not served by Silt",
-                InvalidRequestException.class, "subscribed_topic_regex is not supported",
-                () -> consumeByPattern("regex-broker", "consumer",
-                        c -> c.subscribe(new SubscriptionPattern("regex-broker-.*"))));
+    void consumerProtocolBrokerSidePattern() throws Exception {
+        consumeByPattern("regex-broker", "consumer", c -> c.subscribe(new SubscriptionPattern("regex-broker-.*")));
     }
 }

@@ -55,6 +55,7 @@ fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::UnreleasedInstanceId { .. } => ResponseError::UnreleasedInstanceId,
         GroupError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
         GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        GroupError::InvalidRegularExpression { .. } => ResponseError::InvalidRegularExpression,
         // Kafka's answer to a request of one protocol for a group of the other.
         GroupError::WrongGroupType { .. } => ResponseError::GroupIdNotFound,
     }

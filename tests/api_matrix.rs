@@ -451,6 +451,20 @@ fn check_metadata(broker: &Broker, m: &Matrix, version: i16) {
         );
     }
 
+    // By topic id (v10+), with a null name or, as the Java client sends it, an empty one.
+    if version >= 10 {
+        for name in [None, Some(topic_name(""))] {
+            let mut by_id = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_topic_id(m.topic_id).with_name(name.clone())]));
+            by_id.allow_auto_topic_creation = false;
+            let response = client.must(&by_id, version);
+            assert_eq!(response.topics.len(), 1, "{} topics for 1 asked for by id", response.topics.len());
+            let t = &response.topics[0];
+            assert_eq!(t.error_code, 0, "metadata by id (name {name:?}): error {}", code_name(t.error_code));
+            assert_eq!(t.name.as_ref().map(|n| n.0.as_str()), Some(m.topic.as_str()), "name of the topic asked for by id");
+            assert_eq!(t.topic_id, m.topic_id, "topic id");
+        }
+    }
+
     // Every topic: `null` (v1+) or an empty list (v0).
     let all = MetadataRequest::default().with_topics(if version == 0 { Some(Vec::new()) } else { None });
     let mut all = all;

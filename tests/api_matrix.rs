@@ -454,7 +454,8 @@ fn check_metadata(broker: &Broker, m: &Matrix, version: i16) {
     // By topic id (v10+), with a null name or, as the Java client sends it, an empty one.
     if version >= 10 {
         for name in [None, Some(topic_name(""))] {
-            let mut by_id = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_topic_id(m.topic_id).with_name(name.clone())]));
+            let mut by_id =
+                MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_topic_id(m.topic_id).with_name(name.clone())]));
             by_id.allow_auto_topic_creation = false;
             let response = client.must(&by_id, version);
             assert_eq!(response.topics.len(), 1, "{} topics for 1 asked for by id", response.topics.len());

@@ -306,7 +306,9 @@ impl ConsumerGroup {
         }
         self.reconcile(&member_id, request.owned.as_ref());
         let member = self.members.get(&member_id).ok_or_else(|| Self::unknown(group_id, &member_id))?;
-        let full = (request.subscribed_topic_names.is_some() || request.subscribed_topic_regex.is_some()) && request.owned.is_some() && request.rebalance_timeout_ms >= 0;
+        let full = (request.subscribed_topic_names.is_some() || request.subscribed_topic_regex.is_some())
+            && request.owned.is_some()
+            && request.rebalance_timeout_ms >= 0;
         let changed = before.as_ref() != Some(&member.assigned);
         Ok(HeartbeatAnswer {
             member_id: member_id.clone(),

@@ -58,7 +58,7 @@ impl StateMachineStore {
     /// exists.
     pub async fn open(dir: PathBuf) -> Result<StateMachineStore, StoreError> {
         let read_dir = dir.clone();
-        let snapshot = tokio::task::spawn_blocking(move || read_snapshot(&read_dir)).await.map_err(|e| StoreError::Blocking(e.to_string()))??;
+        let snapshot = on_blocking_pool(move || read_snapshot(&read_dir)).await?;
         let state = match snapshot {
             Some(file) => AppliedState { last_applied: file.meta.last_log_id, membership: file.meta.last_membership, image: file.image },
             None => AppliedState::default(),
@@ -75,6 +75,11 @@ impl StateMachineStore {
     fn publish(&self) {
         self.published.send_replace(Arc::new(self.state.clone()));
     }
+}
+
+/// Runs a snapshot file operation on tokio's blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(op: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(op).await.map_err(|e| StoreError::Blocking(e.to_string()))?
 }
 
 fn read_snapshot(dir: &std::path::Path) -> Result<Option<SnapshotFile>, StoreError> {
@@ -116,11 +121,7 @@ impl RaftSnapshotBuilder<C> for SnapshotBuilder {
         let data = serde_json::to_vec(&self.state.image).map_err(|e| StorageIOError::write_snapshot(None, &StoreError::codec("image")(e)))?;
         let file = SnapshotFile { meta: meta.clone(), image: self.state.image.clone() };
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_snapshot(&dir, &file))
-            .await
-            .map_err(|e| StoreError::Blocking(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        on_blocking_pool(move || write_snapshot(&dir, &file)).await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -169,11 +170,7 @@ impl RaftStateMachine<C> for StateMachineStore {
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &StoreError::codec("snapshot image")(e)))?;
         let file = SnapshotFile { meta: meta.clone(), image: image.clone() };
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_snapshot(&dir, &file))
-            .await
-            .map_err(|e| StoreError::Blocking(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        on_blocking_pool(move || write_snapshot(&dir, &file)).await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.state = AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), image };
         self.publish();
         Ok(())
@@ -181,11 +178,7 @@ impl RaftStateMachine<C> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
         let dir = self.dir.clone();
-        let file = tokio::task::spawn_blocking(move || read_snapshot(&dir))
-            .await
-            .map_err(|e| StoreError::Blocking(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let file = on_blocking_pool(move || read_snapshot(&dir)).await.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         let Some(file) = file else { return Ok(None) };
         let data = serde_json::to_vec(&file.image).map_err(|e| StorageIOError::read_snapshot(None, &StoreError::codec("image")(e)))?;
         Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(data)) }))

@@ -29,8 +29,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
-        let path = path.into();
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.to_owned();
         move |source| StoreError::Io { path, source }
     }
 

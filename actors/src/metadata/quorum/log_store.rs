@@ -209,7 +209,7 @@ impl LogFiles {
             if *size < SEGMENT_BYTES_MAX {
                 return Ok(first);
             }
-            file.sync_data().map_err(StoreError::io(self.segment_path(first)))?;
+            file.sync_data().map_err(StoreError::io(&self.segment_path(first)))?;
         }
         let path = self.segment_path(index);
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(StoreError::io(&path))?;

@@ -277,8 +277,8 @@ impl StoreBuilder<C, LogStore, StateMachineStore, tempfile::TempDir> for TempSto
 }
 
 #[test]
-fn the_stores_pass_openrafts_storage_suite() -> Result<(), StorageError<u64>> {
-    Suite::<C, LogStore, StateMachineStore, TempStores, tempfile::TempDir>::test_all(TempStores)
+fn the_stores_pass_openrafts_storage_suite() {
+    Suite::<C, LogStore, StateMachineStore, TempStores, tempfile::TempDir>::test_all(TempStores).expect("openraft's storage suite passes");
 }
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {

@@ -8,6 +8,7 @@
 //! | [`meta_properties`] | the data directory's identity: node id and cluster id (`meta.properties`) |
 //! | [`group`] | consumer groups: the classic protocol, committed offsets and the `__consumer_offsets` topic |
 //! | [`topic_config`] | Kafka-named topic configs, validated and resolved into log settings |
+//! | [`metadata`] | the metadata quorum: records, the metadata image, openraft's stores |
 //! | [`error`] | the domain errors every message answers with |
 //!
 //! The Kafka wire protocol never reaches this crate: `src/` turns requests into
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod error;
 pub mod group;
 pub mod meta_properties;
+pub mod metadata;
 pub mod node;
 pub mod partition;
 pub mod topic_config;

@@ -40,6 +40,9 @@ fn advertised(config: &Config, bound: SocketAddr) -> (String, i32) {
 
 /// Runs a broker until SIGTERM or SIGINT. Must run inside an actix `System`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Installed first: a SIGTERM that arrives once "broker ready" is printed
+    // (or while starting) is a graceful stop, not the default action's kill.
+    let mut signals = ShutdownSignals::install()?;
     let kafka_listener = TcpListener::bind(config.kafka.listen).await.with_context(|| format!("cannot listen on kafka.listen {}", config.kafka.listen))?;
     let http_listener = TcpListener::bind(config.http.listen).await.with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
     let metrics = Arc::new(Metrics::with_per_partition(config.metrics.per_partition).watch_storage(config.storage.data_dir.clone()));
@@ -69,7 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.clone()));
     tracing::info!(kafka_listener = %kafka_addr, http_listener = %http_addr, node_id = node.node_id, cluster_id = %node.cluster_id, "broker ready");
 
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     let _ = shutdown.send(());
     let _ = kafka.await;
@@ -83,13 +86,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+/// SIGTERM and SIGINT, caught from the moment `install` returns.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(Self { term, int })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+            _ = self.int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+        }
+    }
 }

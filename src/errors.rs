@@ -17,6 +17,8 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         Error::InvalidConfig { .. } => ResponseError::InvalidConfig,
         Error::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        Error::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        Error::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         Error::Log(log) => log_error_code(log),
         Error::Archive(archive) => archive_error_code(archive),
         // Retriable: the client refreshes metadata and tries again.
@@ -53,6 +55,7 @@ fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::UnreleasedInstanceId { .. } => ResponseError::UnreleasedInstanceId,
         GroupError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
         GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        GroupError::InvalidRegularExpression { .. } => ResponseError::InvalidRegularExpression,
         // Kafka's answer to a request of one protocol for a group of the other.
         GroupError::WrongGroupType { .. } => ResponseError::GroupIdNotFound,
     }
@@ -85,6 +88,8 @@ fn log_error_code(error: &LogError) -> ResponseError {
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::TransactionsUnsupported => ResponseError::InvalidRecord,
+        // Only a follower's append meets these, and no client request appends as a follower.
+        LogError::UnexpectedReplicaOffset { .. } | LogError::ReplicaEpochWentBack { .. } => ResponseError::UnknownServerError,
         LogError::Io { .. } | LogError::CorruptCheckpoint { .. } | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
     }
 }

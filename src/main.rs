@@ -40,6 +40,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // A log line that cannot be written (stderr's reader went away: EPIPE) is
+        // dropped. By default tracing reports it with eprintln!, which panics on the
+        // same broken pipe and took the broker down (tests/test_log_sink.py).
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     match cli.command {

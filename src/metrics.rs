@@ -415,7 +415,7 @@ impl Metrics {
 /// The size of the filesystem holding `dir` and the bytes an unprivileged
 /// process may still write there, from statvfs(3); `None` if it fails.
 #[allow(unsafe_code, reason = "statvfs(2) has no safe wrapper in std")]
-fn filesystem_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
+pub(crate) fn filesystem_bytes(dir: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs only writes into the zeroed struct we own; the path is NUL-terminated.

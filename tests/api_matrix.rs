@@ -8,6 +8,8 @@
 //! A version the broker advertises but cannot decode a request of, or
 //! encode a response for, shows up here as a closed connection.
 
+#[path = "api_matrix/admin.rs"]
+mod admin;
 mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,7 +41,11 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
@@ -54,6 +60,8 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
@@ -191,7 +199,13 @@ fn check(broker: &Broker, m: &Matrix, api: ApiKey, version: i16) {
         ApiKey::DeleteTopics => check_delete_topics(broker, version),
         ApiKey::DeleteRecords => check_delete_records(broker, version),
         ApiKey::InitProducerId => check_init_producer_id(broker, version),
+        ApiKey::OffsetForLeaderEpoch => admin::check_offset_for_leader_epoch(broker, m, version),
         ApiKey::DescribeConfigs => check_describe_configs(broker, m, version),
+        ApiKey::AlterConfigs => admin::check_alter_configs(broker, m, version),
+        ApiKey::AlterReplicaLogDirs => admin::check_alter_replica_log_dirs(broker, m, version),
+        ApiKey::DescribeLogDirs => admin::check_describe_log_dirs(broker, m, version),
+        ApiKey::ElectLeaders => admin::check_elect_leaders(broker, m, version),
+        ApiKey::DescribeProducers => admin::check_describe_producers(broker, version),
         ApiKey::CreatePartitions => check_create_partitions(broker, version),
         ApiKey::IncrementalAlterConfigs => check_incremental_alter_configs(broker, version),
         ApiKey::DescribeCluster => check_describe_cluster(broker, m, version),
@@ -435,6 +449,21 @@ fn check_metadata(broker: &Broker, m: &Matrix, version: i16) {
             "metadata v{version} of an unknown topic (auto-created): error {}",
             code_name(unknown.error_code)
         );
+    }
+
+    // By topic id (v10+), with a null name or, as the Java client sends it, an empty one.
+    if version >= 10 {
+        for name in [None, Some(topic_name(""))] {
+            let mut by_id =
+                MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_topic_id(m.topic_id).with_name(name.clone())]));
+            by_id.allow_auto_topic_creation = false;
+            let response = client.must(&by_id, version);
+            assert_eq!(response.topics.len(), 1, "{} topics for 1 asked for by id", response.topics.len());
+            let t = &response.topics[0];
+            assert_eq!(t.error_code, 0, "metadata by id (name {name:?}): error {}", code_name(t.error_code));
+            assert_eq!(t.name.as_ref().map(|n| n.0.as_str()), Some(m.topic.as_str()), "name of the topic asked for by id");
+            assert_eq!(t.topic_id, m.topic_id, "topic id");
+        }
     }
 
     // Every topic: `null` (v1+) or an empty list (v0).

@@ -13,9 +13,12 @@ use std::process::Command;
 use common::*;
 
 /// Size of the filesystem the broker writes to.
-const DISK_BYTES: usize = 2 * 1024 * 1024;
-/// A file that takes part of the disk and is deleted to free space.
-const FILLER_BYTES: usize = 512 * 1024;
+const DISK_BYTES: usize = 3 * 1024 * 1024;
+/// A file that takes part of the disk and is deleted to free space. The clean
+/// stop after freeing it writes a few small files per partition (producer
+/// state, recovery point, high watermark), each at least a tmpfs page, for
+/// the 50 offsets partitions too: the space freed must hold them.
+const FILLER_BYTES: usize = 1024 * 1024;
 /// Each produced value (the batch is a little larger).
 const VALUE_BYTES: usize = 16 * 1024;
 /// Enough produces to fill the disk several times over.

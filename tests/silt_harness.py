@@ -1,9 +1,10 @@
-"""Black-box harness for the Silt broker: process control, bounded waits,
-Kafka client helpers and Prometheus text parsing.
+"""Black-box harness for the Silt broker: bounded waits, Kafka client
+helpers and Prometheus text parsing; the broker processes (Silt's and
+Apache Kafka's) live in broker_process.py and are re-exported here.
 
-Everything here talks to a real `silt broker` process on 127.0.0.1 with
-port 0 listeners. Nothing sleeps to synchronise: every wait is a poll with a
-deadline that names what it waited for (see `wait_until`).
+Everything here talks to a real broker process on 127.0.0.1. Nothing sleeps
+to synchronise: every wait is a poll with a deadline that names what it
+waited for (see `wait_until`).
 
 The raw wire codec lives in kafka_wire.py.
 """
@@ -12,42 +13,18 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable
 
-# ---------------------------------------------------------------------------
-# Limits. Every loop and wait in the suite is bounded by one of these.
-# ---------------------------------------------------------------------------
+from broker_process import (  # noqa: F401  (re-exported for the tests)
+    BROKER_READY_TIMEOUT_S, BROKER_STOP_TIMEOUT_S, KAFKA_SCRIPT, RAW_IO_TIMEOUT_S, REPO_ROOT,
+    Broker, BrokerProcess, HarnessError, KafkaBroker, default_silt_bin, free_port, kafka_props_for)
 
-#: How long a broker may take to print its readiness line.
-BROKER_READY_TIMEOUT_S = 60.0
-#: How long a broker may take to exit after SIGTERM/SIGINT.
-BROKER_STOP_TIMEOUT_S = 30.0
-#: Default deadline for a single raw request/response round trip.
-RAW_IO_TIMEOUT_S = 10.0
 #: Default deadline for a client operation (admin call, flush, consume).
 CLIENT_TIMEOUT_S = 60.0
-#: Upper bound on how many stderr lines we keep per broker (diagnostics).
-LOG_LINES_MAX = 20_000
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_LISTENER_RE = {
-    name: re.compile(name + r'="?(?P<host>[0-9.]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)"?')
-    for name in ("kafka_listener", "http_listener")
-}
-
-
-class HarnessError(AssertionError):
-    """A harness-level failure (timeout, unexpected exit). Subclasses
-    AssertionError so pytest reports it as a test failure with its message."""
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
@@ -77,221 +54,6 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
                 msg += "\n" + diagnostics()
             raise HarnessError(msg)
         time.sleep(interval_s)
-
-
-def default_silt_bin() -> Path:
-    target = os.environ.get("CARGO_TARGET_DIR") or str(REPO_ROOT / "target")
-    return Path(target) / "debug" / "silt"
-
-
-# ---------------------------------------------------------------------------
-# Broker process
-# ---------------------------------------------------------------------------
-
-class Broker:
-    """One `silt broker` process bound to 127.0.0.1 port 0.
-
-    The object survives restarts: `restart()` starts a new process on the
-    same data dir and environment, and the listener addresses are re-read
-    from the new readiness line (port 0 means they change). stderr and
-    stdout are drained by background threads into `self.lines` so the pipes
-    never fill; `log_tail()` exposes them for failure messages.
-    """
-
-    def __init__(self, silt_bin: Path, data_dir: Path, env: dict[str, str] | None = None,
-                 name: str = "silt"):
-        self.silt_bin = Path(silt_bin)
-        self.data_dir = Path(data_dir)
-        self.extra_env = dict(env or {})
-        self.name = name
-        self.proc: subprocess.Popen | None = None
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self.kafka_host = ""
-        self.kafka_port = 0
-        self.http_host = ""
-        self.http_port = 0
-        self.incarnation = 0
-        #: Set when the test itself stopped the process (so teardown does
-        #: not mistake an intended exit for a crash).
-        self.stopped_by_test = True
-        self.exit_codes: list[int] = []
-
-    # -- addresses ---------------------------------------------------------
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.kafka_host}:{self.kafka_port}"
-
-    @property
-    def kafka_addr(self) -> tuple[str, int]:
-        return (self.kafka_host, self.kafka_port)
-
-    @property
-    def http_base(self) -> str:
-        return f"http://{self.http_host}:{self.http_port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "broker was never started"
-        return self.proc.pid
-
-    # -- lifecycle ---------------------------------------------------------
-    def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SILT_")}
-        # The readiness line is an INFO event; an inherited RUST_LOG=warn
-        # would hide it. SILT_TEST_RUST_LOG lets a developer turn logs up.
-        env.pop("RUST_LOG", None)
-        if os.environ.get("SILT_TEST_RUST_LOG"):
-            env["RUST_LOG"] = os.environ["SILT_TEST_RUST_LOG"]
-        env["NO_COLOR"] = "1"
-        env["RUST_BACKTRACE"] = "1"
-        env["SILT_STORAGE__DATA_DIR"] = str(self.data_dir)
-        env["SILT_KAFKA__LISTEN"] = "127.0.0.1:0"
-        env["SILT_HTTP__LISTEN"] = "127.0.0.1:0"
-        env.update(self.extra_env)
-        return env
-
-    def _drain(self, stream, label: str, incarnation: int):
-        for raw in iter(stream.readline, b""):
-            line = _ANSI_RE.sub("", raw.decode("utf-8", "replace")).rstrip("\n")
-            with self._cond:
-                self.lines.append(f"[{self.name}#{incarnation} {label}] {line}")
-                if len(self.lines) > LOG_LINES_MAX:
-                    del self.lines[: len(self.lines) - LOG_LINES_MAX]
-                self._cond.notify_all()
-        stream.close()
-        with self._cond:
-            self._cond.notify_all()
-
-    def start(self, timeout_s: float = BROKER_READY_TIMEOUT_S) -> "Broker":
-        assert self.proc is None or self.proc.poll() is not None, "broker already running"
-        if not self.silt_bin.is_file() or not os.access(self.silt_bin, os.X_OK):
-            raise HarnessError(f"SILT_BIN {self.silt_bin} is not an executable file; "
-                               "build it with `cargo build --bins` or set SILT_BIN")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.incarnation += 1
-        with self._cond:
-            first_line = len(self.lines)
-        self.proc = subprocess.Popen(
-            [str(self.silt_bin), "broker"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=self._environment(), cwd=str(self.data_dir.parent),
-        )
-        self.stopped_by_test = False
-        for stream, label in ((self.proc.stderr, "stderr"), (self.proc.stdout, "stdout")):
-            t = threading.Thread(target=self._drain, args=(stream, label, self.incarnation),
-                                 name=f"{self.name}-{label}-drain", daemon=True)
-            t.start()
-            self._threads.append(t)
-        self._await_ready(first_line, timeout_s)
-        return self
-
-    def _await_ready(self, first_line: int, timeout_s: float):
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                for line in self.lines[first_line:]:
-                    if "broker ready" not in line:
-                        continue
-                    kafka = _LISTENER_RE["kafka_listener"].search(line)
-                    http = _LISTENER_RE["http_listener"].search(line)
-                    if kafka and http:
-                        self.kafka_host = kafka.group("host").strip("[]")
-                        self.kafka_port = int(kafka.group("port"))
-                        self.http_host = http.group("host").strip("[]")
-                        self.http_port = int(http.group("port"))
-                        if self.kafka_port == 0 or self.http_port == 0:
-                            raise HarnessError(
-                                f"broker advertised port 0 instead of the bound port: {line}")
-                        return
-                exited = self.proc.poll()
-                remaining = deadline - time.monotonic()
-                if exited is not None or remaining <= 0:
-                    break
-                self._cond.wait(timeout=min(remaining, 0.5))
-        # Not ready: collect what we know, make sure nothing is left running.
-        exited = self.proc.poll()
-        if exited is None:
-            self._hard_kill()
-            why = f"no 'broker ready' line with kafka_listener= and http_listener= within {timeout_s:.0f}s"
-        else:
-            self._join_drains()
-            why = f"broker exited with code {exited} before printing 'broker ready'"
-        raise HarnessError(f"{why}\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def assert_alive(self, context: str = ""):
-        if not self.alive():
-            code = self.proc.poll() if self.proc else None
-            self._join_drains()
-            raise HarnessError(f"broker is not running (exit code {code}) {context}\n{self.log_tail()}")
-
-    def _join_drains(self):
-        for t in self._threads:
-            t.join(timeout=5)
-        self._threads = [t for t in self._threads if t.is_alive()]
-
-    def _hard_kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=BROKER_STOP_TIMEOUT_S)
-        self._join_drains()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = BROKER_STOP_TIMEOUT_S) -> int:
-        """Send `sig` and wait for exit. Returns the exit code (negative for a
-        signal death, as subprocess reports it). If the broker does not exit
-        in time it is SIGKILLed and HarnessError is raised."""
-        assert self.proc is not None, "broker was never started"
-        self.stopped_by_test = True
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self._hard_kill()
-                raise HarnessError(
-                    f"broker did not exit within {timeout_s:.0f}s of signal {signal.Signals(sig).name}"
-                    f"; killed it\n{self.log_tail()}")
-        self._join_drains()
-        code = self.proc.returncode
-        self.exit_codes.append(code)
-        return code
-
-    def kill9(self) -> int:
-        """SIGKILL: no chance to flush or clean up."""
-        return self.stop(signal.SIGKILL)
-
-    def restart(self, timeout_s: float = BROKER_READY_TIMEOUT_S) -> "Broker":
-        assert self.proc is not None and self.proc.poll() is not None, "stop the broker before restart()"
-        return self.start(timeout_s)
-
-    # -- diagnostics -------------------------------------------------------
-    def log_tail(self, n: int = 80) -> str:
-        with self._cond:
-            tail = self.lines[-n:]
-        return f"--- last {len(tail)} lines of {self.name} output ---\n" + "\n".join(tail)
-
-    def rss_bytes(self) -> int:
-        """Resident set size from /proc/PID/status (VmRSS, in kB)."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise HarnessError(f"no VmRSS in /proc/{self.pid}/status")
-
-    # -- HTTP --------------------------------------------------------------
-    def http_get(self, path: str, timeout_s: float = RAW_IO_TIMEOUT_S) -> tuple[int, dict, bytes]:
-        req = urllib.request.Request(self.http_base + path, method="GET")
-        # Loopback only: never route through an http_proxy from the environment.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(req, timeout=timeout_s) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
 
 
 # ---------------------------------------------------------------------------
@@ -368,6 +130,15 @@ def wait_for_partitions(broker: Broker, topic: str, partitions: int,
         return all(p.leader == 0 for p in t.partitions.values())
     wait_until(ready, timeout_s, f"metadata of topic {topic!r} to show {partitions} partitions led by node 0",
                diagnostics=broker.log_tail)
+    # Metadata can name the leader a moment before the leader serves the
+    # partition (Apache Kafka answers NOT_LEADER meanwhile): wait until each
+    # one answers ListOffsets.
+    c = _offsets_consumer(broker)
+    try:
+        for p in range(partitions):
+            _query_watermarks(c, topic, p)
+    finally:
+        c.close()
 
 
 class DeliveryTracker:
@@ -461,12 +232,40 @@ def consume_partitions(broker: Broker, topic: str, end_offsets: dict[int, int],
     return out
 
 
+def _offsets_consumer(broker: Broker):
+    from confluent_kafka import Consumer
+    return Consumer(confluent_conf(broker, **{"group.id": "silt-tests-assign-only",
+                                              "enable.auto.commit": False}))
+
+
+def _query_watermarks(consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(low, high) with `consumer`. Right after a topic is created or the
+    broker restarted, Apache Kafka answers NOT_LEADER until the partition is
+    loaded; a client retries that, and so does this (bounded by
+    CLIENT_TIMEOUT_S). Other errors fail at once."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    transient = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+    failed: list[KafkaException] = []
+
+    def query():
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        except KafkaException as e:
+            if e.args and e.args[0].code() in transient:
+                raise
+            failed.append(e)
+            return True
+    got = wait_until(query, CLIENT_TIMEOUT_S, f"the watermarks of {topic}-{partition}")
+    if failed:
+        raise failed[0]
+    return got
+
+
 def watermarks(broker: Broker, topic: str, partition: int) -> tuple[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer(confluent_conf(broker, **{"group.id": "silt-tests-assign-only",
-                                           "enable.auto.commit": False}))
+    """(low, high) of one partition (ListOffsets, retried while not led yet)."""
+    c = _offsets_consumer(broker)
     try:
-        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        return _query_watermarks(c, topic, partition)
     finally:
         c.close()
 
@@ -941,15 +740,6 @@ def require_tool(name: str) -> str:
         raise HarnessError(f"{name} is not installed: tests/run installs it (Debian package "
                            f"'prometheus' for prometheus and promtool)")
     return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for tools that
-    cannot bind port 0 and report it, like Prometheus)."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _CATALOGUE_ROW_RE = re.compile(r"^\|\s*`(?P<name>silt_[a-z0-9_]+)`\s*\|\s*(?P<type>counter|gauge|histogram)\s*\|")

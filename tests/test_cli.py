@@ -18,14 +18,16 @@ from conftest import BrokerSet
 from silt_harness import (GROUP_BROKER_ENV, admin_client, confluent_conf, create_topic, free_port,
                           future_result, produce_keyed, run_silt, wait_until, watermarks)
 
+pytestmark = pytest.mark.silt_only(reason="Silt's own operator CLI (silt topic|produce|consume|group|cluster)")
+
 #: An unreachable broker must be reported within --timeout plus this much.
 UNREACHABLE_SLACK_S = 8.0
 
 
 @pytest.fixture(scope="module")
-def cli_broker(silt_bin, tmp_path_factory):
+def cli_broker(make_broker, tmp_path_factory):
     """One broker for the module; groups rebalance without the initial delay."""
-    brokers = BrokerSet(silt_bin, tmp_path_factory.mktemp("cli-broker"))
+    brokers = BrokerSet(make_broker, tmp_path_factory.mktemp("cli-broker"))
     b = brokers.start(env=dict(GROUP_BROKER_ENV))
     yield b
     brokers.close()

@@ -19,6 +19,8 @@ import yaml
 
 from silt_harness import REPO_ROOT, metric_catalogue, require_tool, run_silt
 
+pytestmark = pytest.mark.silt_only(reason="Silt's deployment files and config loader")
+
 DEPLOY = REPO_ROOT / "deploy"
 #: Metric-like names in PromQL that are not Silt's.
 FOREIGN_METRICS = {"up"}

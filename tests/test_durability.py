@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from silt_harness import (DeliveryTracker, HarnessError, confluent_conf, describe_topic_configs,
@@ -83,9 +84,12 @@ def test_sigint_is_graceful(broker, topic_name):
     code = broker.stop(signal.SIGINT)
     assert code == 0, f"SIGINT exit code {code}, want 0\n{broker.log_tail()}"
     broker.restart()
+    wait_for_partitions(broker, topic_name, PARTITIONS)
     assert_all_present(broker, topic_name, placed, "after SIGINT + restart")
 
 
+@pytest.mark.silt_only(reason="writes into Silt's segment files, rolled at 16 KiB; Kafka refuses "
+                               "segment.bytes under 1 MiB")
 def test_torn_write_at_segment_tail_is_recovered(broker, topic_name):
     # Small segments, so recovery has to deal with several per partition.
     create_topic(broker, topic_name, PARTITIONS, {"segment.bytes": "16384"})

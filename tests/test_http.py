@@ -6,10 +6,13 @@ and a bytes-in series for that topic must be positive."""
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka import Producer
 
 from silt_harness import (DeliveryTracker, confluent_conf, create_topic, parse_prometheus,
                           produce_all, wait_until)
+
+pytestmark = pytest.mark.silt_only(reason="Silt's HTTP listener (/health, /ready, /metrics); Kafka has none")
 
 
 def metrics(broker):

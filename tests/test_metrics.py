@@ -21,6 +21,8 @@ from silt_harness import (GROUP_BROKER_ENV, HarnessError, admin_client, confluen
                           free_port, metric_catalogue, metric_families, produce_keyed, require_tool,
                           wait_until)
 
+pytestmark = pytest.mark.silt_only(reason="Silt's Prometheus /metrics and its catalogue; Kafka exposes JMX")
+
 #: How long Prometheus may take to start answering and to scrape the series.
 PROMETHEUS_READY_TIMEOUT_S = 60.0
 PROMETHEUS_SERIES_TIMEOUT_S = 60.0

@@ -25,6 +25,8 @@ from kafka_wire import RawConnection, raw_fetch
 from silt_harness import (DeliveryTracker, HarnessError, confluent_conf, consume_partitions,
                           create_topic, parse_prometheus, produce_all, wait_until)
 
+pytestmark = pytest.mark.silt_only(reason="Silt's Parquet archive (tiered storage) and its settings")
+
 #: A tiered broker that uploads and applies local retention promptly.
 TIERING_ENV = {
     "SILT_TIERING__UPLOAD_CHECK_INTERVAL_MS": "100",

@@ -1,5 +1,7 @@
-//! The durable catalog of a node: its cluster id, the topics it hosts and the
-//! producer-id allocation high mark, in `<data_dir>/meta/catalog.json`.
+//! The durable catalog of a node: the topics it hosts and the producer-id
+//! allocation high mark, in `<data_dir>/meta/catalog.json`. It also carries
+//! the cluster id, a copy of the one in `meta.properties`
+//! ([`crate::meta_properties`]), which is checked against it at start.
 //!
 //! It changes only through the [`crate::node::Node`] actor, which writes it
 //! atomically (temporary file, fsync, rename) before answering an admin request.

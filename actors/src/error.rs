@@ -29,6 +29,10 @@ pub enum Error {
     Log(#[from] LogError),
     #[error("archive: {0}")]
     Archive(#[from] ArchiveError),
+    #[error("partition {partition}: leader epoch {epoch} is older than the current {current}")]
+    FencedLeaderEpoch { partition: String, epoch: i32, current: i32 },
+    #[error("partition {partition}: leader epoch {epoch} is newer than the current {current}")]
+    UnknownLeaderEpoch { partition: String, epoch: i32, current: i32 },
     #[error("partition {0} is unavailable: {1}")]
     Unavailable(String, String),
     #[error("the node is shutting down")]
@@ -54,6 +58,12 @@ pub enum MetadataError {
     /// Writing the catalog or the clean-shutdown marker (the path is in the source).
     #[error("cannot write {what}: {source}")]
     Write { what: &'static str, source: LogError },
+    #[error("{path} is not a valid meta.properties: {reason}")]
+    InvalidMetaProperties { path: PathBuf, reason: String },
+    #[error("data directory {path} belongs to node id {stored}, but this node is configured as node id {configured} (node.id)")]
+    OtherNode { path: PathBuf, stored: i32, configured: i32 },
+    #[error("data directory {path}: meta.properties names cluster {meta_properties} but meta/catalog.json names cluster {catalog}")]
+    ClusterMismatch { path: PathBuf, meta_properties: String, catalog: String },
     #[error("a metadata task failed: {source}")]
     Task { source: tokio::task::JoinError },
     #[error("partitions failed to close: {}", describe_failures(failed))]

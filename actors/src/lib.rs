@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`partition`] | [`partition::PartitionActor`]: one partition's log, behind domain messages |
 //! | [`node`] | [`node::Node`]: the supervisor of partitions and the topic catalog |
-//! | [`catalog`] | the durable list of topics and node identity |
+//! | [`catalog`] | the durable list of topics and the producer-id high mark |
+//! | [`meta_properties`] | the data directory's identity: node id and cluster id (`meta.properties`) |
 //! | [`group`] | consumer groups: the classic protocol, committed offsets and the `__consumer_offsets` topic |
 //! | [`topic_config`] | Kafka-named topic configs, validated and resolved into log settings |
 //! | [`error`] | the domain errors every message answers with |
@@ -15,6 +16,7 @@
 pub mod catalog;
 pub mod error;
 pub mod group;
+pub mod meta_properties;
 pub mod node;
 pub mod partition;
 pub mod topic_config;

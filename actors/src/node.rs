@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::catalog::{self, CatalogState, TopicRecord, PRODUCER_ID_BLOCK};
 use crate::error::{Error, MetadataError};
+use crate::meta_properties;
 use crate::partition::{ArchiveOptions, ArchiveStatus, Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
 use crate::topic_config::{TopicConfigs, TopicDefaults};
 use crate::TopicPartition;
@@ -129,11 +130,16 @@ pub struct CreatePartitions {
     pub validate_only: bool,
 }
 
+/// Change a topic's config overrides, all or none.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
 pub struct AlterTopicConfigs {
     pub name: String,
     pub changes: Vec<ConfigChange>,
+    /// Start from no overrides rather than the current ones, so that the
+    /// changes' `Set`s become the topic's only overrides (the replace-all
+    /// semantics of Kafka's legacy AlterConfigs).
+    pub replace_all: bool,
     pub validate_only: bool,
 }
 
@@ -311,8 +317,10 @@ impl NodeHandle {
     }
 }
 
-/// Takes the data directory's lock, reads the catalog and the clean-shutdown
-/// marker, and removes leftovers of interrupted topic deletions.
+/// Takes the data directory's lock, settles its identity (`meta.properties`,
+/// written first in a fresh directory and added to one from before it
+/// existed), reads the catalog and the clean-shutdown marker, and removes
+/// leftovers of interrupted topic deletions.
 fn prepare_data_dir(options: &NodeOptions) -> Result<(CatalogState, File, bool), Error> {
     let dir = &options.data_dir;
     std::fs::create_dir_all(dir).map_err(MetadataError::io("create data directory", dir))?;
@@ -334,10 +342,16 @@ fn prepare_data_dir(options: &NodeOptions) -> Result<(CatalogState, File, bool),
             }
         }
     }
-    let catalog = match catalog::load(dir)? {
+    let stored = catalog::load(dir)?;
+    let fresh_cluster_id = || CatalogState::new(options.cluster_id.clone()).cluster_id;
+    let identity = meta_properties::resolve(dir, options.node_id, stored.as_ref().map(|c| c.cluster_id.as_str()), fresh_cluster_id)?;
+    if let Some(configured) = options.cluster_id.as_deref().filter(|&c| c != identity.cluster_id) {
+        tracing::warn!(configured, stored = %identity.cluster_id, "node.cluster_id applies to a fresh data directory only; keeping the stored cluster id");
+    }
+    let catalog = match stored {
         Some(state) => state,
         None => {
-            let state = CatalogState::new(options.cluster_id.clone());
+            let state = CatalogState::new(Some(identity.cluster_id));
             catalog::save(dir, &state)?;
             state
         }
@@ -580,7 +594,7 @@ impl Handler<AlterTopicConfigs> for Node {
         let changed = (|| {
             self.refuse_if_shutting_down()?;
             let record = self.catalog.topic(&msg.name).ok_or_else(|| Error::UnknownTopicOrPartition(msg.name.clone()))?;
-            let mut configs = record.configs.clone();
+            let mut configs = if msg.replace_all { TopicConfigs::default() } else { record.configs.clone() };
             for change in &msg.changes {
                 match change {
                     ConfigChange::Set(k, v) => configs.set(k, v)?,
@@ -701,6 +715,63 @@ mod tests {
         CreateTopic { name: name.into(), partitions: None, replication_factor: None, configs: vec![], validate_only: false }
     }
 
+    /// Starts a node once the previous one on the directory has let go of its
+    /// lock (when its actor is gone), polling until a deadline.
+    async fn start_when_unlocked(options: NodeOptions) -> Result<NodeHandle, Error> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match NodeHandle::start(options.clone()).await {
+                Err(Error::Metadata(MetadataError::Locked { .. })) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_data_dir_without_meta_properties_is_upgraded_in_place_and_keeps_its_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = NodeHandle::start(options(dir.path())).await.unwrap();
+        node.create_topic(create("orders")).await.unwrap();
+        let cluster_id = node.cluster_id.clone();
+        node.shutdown().await.unwrap();
+        drop(node);
+        // As a directory written before meta.properties existed: identity only in catalog.json.
+        std::fs::remove_file(meta_properties::path(dir.path())).unwrap();
+
+        let node = start_when_unlocked(NodeOptions { cluster_id: Some("ignored".into()), ..options(dir.path()) }).await.unwrap();
+        assert_eq!(node.cluster_id, cluster_id, "the catalog's cluster id is kept");
+        assert!(node.topic("orders").is_some());
+        let stored = meta_properties::load(dir.path()).unwrap().expect("meta.properties written");
+        assert_eq!((stored.node_id, stored.cluster_id.as_str()), (0, cluster_id.as_str()));
+        node.shutdown().await.unwrap();
+        drop(node);
+
+        let other_id = start_when_unlocked(NodeOptions { node_id: 5, ..options(dir.path()) }).await;
+        assert!(matches!(&other_id, Err(Error::Metadata(MetadataError::OtherNode { stored: 0, configured: 5, .. }))), "{:?}", other_id.err());
+    }
+
+    #[actix_rt::test]
+    async fn replacing_configs_keeps_only_the_given_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = NodeHandle::start(options(dir.path())).await.unwrap();
+        node.create_topic(create("t")).await.unwrap();
+        let set = |k: &str, v: &str| ConfigChange::Set(k.into(), v.into());
+        let alter = |changes: Vec<ConfigChange>, replace_all: bool| AlterTopicConfigs { name: "t".into(), changes, replace_all, validate_only: false };
+        node.alter_configs(alter(vec![set("retention.ms", "1000")], false)).await.unwrap();
+        node.alter_configs(alter(vec![set("segment.ms", "5000")], true)).await.unwrap();
+        let configs = node.topic("t").unwrap().configs;
+        assert_eq!((configs.get("retention.ms"), configs.get("segment.ms")), (None, Some("5000")));
+        let refused = node.alter_configs(alter(vec![set("retention.ms", "1"), set("no.such.config", "1")], true)).await;
+        assert!(matches!(refused, Err(Error::InvalidConfig { .. })), "{refused:?}");
+        let configs = node.topic("t").unwrap().configs;
+        assert_eq!((configs.get("retention.ms"), configs.get("segment.ms")), (None, Some("5000")), "a refused change changes nothing");
+        node.alter_configs(alter(vec![], true)).await.unwrap();
+        assert_eq!(node.topic("t").unwrap().configs.get("segment.ms"), None, "an empty set removes every override");
+        node.shutdown().await.unwrap();
+    }
+
     #[actix_rt::test]
     async fn topics_survive_a_restart_and_deletion_frees_the_name() {
         let dir = tempfile::tempdir().unwrap();
@@ -715,6 +786,7 @@ mod tests {
         node.alter_configs(AlterTopicConfigs {
             name: "orders".into(),
             changes: vec![ConfigChange::Set("retention.ms".into(), "1000".into())],
+            replace_all: false,
             validate_only: false,
         })
         .await
@@ -724,18 +796,7 @@ mod tests {
         let cluster_id = node.cluster_id.clone();
         drop(node);
 
-        // The lock is released when the node actor is gone.
-        let mut reopened = None;
-        for _ in 0..100 {
-            match NodeHandle::start(options(dir.path())).await {
-                Ok(n) => {
-                    reopened = Some(n);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-        let node = reopened.expect("node restarts on the same data dir");
+        let node = start_when_unlocked(options(dir.path())).await.expect("node restarts on the same data dir");
         assert_eq!(node.cluster_id, cluster_id);
         let topic = node.topic("orders").unwrap();
         assert_eq!(topic.partitions.len(), 3);

@@ -227,8 +227,8 @@ fn c_string(what: &str, s: &str) -> Result<CString, CliError> {
 /// IncrementalAlterConfigs (API 44) on one topic: SET and DELETE operations.
 ///
 /// rdkafka 0.39 only wraps the legacy AlterConfigs (API 33), which replaces a
-/// resource's whole config set and is deprecated in Kafka (and not served by
-/// Silt), so this calls librdkafka's `rd_kafka_IncrementalAlterConfigs`
+/// resource's whole config set (overrides not named are removed) and is
+/// deprecated in Kafka, so this calls librdkafka's `rd_kafka_IncrementalAlterConfigs`
 /// directly. All unsafe code of the CLI is in this function.
 #[allow(unsafe_code, reason = "rdkafka 0.39 does not wrap IncrementalAlterConfigs")]
 fn incremental_alter_configs(

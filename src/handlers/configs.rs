@@ -1,10 +1,11 @@
-//! DescribeConfigs and IncrementalAlterConfigs for topics (and a read-only
-//! view of the broker's own settings).
+//! DescribeConfigs, IncrementalAlterConfigs and the legacy AlterConfigs for
+//! topics (and a read-only view of the broker's own settings).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::*;
+use kafka_protocol::messages::{alter_configs_request, alter_configs_response};
 use silt_actors::node::{AlterTopicConfigs, ConfigChange};
 use silt_actors::topic_config::ConfigType;
 
@@ -159,7 +160,15 @@ pub async fn incremental_alter(ctx: &RequestContext, request: IncrementalAlterCo
         }
         let result = match refused {
             Some(e) => Err(e),
-            None => node.alter_configs(AlterTopicConfigs { name: resource.resource_name.to_string(), changes, validate_only: request.validate_only }).await,
+            None => {
+                node.alter_configs(AlterTopicConfigs {
+                    name: resource.resource_name.to_string(),
+                    changes,
+                    replace_all: false,
+                    validate_only: request.validate_only,
+                })
+                .await
+            }
         };
         if let Err(e) = result {
             out.error_code = ctx.error_code(&e);
@@ -168,4 +177,92 @@ pub async fn incremental_alter(ctx: &RequestContext, request: IncrementalAlterCo
         responses.push(out);
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// The legacy AlterConfigs (key 33), with Kafka's replace-all semantics: a
+/// resource's configs in the request become all of its dynamic configs, and
+/// every override not named is removed. Each resource succeeds or fails on
+/// its own, with the checks and codes Kafka's broker applies first
+/// (`ConfigAdminManager.preprocess`).
+pub async fn alter(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in &request.resources {
+        let mut out = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let repeated = request.resources.iter().filter(|r| r.resource_type == resource.resource_type && r.resource_name == resource.resource_name).count() > 1;
+        let result = if repeated {
+            Err(Refusal::request("Each resource must appear at most once."))
+        } else {
+            replace_configs(ctx, resource, request.validate_only).await
+        };
+        if let Err(refusal) = result {
+            out.error_code = match &refusal {
+                Refusal::Domain(e) => ctx.error_code(e),
+                Refusal::InvalidRequest(_) => ctx.count(ResponseError::InvalidRequest.code()),
+            };
+            out.error_message = Some(wire(refusal.to_string()));
+        }
+        responses.push(out);
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Why one resource of an AlterConfigs request was refused.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// Malformed for this broker (INVALID_REQUEST), as Kafka words it.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Domain(#[from] silt_actors::Error),
+}
+
+impl Refusal {
+    fn request(message: impl Into<String>) -> Refusal {
+        Refusal::InvalidRequest(message.into())
+    }
+}
+
+async fn replace_configs(ctx: &RequestContext, resource: &alter_configs_request::AlterConfigsResource, validate_only: bool) -> Result<(), Refusal> {
+    let names: Vec<&str> = resource.configs.iter().map(|c| c.name.as_str()).collect();
+    if names.iter().enumerate().any(|(i, n)| names[..i].contains(n)) {
+        return Err(Refusal::request("Error due to duplicate config keys"));
+    }
+    let nulls: Vec<&str> = resource.configs.iter().filter(|c| c.value.is_none()).map(|c| c.name.as_str()).collect();
+    if !nulls.is_empty() {
+        return Err(Refusal::request(format!("Null value not supported for : {}", nulls.join(", "))));
+    }
+    let name = resource.resource_name.as_str();
+    match resource.resource_type {
+        RESOURCE_TOPIC => {
+            if name.is_empty() {
+                return Err(Refusal::request("Default topic resources are not allowed."));
+            }
+            let changes = resource.configs.iter().filter_map(|c| c.value.as_ref().map(|v| ConfigChange::Set(c.name.to_string(), v.to_string()))).collect();
+            let alter = AlterTopicConfigs { name: name.to_owned(), changes, replace_all: true, validate_only };
+            Ok(ctx.broker.node.alter_configs(alter).await?)
+        }
+        RESOURCE_BROKER => {
+            let node_id = ctx.broker.node.node_id;
+            if !name.is_empty() {
+                let id: i32 = name.parse().map_err(|_| Refusal::request(format!("Node id must be an integer, but it is: {name}")))?;
+                if id != node_id {
+                    return Err(Refusal::request(format!("Unexpected broker id, expected {node_id}, but received {name}")));
+                }
+            }
+            // Silt's broker has no dynamic configs: replacing them with none
+            // changes nothing, and any setting is one Kafka would also refuse
+            // to change at runtime (INVALID_REQUEST, KAFKA-13609).
+            if names.is_empty() {
+                Ok(())
+            } else {
+                Err(Refusal::request(format!(
+                    "Cannot update these configs dynamically: {}; broker settings come from the configuration file",
+                    names.join(", ")
+                )))
+            }
+        }
+        other => Err(Refusal::request(format!("config resource type {other} is not supported"))),
+    }
 }

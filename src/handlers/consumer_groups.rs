@@ -36,17 +36,13 @@ fn validate(ctx: &RequestContext, request: &ConsumerGroupHeartbeatRequest) -> Re
     if ctx.version >= CLIENT_MEMBER_ID_SINCE_VERSION && request.member_id.is_empty() {
         return Err(invalid("member_id must not be empty (ConsumerGroupHeartbeat v1+)"));
     }
-    // librdkafka sends an empty regex alongside topic names: an empty regex is "no regex".
-    if request.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(invalid("subscribed_topic_regex is not supported by Silt; subscribe to topic names"));
-    }
     match request.member_epoch {
         0 => {
             if request.rebalance_timeout_ms < 0 {
                 return Err(invalid("rebalance_timeout_ms must be set when a member joins"));
             }
-            if request.subscribed_topic_names.is_none() {
-                return Err(invalid("subscribed_topic_names must be set when a member joins"));
+            if request.subscribed_topic_names.is_none() && request.subscribed_topic_regex.is_none() {
+                return Err(invalid("subscribed_topic_names or subscribed_topic_regex must be set when a member joins"));
             }
             if request.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
                 return Err(invalid("topic_partitions must be empty when a member joins"));
@@ -96,6 +92,8 @@ pub async fn heartbeat(ctx: &RequestContext, request: ConsumerGroupHeartbeatRequ
                 rack_id: request.rack_id.as_ref().map(|s| s.to_string()),
                 rebalance_timeout_ms: request.rebalance_timeout_ms,
                 subscribed_topic_names: request.subscribed_topic_names.as_ref().map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+                // librdkafka sends an empty regex alongside topic names: an empty regex is "no regex".
+                subscribed_topic_regex: request.subscribed_topic_regex.as_ref().map(|r| r.to_string()),
                 server_assignor,
                 owned,
                 client_id: ctx.client_id.clone().unwrap_or_default(),
@@ -107,8 +105,10 @@ pub async fn heartbeat(ctx: &RequestContext, request: ConsumerGroupHeartbeatRequ
                 Err(GroupError::UnknownMemberId { group_id: group_id.clone(), member_id: heartbeat.member_id.clone() }.into())
             } else {
                 let node = ctx.broker.node.clone();
+                let names = node.clone();
                 let topics = Box::new(move |name: &str| node.topic(name).map(|view| (view.id, view.partitions.len() as i32)));
-                ctx.broker.groups.ask(&group_id, ConsumerHeartbeat { heartbeat, topics }).await.and_then(|r| r)
+                let topic_names = Box::new(move || names.topics().iter().map(|view| view.name.to_string()).collect());
+                ctx.broker.groups.ask(&group_id, ConsumerHeartbeat { heartbeat, topics, topic_names }).await.and_then(|r| r)
             }
         }
     };
@@ -186,6 +186,7 @@ pub async fn describe(ctx: &RequestContext, request: ConsumerGroupDescribeReques
                             .with_client_id(wire(m.client_id.clone()))
                             .with_client_host(wire(m.client_host.clone()))
                             .with_subscribed_topic_names(m.subscribed_topic_names.iter().map(|t| topic_name(t)).collect())
+                            .with_subscribed_topic_regex(m.subscribed_topic_regex.clone().map(wire))
                             .with_assignment(describe_assignment(ctx, &m.assigned))
                             .with_target_assignment(describe_assignment(ctx, &target));
                         if ctx.version >= MEMBER_TYPE_SINCE_VERSION {

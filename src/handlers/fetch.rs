@@ -151,8 +151,7 @@ async fn read_available(topics: &mut [TopicSlots], max_bytes: usize) -> usize {
         if slot.records.is_some() || slot.error.is_some() {
             continue;
         }
-        let in_range = slot.fetch_offset >= marks.log_start_offset && slot.fetch_offset <= marks.log_end_offset;
-        if marks.open && in_range && slot.fetch_offset == marks.high_watermark {
+        if !marks.fetch_would_answer(slot.fetch_offset) {
             continue; // nothing new yet
         }
         // Always let the first partition with data return one batch, even past max_bytes (KIP-74).
@@ -190,7 +189,7 @@ async fn wait_for_data(topics: &[TopicSlots], deadline: Instant) -> bool {
     }
     // Data may have arrived since the partitions were read: check before sleeping.
     for (rx, fetch_offset) in &mut receivers {
-        if rx.borrow_and_update().high_watermark != *fetch_offset {
+        if rx.borrow_and_update().fetch_would_answer(*fetch_offset) {
             return true;
         }
     }

@@ -54,7 +54,8 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         }
     };
     for wanted in requested {
-        let by_name = wanted.name.as_ref().map(|n| n.0.to_string());
+        // A topic asked for by id has a null or, from the Java client, an empty name.
+        let by_name = wanted.name.as_ref().map(|n| n.0.to_string()).filter(|n| !n.is_empty());
         let name = match by_name {
             Some(name) => name,
             None => match node.topic_name(wanted.topic_id) {

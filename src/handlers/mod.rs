@@ -9,11 +9,14 @@ pub mod consumer_groups;
 pub mod delete_records;
 pub mod fetch;
 pub mod groups;
+pub mod leaders;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod producer_id;
+pub mod producers;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

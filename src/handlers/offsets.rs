@@ -236,7 +236,7 @@ pub async fn delete(ctx: &RequestContext, request: OffsetDeleteRequest) -> Offse
     let protocol = description.protocol.clone().unwrap_or_default();
     let mut subscribed: HashSet<String> = description.members.iter().flat_map(|m| subscribed_topics(&m.metadata(&protocol))).collect();
     // Members of a consumer-protocol group name their topics in their heartbeats.
-    subscribed.extend(description.consumer.iter().flat_map(|c| c.members.values().flat_map(|m| m.subscribed_topic_names.iter().cloned())));
+    subscribed.extend(description.consumer.iter().flat_map(|c| c.members.values().flat_map(|m| m.subscription().map(str::to_owned))));
     let node = &ctx.broker.node;
     let mut known = Vec::new();
     let mut codes: PerTopic<Option<i16>> = Vec::new();

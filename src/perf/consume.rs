@@ -14,6 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::client::Target;
+use super::raw::RawArgs;
 use super::stats::{finish, Meter, Report, Reporter};
 
 /// How long one poll waits.
@@ -40,10 +41,13 @@ pub struct ConsumeArgs {
     /// Consume as this consumer group (subscribe) instead of assigning partitions.
     #[arg(long)]
     pub group: Option<String>,
+    // --raw: Fetch requests whose answers are counted by batch header, not read.
+    #[command(flatten)]
+    pub raw: RawArgs,
 }
 
 pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
-    let report = consume(&args)?;
+    let report = if args.raw.raw { super::raw::consume::consume(&args)? } else { consume(&args)? };
     report.print(args.target.json);
     Ok(())
 }

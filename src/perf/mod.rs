@@ -6,9 +6,11 @@
 //! | `consume` | [`consume`] | consumer throughput |
 //! | `end-to-end` | [`end_to_end`] | produce-to-receipt latency at a fixed rate |
 //! | `tcp-loopback`, `disk` | [`limits`] | the machine's loopback TCP and sequential write speed |
+//! | `produce --raw`, `consume --raw` | [`raw`] | the broker's own ingest and egress ceiling |
 //!
 //! The clients are librdkafka (the `rdkafka` crate), so the figures are what a
-//! real client sees. Periodic reports go to stderr, the final one to stdout
+//! real client sees; `--raw` replaces it with pre-encoded requests, so that
+//! the broker rather than the client is the bottleneck. Periodic reports go to stderr, the final one to stdout
 //! (`--json` for one JSON object). [`stats`] holds the histograms and reports.
 
 pub mod client;
@@ -16,6 +18,7 @@ pub mod consume;
 pub mod end_to_end;
 pub mod limits;
 pub mod produce;
+pub mod raw;
 pub mod stats;
 
 /// The `silt perf` subcommands.

@@ -16,6 +16,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use super::client::{parse_acks, Target};
+use super::raw::RawArgs;
 use super::stats::{finish, latency_histogram, record_latency, Meter, Report, Reporter};
 
 /// How long the final flush may take before records count as lost.
@@ -27,7 +28,7 @@ const MERGE_EVERY_REPORTS: u64 = 4096;
 /// Client-side queue of unsent records, in KiB.
 const QUEUE_KIBIBYTES_MAX: u64 = 64 * 1024;
 /// Records produced when neither `--records` nor `--duration-s` is given.
-const DEFAULT_RECORDS: u64 = 100_000;
+pub(crate) const DEFAULT_RECORDS: u64 = 100_000;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProduceArgs {
@@ -63,6 +64,10 @@ pub struct ProduceArgs {
     /// Produce only to partitions 0..N (round robin); default: every partition.
     #[arg(long)]
     pub active_partitions: Option<i32>,
+    // --raw: pre-encoded requests instead of librdkafka (`--batch-size`
+    // bytes per partition batch; `--linger-ms` does not apply).
+    #[command(flatten)]
+    pub raw: RawArgs,
 }
 
 /// Per-producer delivery bookkeeping. Delivery reports are served by `poll`
@@ -126,7 +131,7 @@ enum Until {
 }
 
 pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
-    let report = produce(&args)?;
+    let report = if args.raw.raw { super::raw::produce::produce(&args)? } else { produce(&args)? };
     report.print(args.target.json);
     if report.errors > 0 {
         bail!("{} records were not acknowledged", report.errors);

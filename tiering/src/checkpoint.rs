@@ -75,16 +75,24 @@ impl LeaderEpochCache {
         self.entries.last().map(|&(e, _)| e)
     }
 
-    /// The end offset of `epoch` given the log end offset: the start of the next
-    /// epoch, or `log_end_offset` for the latest. `None` if `epoch` is older than all.
+    /// The end offset of `epoch` given the log end offset, as Kafka's
+    /// `LeaderEpochFileCache.endOffsetFor` answers it (OffsetForLeaderEpoch):
+    /// the latest epoch ends at `log_end_offset`; an older one ends where the
+    /// next epoch starts and is answered with the largest known epoch at or
+    /// below it, or with itself when it is older than every known epoch (its
+    /// data is gone). `None` (Kafka's UNDEFINED_EPOCH and
+    /// UNDEFINED_EPOCH_OFFSET) for -1 and for an epoch newer than all.
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
-        let idx = self.entries.partition_point(|&(e, _)| e <= epoch);
-        if idx == 0 {
+        if epoch < 0 {
             return None;
         }
-        let found = self.entries[idx - 1].0;
-        let end = self.entries.get(idx).map_or(log_end_offset, |&(_, start)| start);
-        Some((found, end))
+        if self.latest_epoch() == Some(epoch) {
+            return Some((epoch, log_end_offset));
+        }
+        let idx = self.entries.partition_point(|&(e, _)| e <= epoch);
+        let &(_, next_start) = self.entries.get(idx)?;
+        let found = if idx == 0 { epoch } else { self.entries[idx - 1].0 };
+        Some((found, next_start))
     }
 
     /// Forgets epochs that start at or after `offset` (log truncated to `offset`).
@@ -153,11 +161,13 @@ mod tests {
         assert_eq!(cache.end_offset_for(1, 50), Some((0, 10)));
         assert_eq!(cache.end_offset_for(5, 50), Some((5, 50)));
         assert_eq!(cache.end_offset_for(-1, 50), None);
+        assert_eq!(cache.end_offset_for(6, 50), None, "newer than every epoch");
         cache.truncate_from(30);
         assert_eq!(cache.latest_epoch(), Some(2));
         cache.truncate_before(12);
         assert_eq!(cache.end_offset_for(2, 40), Some((2, 40)));
         assert_eq!(cache.entries, vec![(2, 12)]);
+        assert_eq!(cache.end_offset_for(1, 40), Some((1, 12)), "older than every epoch: its data is gone");
     }
 
     #[test]

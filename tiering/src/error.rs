@@ -37,6 +37,10 @@ pub enum LogError {
     OutOfOrderSequence { producer_id: i64, sequence: i32, expected: i32 },
     #[error("transactional record batches are not supported")]
     TransactionsUnsupported,
+    #[error("a batch from the leader starts at offset {base_offset}, but the follower's log ends at {expected}")]
+    UnexpectedReplicaOffset { expected: i64, base_offset: i64 },
+    #[error("a batch from the leader at offset {base_offset} has leader epoch {epoch}, older than the follower's latest epoch {latest}")]
+    ReplicaEpochWentBack { base_offset: i64, epoch: i32, latest: i32 },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("checkpoint file {path} is corrupt: {reason}")]

@@ -11,7 +11,7 @@
 //! | [`batch`] | the record batch (magic v2) format: the one place batches are parsed |
 //! | [`index`] | the sparse offset and time indexes of one segment |
 //! | [`segment`] | one segment: its `.log` file and indexes |
-//! | [`log`] | a partition's ordered segments: append, read, truncate, retention |
+//! | [`log`] | a partition's ordered segments: append (as leader or follower), read, truncate, retention |
 //! | [`checkpoint`] | small crash-safe files (leader epochs, offsets) |
 //! | [`producer_state`] | idempotent-producer sequence tracking |
 //! | [`archive`] | sealed segments in object storage as Parquet: upload, manifest, remote reads |
@@ -30,4 +30,4 @@ pub mod segment;
 
 pub use config::LogConfig;
 pub use error::{ArchiveError, BatchError, LogError};
-pub use log::{AppendResult, PartitionLog, ReadResult, RecoveryReport};
+pub use log::{AppendResult, PartitionLog, ReadResult, RecoveryReport, ReplicaAppend};

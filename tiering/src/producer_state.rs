@@ -28,6 +28,26 @@ pub struct BatchRecord {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: Vec<BatchRecord>,
+    /// When the broker last appended a batch of the producer: what expires it.
+    pub last_timestamp_ms: i64,
+    /// The max timestamp of the producer's last batch, as Kafka's
+    /// DescribeProducers reports it (-1 in snapshots written before it was kept).
+    #[serde(default = "no_timestamp")]
+    pub last_batch_timestamp_ms: i64,
+}
+
+fn no_timestamp() -> i64 {
+    -1
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence number this partition has from the producer (-1 if none is remembered).
+    pub last_sequence: i32,
+    /// The max timestamp of the producer's last batch (Kafka's `lastTimestamp`).
     pub last_timestamp_ms: i64,
 }
 
@@ -93,6 +113,7 @@ impl ProducerStateTable {
             epoch: header.producer_epoch,
             batches: Vec::new(),
             last_timestamp_ms: now_ms,
+            last_batch_timestamp_ms: header.max_timestamp,
         });
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
@@ -108,6 +129,7 @@ impl ProducerStateTable {
             entry.batches.remove(0);
         }
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(now_ms);
+        entry.last_batch_timestamp_ms = header.max_timestamp;
     }
 
     /// Forgets batches at or after `offset` (the log was truncated there).
@@ -121,6 +143,22 @@ impl ProducerStateTable {
     /// Forgets producers idle for longer than [`PRODUCER_EXPIRATION_MS`].
     pub fn expire(&mut self, now_ms: i64) {
         self.producers.retain(|_, e| now_ms - e.last_timestamp_ms < PRODUCER_EXPIRATION_MS);
+    }
+
+    /// Every producer remembered here, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.last().map_or(-1, |b| b.last_sequence),
+                last_timestamp_ms: e.last_batch_timestamp_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -163,9 +201,11 @@ mod tests {
         assert!(matches!(table.check(&retry).unwrap(), SequenceCheck::Duplicate(b) if b.first_offset == 0 && b.last_offset == 4));
         let gap = header(7, 0, 10, 1, -1);
         assert!(matches!(table.check(&gap), Err(LogError::OutOfOrderSequence { expected: 5, .. })));
-        let next = header(7, 0, 5, 1, 5);
+        let mut next = header(7, 0, 5, 1, 5);
+        next.max_timestamp = 42;
         assert_eq!(table.check(&next).unwrap(), SequenceCheck::Append);
         table.record(&next, 2);
+        assert_eq!(table.active(), vec![ActiveProducer { producer_id: 7, epoch: 0, last_sequence: 5, last_timestamp_ms: 42 }]);
         let stale = header(7, -1, 6, 1, -1);
         assert!(matches!(table.check(&stale), Err(LogError::InvalidProducerEpoch { .. })));
         let bumped = header(7, 1, 0, 1, 6);

@@ -155,6 +155,8 @@ pub struct Rewrite;
 
 /// Resolves a topic name to its id and partition count (`None`: no such topic).
 pub type TopicLookup = Box<dyn Fn(&str) -> Option<(uuid::Uuid, i32)> + Send>;
+/// Lists every topic name (for members that subscribe by regex).
+pub type TopicNames = Box<dyn Fn() -> Vec<String> + Send>;
 
 /// ConsumerGroupHeartbeat. Answers the member's state and the heartbeat
 /// interval. `topics` is only used while the heartbeat is handled (the actor
@@ -164,6 +166,7 @@ pub type TopicLookup = Box<dyn Fn(&str) -> Option<(uuid::Uuid, i32)> + Send>;
 pub struct ConsumerHeartbeat {
     pub heartbeat: consumer::Heartbeat,
     pub topics: TopicLookup,
+    pub topic_names: TopicNames,
 }
 
 /// One group. See the module docs.
@@ -805,12 +808,12 @@ impl Handler<ConsumerHeartbeat> for GroupActor {
             // An empty classic group (or a new one) becomes a consumer group.
             self.consumer = Some(ConsumerGroup::new());
         }
-        let ConsumerHeartbeat { heartbeat, topics } = msg;
+        let ConsumerHeartbeat { heartbeat, topics, topic_names } = msg;
         let client_id = heartbeat.client_id.clone();
         let max_size = self.timers.limits.max_size;
         let Some(group) = self.consumer.as_mut() else { return Err(GroupError::CoordinatorNotAvailable(group_id).into()) };
         let before = group.clone();
-        let answer = group.heartbeat(&group_id, heartbeat, topics, || format!("{client_id}-{}", uuid::Uuid::new_v4()), max_size);
+        let answer = group.heartbeat(&group_id, heartbeat, topics, topic_names, || format!("{client_id}-{}", uuid::Uuid::new_v4()), max_size);
         let changed = *group != before;
         match &answer {
             Ok(a) if a.member_epoch >= 0 => self.arm_session(&a.member_id, ctx),

@@ -57,6 +57,15 @@ pub struct ConsumerMember {
     pub rebalance_timeout_ms: i32,
     /// Sorted, without duplicates.
     pub subscribed_topic_names: Vec<String>,
+    /// A regular expression (RE2 syntax) that subscribes the member to every
+    /// topic whose whole name it matches, besides `subscribed_topic_names`.
+    /// It is matched again at every heartbeat, so topics created or deleted
+    /// later join or leave the subscription.
+    #[serde(default)]
+    pub subscribed_topic_regex: Option<String>,
+    /// The topics `subscribed_topic_regex` matched at the last heartbeat.
+    #[serde(default)]
+    pub regex_topic_names: Vec<String>,
     pub server_assignor: Option<String>,
     pub member_epoch: i32,
     pub previous_member_epoch: i32,
@@ -65,6 +74,26 @@ pub struct ConsumerMember {
     /// The partitions the member must give up before it advances.
     pub pending_revocation: Assignment,
     pub state: MemberState,
+}
+
+impl ConsumerMember {
+    /// The topic names the member subscribes to: its names, then its regex's matches.
+    pub fn subscription(&self) -> impl Iterator<Item = &str> {
+        self.subscribed_topic_names.iter().chain(&self.regex_topic_names).map(String::as_str)
+    }
+}
+
+/// The most bytes a subscription regex may have.
+pub const SUBSCRIBED_TOPIC_REGEX_BYTES_MAX: usize = 4096;
+
+/// `regex` anchored to match whole topic names, as Kafka matches a
+/// subscription regex (RE2/J `matches`).
+pub fn whole_name_regex(regex: &str) -> Result<regex::Regex, GroupError> {
+    let invalid = |reason: String| GroupError::InvalidRegularExpression { regex: regex.to_owned(), reason };
+    if regex.len() > SUBSCRIBED_TOPIC_REGEX_BYTES_MAX {
+        return Err(invalid(format!("longer than {SUBSCRIBED_TOPIC_REGEX_BYTES_MAX} bytes")));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{regex})$")).size_limit(1 << 20).build().map_err(|e| invalid(e.to_string()))
 }
 
 /// A ConsumerGroupHeartbeat, as domain values. `None` fields are unchanged.
@@ -78,6 +107,8 @@ pub struct Heartbeat {
     /// -1: unchanged.
     pub rebalance_timeout_ms: i32,
     pub subscribed_topic_names: Option<Vec<String>>,
+    /// `Some("")` clears the member's regex.
+    pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<Assignor>,
     /// The partitions the member owns (`None`: unchanged since its last heartbeat).
     pub owned: Option<Assignment>,
@@ -185,12 +216,14 @@ impl ConsumerGroup {
     }
 
     /// Handles a heartbeat. `topics` resolves a topic name to its id and
-    /// partition count (`None`: the topic does not exist).
+    /// partition count (`None`: the topic does not exist); `topic_names`
+    /// lists every topic, and is called only when a member subscribes by regex.
     pub fn heartbeat(
         &mut self,
         group_id: &str,
         request: Heartbeat,
         topics: impl Fn(&str) -> Option<(Uuid, i32)>,
+        topic_names: impl Fn() -> Vec<String>,
         new_member_id: impl FnOnce() -> String,
         max_size: usize,
     ) -> Result<HeartbeatAnswer, GroupError> {
@@ -199,6 +232,9 @@ impl ConsumerGroup {
         }
         if request.subscribed_topic_names.as_ref().is_some_and(|t| t.len() > SUBSCRIBED_TOPICS_MAX) {
             return Err(GroupError::InvalidRequest(format!("a member may subscribe to at most {SUBSCRIBED_TOPICS_MAX} topics")));
+        }
+        if let Some(regex) = request.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()) {
+            whole_name_regex(regex)?;
         }
         let joining = request.member_epoch == 0;
         let mut bump = false;
@@ -240,6 +276,15 @@ impl ConsumerGroup {
                     bump = true;
                 }
             }
+            if let Some(regex) = &request.subscribed_topic_regex {
+                let regex = Some(regex.clone()).filter(|r| !r.is_empty());
+                if regex != member.subscribed_topic_regex {
+                    // Matched again below while any member has a regex; none left means no matches.
+                    member.regex_topic_names.clear();
+                    member.subscribed_topic_regex = regex;
+                    bump = true;
+                }
+            }
             if let Some(assignor) = request.server_assignor {
                 if member.server_assignor.as_deref() != Some(assignor.name()) {
                     member.server_assignor = Some(assignor.name().to_owned());
@@ -247,6 +292,7 @@ impl ConsumerGroup {
                 }
             }
         }
+        self.resolve_regexes(&topic_names);
         let metadata = self.subscribed_metadata(&topics);
         if metadata != self.metadata {
             self.metadata = metadata;
@@ -260,7 +306,9 @@ impl ConsumerGroup {
         }
         self.reconcile(&member_id, request.owned.as_ref());
         let member = self.members.get(&member_id).ok_or_else(|| Self::unknown(group_id, &member_id))?;
-        let full = request.subscribed_topic_names.is_some() && request.owned.is_some() && request.rebalance_timeout_ms >= 0;
+        let full = (request.subscribed_topic_names.is_some() || request.subscribed_topic_regex.is_some())
+            && request.owned.is_some()
+            && request.rebalance_timeout_ms >= 0;
         let changed = before.as_ref() != Some(&member.assigned);
         Ok(HeartbeatAnswer {
             member_id: member_id.clone(),
@@ -270,8 +318,8 @@ impl ConsumerGroup {
     }
 
     fn join(&mut self, group_id: &str, member_id: &str, request: &Heartbeat, max_size: usize, bump: &mut bool) -> Result<(), GroupError> {
-        if request.subscribed_topic_names.is_none() {
-            return Err(GroupError::InvalidRequest("subscribed_topic_names must be set when a member joins".into()));
+        if request.subscribed_topic_names.is_none() && request.subscribed_topic_regex.is_none() {
+            return Err(GroupError::InvalidRequest("subscribed_topic_names or subscribed_topic_regex must be set when a member joins".into()));
         }
         if let Some(instance) = &request.instance_id {
             let holder = self.members.values().find(|m| m.instance_id.as_deref() == Some(instance)).map(|m| (m.member_id.clone(), m.member_epoch));
@@ -314,6 +362,8 @@ impl ConsumerGroup {
                 client_host: request.client_host.clone(),
                 rebalance_timeout_ms: request.rebalance_timeout_ms,
                 subscribed_topic_names: Vec::new(),
+                subscribed_topic_regex: None,
+                regex_topic_names: Vec::new(),
                 server_assignor: None,
                 member_epoch: 0,
                 previous_member_epoch: 0,
@@ -351,9 +401,25 @@ impl ConsumerGroup {
         true
     }
 
+    /// Matches every member's regex against all topic names (listed once, and
+    /// only if some member has a regex).
+    fn resolve_regexes(&mut self, topic_names: &impl Fn() -> Vec<String>) {
+        if self.members.values().all(|m| m.subscribed_topic_regex.is_none()) {
+            return;
+        }
+        let all = topic_names();
+        for member in self.members.values_mut() {
+            // A stored regex compiled when it was accepted; one that no longer does matches nothing.
+            member.regex_topic_names = match member.subscribed_topic_regex.as_deref().map(whole_name_regex) {
+                Some(Ok(re)) => all.iter().filter(|n| re.is_match(n)).cloned().collect(),
+                Some(Err(_)) | None => Vec::new(),
+            };
+        }
+    }
+
     /// Ids and partition counts of the topics any member subscribes to (that exist).
     fn subscribed_metadata(&self, topics: &impl Fn(&str) -> Option<(Uuid, i32)>) -> TopicsMetadata {
-        let names: BTreeSet<&str> = self.members.values().flat_map(|m| m.subscribed_topic_names.iter().map(String::as_str)).collect();
+        let names: BTreeSet<&str> = self.members.values().flat_map(ConsumerMember::subscription).collect();
         names.into_iter().filter_map(|n| topics(n).map(|meta| (n.to_owned(), meta))).collect()
     }
 
@@ -375,7 +441,7 @@ impl ConsumerGroup {
             .members
             .iter()
             .map(|(id, m)| {
-                let subscribed = m.subscribed_topic_names.iter().filter_map(|n| self.metadata.get(n).map(|(id, _)| *id)).collect();
+                let subscribed = m.subscription().filter_map(|n| self.metadata.get(n).map(|(id, _)| *id)).collect();
                 (id.clone(), MemberSpec { subscribed, current: self.target.get(id).cloned().unwrap_or_default() })
             })
             .collect();
@@ -474,7 +540,7 @@ mod tests {
     }
 
     fn hb(g: &mut ConsumerGroup, h: Heartbeat) -> HeartbeatAnswer {
-        g.heartbeat("g", h, topics, || "new".into(), usize::MAX).unwrap()
+        g.heartbeat("g", h, topics, Vec::new, || "new".into(), usize::MAX).unwrap()
     }
 
     fn parts(a: &Assignment) -> BTreeSet<i32> {
@@ -523,12 +589,66 @@ mod tests {
     }
 
     #[test]
+    fn a_regex_subscribes_to_whole_name_matches_and_follows_new_topics() {
+        const A: Uuid = Uuid::from_u128(10);
+        const B: Uuid = Uuid::from_u128(11);
+        let with_b = std::cell::Cell::new(false);
+        let lookup = |name: &str| match name {
+            "logs-a" => Some((A, 2)),
+            "logs-b" if with_b.get() => Some((B, 1)),
+            "other-logs" => Some((Uuid::from_u128(12), 4)),
+            _ => None,
+        };
+        let names = || {
+            let mut n = vec!["logs-a".to_owned(), "other-logs".to_owned()];
+            if with_b.get() {
+                n.push("logs-b".to_owned());
+            }
+            n
+        };
+        let mut g = ConsumerGroup::new();
+        let by_regex = Heartbeat {
+            member_id: "a".into(),
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_regex: Some("logs-.*".into()),
+            owned: Some(Assignment::new()),
+            ..Heartbeat::default()
+        };
+        let a = g.heartbeat("g", by_regex, lookup, names, || unreachable!(), usize::MAX).unwrap();
+        // "other-logs" contains a match but is not one: the regex matches whole names.
+        let assigned = a.assignment.unwrap();
+        assert_eq!(assigned.keys().copied().collect::<Vec<_>>(), vec![A]);
+        assert_eq!(g.members["a"].subscribed_topic_regex.as_deref(), Some("logs-.*"));
+        // A matching topic created later joins the subscription at the next heartbeat.
+        with_b.set(true);
+        let a2 = g.heartbeat("g", beat("a", 1, Some(&assigned)), lookup, names, || unreachable!(), usize::MAX).unwrap();
+        assert_eq!(a2.member_epoch, 2);
+        assert_eq!(a2.assignment.unwrap().keys().copied().collect::<Vec<_>>(), vec![A, B]);
+        // An empty regex clears it.
+        let clear = Heartbeat { subscribed_topic_regex: Some(String::new()), ..beat("a", 2, None) };
+        g.heartbeat("g", clear, lookup, names, || unreachable!(), usize::MAX).unwrap();
+        assert_eq!(g.members["a"].subscribed_topic_regex, None);
+        assert!(g.members["a"].subscription().next().is_none());
+    }
+
+    #[test]
+    fn an_invalid_regex_is_refused() {
+        let mut g = ConsumerGroup::new();
+        let bad = Heartbeat { subscribed_topic_regex: Some("logs-(".into()), ..join("a") };
+        let err = g.heartbeat("g", bad, topics, Vec::new, || unreachable!(), usize::MAX).unwrap_err();
+        assert!(matches!(err, GroupError::InvalidRegularExpression { .. }), "{err:?}");
+        assert!(g.members.is_empty());
+        let long = Heartbeat { subscribed_topic_regex: Some("a".repeat(SUBSCRIBED_TOPIC_REGEX_BYTES_MAX + 1)), ..join("a") };
+        assert!(matches!(g.heartbeat("g", long, topics, Vec::new, || unreachable!(), usize::MAX), Err(GroupError::InvalidRegularExpression { .. })));
+    }
+
+    #[test]
     fn fencing_and_unknown_members() {
         let mut g = ConsumerGroup::new();
         hb(&mut g, join("a"));
-        let err = g.heartbeat("g", beat("a", 5, None), topics, || unreachable!(), usize::MAX).unwrap_err();
+        let err = g.heartbeat("g", beat("a", 5, None), topics, Vec::new, || unreachable!(), usize::MAX).unwrap_err();
         assert!(matches!(err, GroupError::FencedMemberEpoch { .. }), "{err:?}");
-        let err = g.heartbeat("g", beat("zz", 1, None), topics, || unreachable!(), usize::MAX).unwrap_err();
+        let err = g.heartbeat("g", beat("zz", 1, None), topics, Vec::new, || unreachable!(), usize::MAX).unwrap_err();
         assert!(matches!(err, GroupError::UnknownMemberId { .. }));
         hb(&mut g, join("b"));
         hb(&mut g, beat("a", 1, None));
@@ -536,8 +656,8 @@ mod tests {
         hb(&mut g, beat("a", 1, Some(&kept)));
         assert_eq!(g.members["a"].member_epoch, 2);
         // A retry at the previous epoch with a subset of the assignment is accepted; an older one is fenced.
-        assert!(g.heartbeat("g", beat("a", 1, Some(&kept)), topics, || unreachable!(), usize::MAX).is_ok());
-        assert!(matches!(g.heartbeat("g", beat("a", 1, None), topics, || unreachable!(), usize::MAX), Err(GroupError::FencedMemberEpoch { .. })));
+        assert!(g.heartbeat("g", beat("a", 1, Some(&kept)), topics, Vec::new, || unreachable!(), usize::MAX).is_ok());
+        assert!(matches!(g.heartbeat("g", beat("a", 1, None), topics, Vec::new, || unreachable!(), usize::MAX), Err(GroupError::FencedMemberEpoch { .. })));
         assert!(matches!(g.check_commit("g", "a", 1), Err(GroupError::StaleMemberEpoch { .. })));
         assert!(matches!(g.check_commit("g", "x", 1), Err(GroupError::UnknownMemberId { .. })));
     }
@@ -559,7 +679,7 @@ mod tests {
         assert_eq!(parts(back.assignment.as_ref().unwrap()).len(), 6);
         assert_eq!(g.group_epoch, epoch, "no rebalance");
         s.member_id = "s3".into();
-        assert!(matches!(g.heartbeat("g", s, topics, || unreachable!(), usize::MAX), Err(GroupError::UnreleasedInstanceId { .. })));
+        assert!(matches!(g.heartbeat("g", s, topics, Vec::new, || unreachable!(), usize::MAX), Err(GroupError::UnreleasedInstanceId { .. })));
     }
 
     #[test]
@@ -567,9 +687,9 @@ mod tests {
         let mut g = ConsumerGroup::new();
         let mut bad = join("a");
         bad.subscribed_topic_names = None;
-        assert!(matches!(g.heartbeat("g", bad, topics, || unreachable!(), 10), Err(GroupError::InvalidRequest(_))));
+        assert!(matches!(g.heartbeat("g", bad, topics, Vec::new, || unreachable!(), 10), Err(GroupError::InvalidRequest(_))));
         hb(&mut g, join("a"));
-        assert!(matches!(g.heartbeat("g", join("b"), topics, || unreachable!(), 1), Err(GroupError::GroupMaxSizeReached { .. })));
+        assert!(matches!(g.heartbeat("g", join("b"), topics, Vec::new, || unreachable!(), 1), Err(GroupError::GroupMaxSizeReached { .. })));
         // A v0 member without an id gets one.
         let named = hb(&mut g, join(""));
         assert_eq!(named.member_id, "new");

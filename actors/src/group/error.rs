@@ -46,6 +46,8 @@ pub enum GroupError {
     UnsupportedAssignor(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("subscribed_topic_regex {regex:?} is not a valid regular expression: {reason}")]
+    InvalidRegularExpression { regex: String, reason: String },
     #[error("group {group_id} is not a {expected} group")]
     WrongGroupType { group_id: String, expected: &'static str },
 }

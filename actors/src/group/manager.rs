@@ -275,7 +275,7 @@ impl GroupCoordinator {
     pub async fn compact_if_due(&self) {
         for partition in &self.partitions {
             let marks = partition.watermarks();
-            if marks.log_end_offset - marks.log_start_offset > COMPACT_AFTER_RECORDS {
+            if marks.high_watermark - marks.log_start_offset > COMPACT_AFTER_RECORDS {
                 if let Err(e) = self.compact(partition).await {
                     tracing::warn!(partition = %partition.tp, cause = %e, "could not compact the offsets partition");
                 }
@@ -284,8 +284,13 @@ impl GroupCoordinator {
     }
 
     /// Rewrites the live state of `partition`'s groups at its end and deletes the records before.
+    ///
+    /// The mark is the high watermark before the rewrite: every record below
+    /// it was written before the rewrite started (so the rewrite supersedes
+    /// it) and is committed, which DeleteRecords requires. Records between
+    /// the high watermark and the log end are left for the next compaction.
     pub async fn compact(&self, partition: &PartitionHandle) -> Result<(), Error> {
-        let mark = partition.watermarks().log_end_offset;
+        let mark = partition.watermarks().high_watermark;
         let index = partition.tp.partition;
         let addrs: Vec<Addr<GroupActor>> = self.lock().values().filter(|e| e.partition == index && e.addr.connected()).map(|e| e.addr.clone()).collect();
         for result in join_all(addrs.iter().map(|a| a.send(Rewrite))).await {
@@ -392,7 +397,8 @@ mod tests {
             coordinator.compact(&p).await.unwrap();
         }
         let after = partition.watermarks();
-        assert_eq!(after.log_start_offset, before.log_end_offset, "everything before the rewrite is deleted");
+        assert_eq!(before.high_watermark, before.log_end_offset, "a sole replica commits what it writes");
+        assert_eq!(after.log_start_offset, before.high_watermark, "everything committed before the rewrite is deleted");
         assert!(after.log_end_offset > after.log_start_offset, "the live state was rewritten");
 
         node.shutdown().await.unwrap();

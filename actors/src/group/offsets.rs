@@ -156,7 +156,7 @@ mod tests {
         let mut g = ConsumerGroup::new();
         let topic = uuid::Uuid::from_u128(9);
         let join = Heartbeat { member_id: "m".into(), subscribed_topic_names: Some(vec!["t".into()]), rebalance_timeout_ms: 1000, ..Heartbeat::default() };
-        g.heartbeat("c", join, |_| Some((topic, 3)), || unreachable!(), 10).unwrap();
+        g.heartbeat("c", join, |_| Some((topic, 3)), Vec::new, || unreachable!(), 10).unwrap();
         g
     }
 

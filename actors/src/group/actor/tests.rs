@@ -174,7 +174,7 @@ fn consumer_heartbeat(member_id: &str, member_epoch: i32, owned: Option<Assignme
         client_id: "c".into(),
         ..consumer::Heartbeat::default()
     };
-    ConsumerHeartbeat { heartbeat, topics: Box::new(|name| (name == "t").then_some((TOPIC_ID, 4))) }
+    ConsumerHeartbeat { heartbeat, topics: Box::new(|name| (name == "t").then_some((TOPIC_ID, 4))), topic_names: Box::new(|| vec!["t".to_owned()]) }
 }
 
 async fn beat(group: &Addr<GroupActor>, member_id: &str, member_epoch: i32, owned: Option<Assignment>) -> HeartbeatAnswer {

@@ -2,10 +2,18 @@
 //! it, the leader epoch cache and idempotent-producer state.
 //!
 //! Offsets: `log_start_offset <= high_watermark <= log_end_offset`. Consumers
-//! read below the high watermark; replication (a later issue) moves it, and on
-//! a single replica it follows the log end offset. Every batch carries the
-//! leader epoch it was written in, and `truncate_to` cuts the log back to an
-//! offset, which is what a follower does when its log diverged from the leader.
+//! read below the high watermark. The log never moves it on its own: whoever
+//! knows what is replicated does ([`PartitionLog::set_high_watermark`]; on a
+//! single replica the partition actor moves it to the log end after each
+//! append). It is checkpointed in `high-watermark`
+//! ([`PartitionLog::checkpoint_high_watermark`], called periodically and at
+//! close, like Kafka's `replication-offset-checkpoint`), and a reopened log
+//! starts from the checkpoint, clamped to its offsets, never from the log end.
+//!
+//! Replication: every batch carries the leader epoch it was written in; a
+//! follower appends the leader's batches as they are, and `truncate_to` cuts
+//! the log back to an offset, which is what a follower does when its log
+//! diverged from the leader (both in `follower.rs`).
 //!
 //! Flush policy: an append returns once the batch is written to the OS page
 //! cache, so a crashed process (even `kill -9`) loses nothing acknowledged.
@@ -29,8 +37,15 @@ use crate::error::{BatchError, LogError};
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::segment::{self, Segment};
 
+mod follower;
+#[cfg(test)]
+mod tests;
+
+pub use follower::ReplicaAppend;
+
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+const HIGH_WATERMARK_FILE: &str = "high-watermark";
 const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
 
@@ -111,6 +126,8 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     high_watermark: i64,
+    /// The high watermark last written to the checkpoint file, if any.
+    checkpointed_high_watermark: Option<i64>,
     recovery_point: i64,
     leader_epochs: LeaderEpochCache,
     producers: ProducerStateTable,
@@ -178,13 +195,18 @@ impl PartitionLog {
 
         let mut leader_epochs = LeaderEpochCache::read(&dir.join(LEADER_EPOCH_FILE))?;
         leader_epochs.truncate_from(log_end_offset);
+        // The checkpoint may be older than the log (written periodically) or
+        // newer (the log lost an unflushed tail): clamp it to what is here.
+        let checkpointed_high_watermark = OffsetCheckpoint::new(dir.join(HIGH_WATERMARK_FILE)).read()?;
+        let high_watermark = checkpointed_high_watermark.unwrap_or(log_start_offset).clamp(log_start_offset, log_end_offset);
 
         let mut log = PartitionLog {
             dir: dir.to_owned(),
             config,
             segments,
             log_start_offset,
-            high_watermark: log_end_offset,
+            high_watermark,
+            checkpointed_high_watermark,
             recovery_point: recovery_point.min(log_end_offset),
             leader_epochs,
             producers: ProducerStateTable::default(),
@@ -272,8 +294,19 @@ impl PartitionLog {
         self.high_watermark
     }
     /// Moves the high watermark, clamped to `[log_start_offset, log_end_offset]`.
+    /// It becomes durable at the next [`PartitionLog::checkpoint_high_watermark`].
     pub fn set_high_watermark(&mut self, offset: i64) {
         self.high_watermark = offset.clamp(self.log_start_offset, self.log_end_offset());
+    }
+    /// Writes the high watermark to its checkpoint file unless the file
+    /// already holds it. Returns whether it wrote.
+    pub fn checkpoint_high_watermark(&mut self) -> Result<bool, LogError> {
+        if self.checkpointed_high_watermark == Some(self.high_watermark) {
+            return Ok(false);
+        }
+        OffsetCheckpoint::new(self.dir.join(HIGH_WATERMARK_FILE)).write(self.high_watermark)?;
+        self.checkpointed_high_watermark = Some(self.high_watermark);
+        Ok(true)
     }
     pub fn config(&self) -> &LogConfig {
         &self.config
@@ -293,7 +326,12 @@ impl PartitionLog {
     pub fn latest_leader_epoch(&self) -> Option<i32> {
         self.leader_epochs.latest_epoch()
     }
-    /// The largest epoch <= `epoch` and the offset where it ends (OffsetForLeaderEpoch).
+    /// The idempotent producers this partition remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<crate::producer_state::ActiveProducer> {
+        self.producers.active()
+    }
+    /// The end offset of `epoch` and the epoch it belongs to (OffsetForLeaderEpoch):
+    /// see [`crate::checkpoint::LeaderEpochCache::end_offset_for`].
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         self.leader_epochs.end_offset_for(epoch, self.log_end_offset())
     }
@@ -445,14 +483,16 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The offset and timestamp of the record with the largest timestamp.
+    /// The offset and timestamp of the record with the largest timestamp;
+    /// `None` when that record is not below the high watermark yet (as
+    /// Kafka's ListOffsets filters timestamp lookups by the last fetchable offset).
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
         let Some(segment) = self.segments.values().filter(|s| !s.is_empty()).max_by_key(|s| s.max_timestamp()) else {
             return Ok(None);
         };
         let max = segment.max_timestamp();
         let Some(bytes) = segment.batch_with_max_timestamp()? else { return Ok(None) };
-        self.first_record_at_or_after(&bytes, |p| p.timestamp == max)
+        Ok(self.first_record_at_or_after(&bytes, |p| p.timestamp == max)?.filter(|&(offset, _)| offset < self.high_watermark))
     }
 
     fn first_record_at_or_after(&self, bytes: &Bytes, matches: impl Fn(&batch::RecordPosition) -> bool) -> Result<Option<(i64, i64)>, LogError> {
@@ -549,31 +589,6 @@ impl PartitionLog {
         Ok(report)
     }
 
-    /// Cuts the log back so that `offset` is the new log end (a follower whose
-    /// log diverged). A batch straddling `offset` is removed whole.
-    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
-        if offset >= self.log_end_offset() {
-            return Ok(());
-        }
-        let target = offset.max(self.log_start_offset);
-        let above: Vec<i64> = self.segments.range(target + 1..).map(|(&b, _)| b).collect();
-        for base in above {
-            if self.segments.len() == 1 {
-                break;
-            }
-            if let Some(segment) = self.segments.remove(&base) {
-                segment.delete()?;
-            }
-        }
-        let leo = self.active_mut().truncate_to(target)?;
-        self.leader_epochs.truncate_from(leo);
-        self.leader_epochs.write(&self.dir.join(LEADER_EPOCH_FILE))?;
-        self.producers.truncate_from(leo);
-        self.high_watermark = self.high_watermark.min(leo);
-        self.recovery_point = self.recovery_point.min(leo);
-        self.checkpoint_recovery_point(self.recovery_point)
-    }
-
     /// fsyncs the active segment and moves the recovery point to the log end.
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.active_mut().flush()?;
@@ -650,7 +665,8 @@ impl PartitionLog {
         self.active_mut().seal()?;
         self.write_producer_snapshot()?;
         let leo = self.log_end_offset();
-        self.checkpoint_recovery_point(leo)
+        self.checkpoint_recovery_point(leo)?;
+        self.checkpoint_high_watermark().map(drop)
     }
 
     /// Deletes the whole log directory (the topic was deleted).
@@ -658,201 +674,5 @@ impl PartitionLog {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(&dir).map_err(LogError::io(&dir))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::batch::tests::{make_batch, make_idempotent_batch};
-    use kafka_protocol::records::Compression;
-
-    fn small_config() -> LogConfig {
-        LogConfig { segment_bytes: 2048, index_interval_bytes: 256, ..LogConfig::default() }
-    }
-
-    #[test]
-    fn buffered_appends_say_when_they_may_roll_and_when_a_flush_is_due() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { flush_messages: Some(5), ..small_config() };
-        let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
-        let batch = make_batch(3, 0, Compression::None);
-        assert!(!log.append_may_roll(batch.len() as u64, 0), "an empty segment never rolls");
-        log.append_buffered(&batch, 0, 0).unwrap();
-        assert!(!log.flush_due_by_messages(), "3 of 5 messages");
-        log.append_buffered(&batch, 0, 0).unwrap();
-        assert!(log.flush_due_by_messages(), "6 of 5 messages, and append_buffered never flushes");
-        log.flush().unwrap();
-        assert!(!log.flush_due_by_messages());
-        let room = 2048 - log.active().size();
-        assert!(!log.append_may_roll(room, 0));
-        assert!(log.append_may_roll(room + 1, 0), "the segment would exceed segment.bytes");
-        assert_eq!(log.segment_count(), 1);
-    }
-
-    fn fill(log: &mut PartitionLog, batches: usize, per_batch: usize, ts0: i64) {
-        for i in 0..batches {
-            let batch = make_batch(per_batch, ts0 + (i * per_batch) as i64, Compression::None);
-            log.append(&batch, 0, ts0).unwrap();
-            let leo = log.log_end_offset();
-            log.set_high_watermark(leo);
-        }
-    }
-
-    fn read_all(log: &PartitionLog) -> Vec<i64> {
-        let mut offsets = Vec::new();
-        let mut next = log.log_start_offset();
-        while next < log.high_watermark() {
-            let read = log.read(next, 1 << 20).unwrap();
-            let Some(bytes) = read.records else { break };
-            for b in batch::split_validated(&bytes, 1 << 20).unwrap() {
-                for o in b.header.base_offset..=b.header.last_offset() {
-                    if o >= next {
-                        offsets.push(o);
-                    }
-                }
-                next = b.header.next_offset();
-            }
-        }
-        offsets
-    }
-
-    #[test]
-    fn appends_roll_segments_and_read_back_contiguously() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
-        fill(&mut log, 100, 3, 1_000);
-        assert!(log.segment_count() > 5, "small segments roll");
-        assert_eq!(read_all(&log), (0..300).collect::<Vec<_>>());
-        log.close(0).unwrap();
-        let (log, report) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
-        assert_eq!(report.segments_validated, 0, "a clean log is trusted");
-        assert_eq!(log.log_end_offset(), 300);
-        assert_eq!(read_all(&log), (0..300).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn unclean_restart_validates_and_cuts_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
-        fill(&mut log, 30, 3, 1_000);
-        let active = dir.path().join(segment::file_name(log.active().base_offset(), "log"));
-        drop(log); // no close(): as after kill -9
-        let mut bytes = fs::read(&active).unwrap();
-        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
-        fs::write(&active, bytes).unwrap();
-        let (mut log, report) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
-        assert_eq!(report.truncated_bytes, 13);
-        assert_eq!(log.log_end_offset(), 90);
-        fill(&mut log, 1, 3, 2_000);
-        assert_eq!(read_all(&log), (0..93).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn flushes_inside_the_active_segment_leave_the_recovery_point_file_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { flush_messages: Some(1), ..small_config() };
-        let (mut log, _) = PartitionLog::open(dir.path(), config.clone(), true).unwrap();
-        fill(&mut log, 100, 3, 1_000);
-        assert!(log.segment_count() > 2);
-        let checkpoint = OffsetCheckpoint::new(dir.path().join(RECOVERY_POINT_FILE)).read().unwrap();
-        assert_eq!(checkpoint, Some(log.active().base_offset()), "rolls write it, flushes do not");
-        drop(log); // as after kill -9
-        let (log, report) = PartitionLog::open(dir.path(), config, false).unwrap();
-        assert_eq!(report.segments_validated, 1, "sealed segments are trusted, the active one validated");
-        assert_eq!(log.log_end_offset(), 300);
-    }
-
-    #[test]
-    fn idempotent_retries_are_not_written_twice_even_after_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
-        let first = make_idempotent_batch(4, 0, Compression::None, 9, 0, 0);
-        let second = make_idempotent_batch(4, 0, Compression::None, 9, 0, 4);
-        assert_eq!(log.append(&first, 0, 0).unwrap().base_offset, 0);
-        assert_eq!(log.append(&second, 0, 0).unwrap().base_offset, 4);
-        let retry = log.append(&second, 0, 0).unwrap();
-        assert_eq!((retry.base_offset, retry.records_appended), (4, 0));
-        assert_eq!(log.log_end_offset(), 8);
-        drop(log);
-        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
-        assert_eq!(log.append(&second, 0, 0).unwrap().base_offset, 4, "state rebuilt from the log");
-        let gap = make_idempotent_batch(1, 0, Compression::None, 9, 0, 20);
-        assert!(matches!(log.append(&gap, 0, 0), Err(LogError::OutOfOrderSequence { .. })));
-    }
-
-    #[test]
-    fn retention_deletes_whole_old_segments_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { retention_ms: Some(10_000), ..small_config() };
-        let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
-        fill(&mut log, 40, 3, 1_000); // timestamps 1000..1120
-        fill(&mut log, 40, 3, 50_000);
-        let before = log.segment_count();
-        let report = log.enforce_retention(30_000).unwrap();
-        assert!(report.deleted_segments > 0 && log.segment_count() < before);
-        assert!(log.log_start_offset() > 0 && log.log_start_offset() <= 120);
-        let first = read_all(&log)[0];
-        assert_eq!(first, log.log_start_offset());
-        let config = LogConfig { retention_ms: None, retention_bytes: Some(4096), ..small_config() };
-        log.set_config(config);
-        log.enforce_retention(30_000).unwrap();
-        assert!(log.size_bytes() <= 4096 + 2048, "size retention leaves at most retention.bytes plus the active segment");
-        assert!(matches!(log.read(0, 100), Err(LogError::OffsetOutOfRange { .. })));
-    }
-
-    #[test]
-    fn delete_records_and_truncate() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
-        fill(&mut log, 50, 2, 1_000);
-        assert_eq!(log.delete_records_before(41).unwrap(), 41);
-        assert_eq!(read_all(&log)[0], 41);
-        assert!(log.delete_records_before(1_000).is_err());
-        log.truncate_to(60).unwrap();
-        assert_eq!(log.log_end_offset(), 60);
-        assert_eq!(log.high_watermark(), 60);
-        fill(&mut log, 1, 2, 5_000);
-        assert_eq!(read_all(&log), (41..62).collect::<Vec<_>>());
-        drop(log);
-        let (log, _) = PartitionLog::open(dir.path(), small_config(), false).unwrap();
-        assert_eq!((log.log_start_offset(), log.log_end_offset()), (41, 62));
-    }
-
-    #[test]
-    fn leader_epochs_are_tracked_per_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
-        log.append(&make_batch(5, 0, Compression::None), 0, 0).unwrap();
-        log.append(&make_batch(5, 0, Compression::None), 3, 0).unwrap();
-        assert_eq!(log.end_offset_for_epoch(0), Some((0, 5)));
-        assert_eq!(log.end_offset_for_epoch(3), Some((3, 10)));
-        let read = log.read_until(5, 1 << 20, 10).unwrap();
-        let header = BatchHeader::parse(read.records.as_ref().unwrap()).unwrap();
-        assert_eq!(header.partition_leader_epoch, 3);
-        log.truncate_to(5).unwrap();
-        assert_eq!(log.latest_leader_epoch(), Some(0));
-    }
-
-    #[test]
-    fn finds_offsets_by_timestamp_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
-        fill(&mut log, 40, 5, 10_000); // record o has timestamp 10_000 + o
-        assert_eq!(log.offset_for_timestamp(10_123).unwrap(), Some((123, 10_123)));
-        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
-        assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
-        assert_eq!(log.max_timestamp_offset().unwrap(), Some((199, 10_199)));
-    }
-
-    #[test]
-    fn log_append_time_is_stamped() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig { log_append_time: true, ..small_config() };
-        let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
-        let result = log.append(&make_batch(2, 5, Compression::Gzip), 0, 777).unwrap();
-        assert_eq!(result.log_append_time_ms, Some(777));
-        let bytes = log.read_until(0, 1 << 20, 2).unwrap().records.unwrap();
-        assert_eq!(batch::validate(&bytes).unwrap().max_timestamp, 777);
     }
 }

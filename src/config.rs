@@ -280,6 +280,37 @@ fn invalid(key: &'static str, value: impl ToString, problem: &'static str) -> Co
     ConfigError::Invalid { key, value: value.to_string(), problem }
 }
 
+/// The prefix of every environment override.
+const ENV_PREFIX: &str = "SILT_";
+/// Separates the section from the key: `SILT_STORAGE__DATA_DIR`.
+const ENV_SEPARATOR: &str = "__";
+
+/// Splits the `SILT_`-prefixed variables of `vars` into configuration keys,
+/// shaped `SILT_<SECTION>__<KEY>`, and the names of the others. Those belong to
+/// scripts and images around Silt (`SILT_BIN`, `SILT_HOME`, `SILT_VERSION`) and
+/// are not configuration; a misspelt key inside a section still has the shape
+/// and fails deserialisation as before.
+fn environment_keys(vars: impl IntoIterator<Item = (String, String)>) -> (config::Map<String, String>, Vec<String>) {
+    let mut keys = config::Map::new();
+    let mut ignored = Vec::new();
+    for (name, value) in vars {
+        let Some(rest) = name.get(..ENV_PREFIX.len()).filter(|p| p.eq_ignore_ascii_case(ENV_PREFIX)).map(|_| &name[ENV_PREFIX.len()..]) else { continue };
+        match rest.split_once(ENV_SEPARATOR) {
+            Some((section, key)) if !section.is_empty() && !key.is_empty() => {
+                keys.insert(name, value);
+            }
+            _ => ignored.push(name),
+        }
+    }
+    ignored.sort();
+    (keys, ignored)
+}
+
+/// The configuration source for environment keys chosen by [`environment_keys`].
+fn environment(keys: config::Map<String, String>) -> config::Environment {
+    config::Environment::with_prefix(ENV_PREFIX.trim_end_matches('_')).prefix_separator("_").separator(ENV_SEPARATOR).try_parsing(true).source(Some(keys))
+}
+
 impl Config {
     /// Loads `file` (if given) and the `SILT_*` environment, then validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -287,7 +318,11 @@ impl Config {
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
         }
-        builder = builder.add_source(config::Environment::with_prefix("SILT").prefix_separator("_").separator("__").try_parsing(true));
+        let (keys, ignored) = environment_keys(std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())));
+        if !ignored.is_empty() {
+            tracing::warn!(variables = ?ignored, "ignoring SILT_ environment variables that are not configuration keys (SILT_<SECTION>__<KEY>)");
+        }
+        builder = builder.add_source(environment(keys));
         let config: Config = builder.build()?.try_deserialize()?;
         config.validate()?;
         Ok(config)
@@ -562,6 +597,37 @@ mod tests {
         let mut config = Config::default();
         config.groups.consumer_session_timeout_ms = 0;
         assert!(config.validate().unwrap_err().to_string().contains("groups.consumer_session_timeout_ms"));
+    }
+
+    fn from_env(vars: &[(&str, &str)]) -> (Result<Config, config::ConfigError>, Vec<String>) {
+        let (keys, ignored) = environment_keys(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        (config::Config::builder().add_source(environment(keys)).build().and_then(|c| c.try_deserialize::<Config>()), ignored)
+    }
+
+    #[test]
+    fn silt_variables_that_are_not_keys_are_ignored_and_named() {
+        let (config, ignored) = from_env(&[
+            ("SILT_BIN", "/usr/local/bin/silt"),
+            ("SILT_HOME", "/opt/silt"),
+            ("SILT_VERSION", "0.1.0"),
+            ("SILT_KAFKA__LISTEN", "127.0.0.1:19092"),
+            ("SILT_STORAGE__DATA_DIR", "/var/lib/silt"),
+            ("PATH", "/usr/bin"),
+        ]);
+        let config = config.unwrap();
+        assert_eq!(config.kafka.listen.to_string(), "127.0.0.1:19092");
+        assert_eq!(config.storage.data_dir, PathBuf::from("/var/lib/silt"));
+        assert_eq!(ignored, ["SILT_BIN", "SILT_HOME", "SILT_VERSION"]);
+    }
+
+    #[test]
+    fn a_misspelt_key_in_a_known_section_still_fails() {
+        let (config, ignored) = from_env(&[("SILT_KAFKA__LISTN", "127.0.0.1:1"), ("SILT_BIN", "silt")]);
+        let err = config.unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+        assert_eq!(ignored, ["SILT_BIN"]);
+        let (config, _) = from_env(&[("SILT_KAFK__LISTEN", "127.0.0.1:1")]);
+        assert!(config.unwrap_err().to_string().contains("kafk"), "an unknown section is refused too");
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn archive_error_code(error: &ArchiveError) -> ResponseError {
         | ArchiveError::Parquet { .. }
         | ArchiveError::Encode { .. }
         | ArchiveError::Decode { .. }
+        | ArchiveError::Unreadable { .. }
         | ArchiveError::Batch(_)
         | ArchiveError::CorruptManifest { .. }
         | ArchiveError::ForeignManifest { .. } => ResponseError::UnknownServerError,

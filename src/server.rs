@@ -98,20 +98,10 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, broker: &Broker) ->
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) => {}
     }
-    let size = i32::from_be_bytes(prefix);
-    if size < 0 {
-        return Ok(ReadFrame::Refused("negative_size", format!("request size {size}")));
-    }
-    let size = size as usize;
-    if size > kafka.socket_request_max_bytes as usize {
-        return Ok(ReadFrame::Refused(
-            "request_too_large",
-            format!("request of {size} bytes exceeds kafka.socket_request_max_bytes {}", kafka.socket_request_max_bytes),
-        ));
-    }
-    if size < REQUEST_HEADER_MIN_BYTES {
-        return Ok(ReadFrame::Refused("short_frame", format!("request size {size}")));
-    }
+    let size = match frame_size(prefix, kafka.socket_request_max_bytes) {
+        Ok(size) => size,
+        Err((reason, detail)) => return Ok(ReadFrame::Refused(reason, detail)),
+    };
     // Account for the request in the node-wide memory budget before buffering it.
     let permit = match broker.request_memory.clone().acquire_many_owned(size as u32).await {
         Ok(p) => p,
@@ -126,6 +116,22 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, broker: &Broker) ->
         Ok(Ok(_)) => {}
     }
     Ok(ReadFrame::Frame(bytes::Bytes::from(buf), permit))
+}
+
+/// The size of the request a 4-byte length prefix announces, or why the
+/// connection is refused: negative, larger than `request_max_bytes`, or too
+/// short for a request header. The listener's framing, separate so that it
+/// can be fuzzed (fuzz/fuzz_targets/request_frames.rs).
+pub fn frame_size(prefix: [u8; 4], request_max_bytes: u32) -> Result<usize, (&'static str, String)> {
+    let size = i32::from_be_bytes(prefix);
+    let Ok(size) = usize::try_from(size) else { return Err(("negative_size", format!("request size {size}"))) };
+    if size > request_max_bytes as usize {
+        return Err(("request_too_large", format!("request of {size} bytes exceeds kafka.socket_request_max_bytes {request_max_bytes}")));
+    }
+    if size < REQUEST_HEADER_MIN_BYTES {
+        return Err(("short_frame", format!("request size {size}")));
+    }
+    Ok(size)
 }
 
 /// Requests of one connection that may be in progress at once: only
@@ -234,5 +240,22 @@ async fn connection(stream: TcpStream, broker: &Arc<Broker>, mut stop: broadcast
             // Stop reading; requests already read are answered first.
             _ = stop.recv(), if !stopping => stopping = true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_sizes_outside_the_limits_are_refused_with_a_reason() {
+        let max = 1024 * 1024;
+        assert_eq!(frame_size(100i32.to_be_bytes(), max), Ok(100));
+        assert_eq!(frame_size((max as i32).to_be_bytes(), max), Ok(max as usize));
+        assert_eq!(frame_size((max as i32 + 1).to_be_bytes(), max).unwrap_err().0, "request_too_large");
+        assert_eq!(frame_size((-1i32).to_be_bytes(), max).unwrap_err().0, "negative_size");
+        assert_eq!(frame_size(i32::MIN.to_be_bytes(), max).unwrap_err().0, "negative_size");
+        assert_eq!(frame_size(7i32.to_be_bytes(), max).unwrap_err().0, "short_frame");
+        assert_eq!(frame_size(8i32.to_be_bytes(), max), Ok(8));
     }
 }

@@ -39,8 +39,8 @@ TOPIC_CONFIG = {"segment.bytes": "65536", "local.retention.ms": "0"}
 #: Timestamp of record i: BASE_TS + i (ms), so time lookups are exact.
 BASE_TS = 1_700_000_000_000
 ARCHIVE_TIMEOUT_S = 120.0
-#: The environment of `silt replay`: SILT_* variables are configuration to it
-#: (the suite's own SILT_BIN would be an unknown key).
+#: The environment of `silt replay`: SILT_<SECTION>__<KEY> variables are
+#: configuration to it, so the suite's own settings are left out.
 TOOL_ENV = {k: v for k, v in os.environ.items() if not k.startswith("SILT_")}
 FILE_RE = re.compile(r"^topic=(?P<topic>[A-Za-z0-9._-]+)/partition=(?P<partition>\d+)/"
                      r"(?P<base>\d{20})-(?P<last>\d{20})\.parquet$")

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::Error;
+use crate::error::{Error, MetadataError};
 use crate::topic_config::TopicConfigs;
 
 const CATALOG_VERSION: u32 = 1;
@@ -70,14 +70,14 @@ pub fn load(data_dir: &Path) -> Result<Option<CatalogState>, Error> {
     let path = path(data_dir);
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let state: CatalogState = serde_json::from_slice(&bytes).map_err(|e| Error::Metadata(format!("{} is not a valid catalog: {e}", path.display())))?;
+            let state: CatalogState = serde_json::from_slice(&bytes).map_err(|source| MetadataError::CorruptCatalog { path: path.clone(), source })?;
             if state.version != CATALOG_VERSION {
-                return Err(Error::Metadata(format!("{} has unknown version {}", path.display(), state.version)));
+                return Err(MetadataError::UnknownCatalogVersion { path, version: state.version }.into());
             }
             Ok(Some(state))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Metadata(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(MetadataError::io("read", path)(e)),
     }
 }
 
@@ -85,10 +85,10 @@ pub fn load(data_dir: &Path) -> Result<Option<CatalogState>, Error> {
 pub fn save(data_dir: &Path, state: &CatalogState) -> Result<(), Error> {
     let path = path(data_dir);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Metadata(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(MetadataError::io("create", dir))?;
     }
     let bytes = serde_json::to_vec_pretty(state).expect("catalog serialises");
-    silt_tiering::checkpoint::write_atomically(&path, &bytes).map_err(|e| Error::Metadata(e.to_string()))
+    silt_tiering::checkpoint::write_atomically(&path, &bytes).map_err(|source| MetadataError::Write { what: "the catalog", source }.into())
 }
 
 /// Checks a topic name against Kafka's rules.

@@ -1,7 +1,11 @@
 //! The domain errors of Silt's actors. `src/` maps each variant to the Kafka
 //! error code a client expects, in one exhaustive match.
 
+use std::path::PathBuf;
+
 use silt_tiering::{ArchiveError, LogError};
+
+use crate::TopicPartition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,7 +38,46 @@ pub enum Error {
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error("the node's metadata store failed: {0}")]
-    Metadata(String),
+    Metadata(#[from] MetadataError),
     #[error(transparent)]
     Group(#[from] crate::group::GroupError),
+}
+
+/// Failures of the node's metadata store: the data directory, its lock, the
+/// catalog and the clean-shutdown marker. Each keeps its cause as `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("cannot {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("data directory {path} is in use by another process")]
+    Locked { path: PathBuf },
+    #[error("{path} is not a valid catalog: {source}")]
+    CorruptCatalog { path: PathBuf, source: serde_json::Error },
+    #[error("{path} has unknown version {version}")]
+    UnknownCatalogVersion { path: PathBuf, version: u32 },
+    /// Writing the catalog or the clean-shutdown marker (the path is in the source).
+    #[error("cannot write {what}: {source}")]
+    Write { what: &'static str, source: LogError },
+    #[error("{path} is not a valid meta.properties: {reason}")]
+    InvalidMetaProperties { path: PathBuf, reason: String },
+    #[error("data directory {path} belongs to node id {stored}, but this node is configured as node id {configured} (node.id)")]
+    OtherNode { path: PathBuf, stored: i32, configured: i32 },
+    #[error("data directory {path}: meta.properties names cluster {meta_properties} but meta/catalog.json names cluster {catalog}")]
+    ClusterMismatch { path: PathBuf, meta_properties: String, catalog: String },
+    #[error("a metadata task failed: {source}")]
+    Task { source: tokio::task::JoinError },
+    #[error("partitions failed to close: {}", describe_failures(failed))]
+    PartitionsNotClosed { failed: Vec<(TopicPartition, Error)> },
+}
+
+impl MetadataError {
+    /// `map_err` for an I/O failure of `action` on `path`.
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| MetadataError::Io { action, path, source }.into()
+    }
+}
+
+fn describe_failures(failed: &[(TopicPartition, Error)]) -> String {
+    failed.iter().map(|(tp, e)| format!("{tp}: {e}")).collect::<Vec<_>>().join("; ")
 }

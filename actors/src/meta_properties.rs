@@ -23,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+use crate::error::{Error, MetadataError};
 
 /// The file's name in the data directory.
 pub const FILE_NAME: &str = "meta.properties";
@@ -45,7 +45,7 @@ impl MetaProperties {
 
     /// Parses the file's text; `path` names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<MetaProperties, Error> {
-        let invalid = |reason: String| Error::Metadata(format!("{} is not a valid meta.properties: {reason}", path.display()));
+        let invalid = |reason: String| Error::from(MetadataError::InvalidMetaProperties { path: path.to_owned(), reason });
         let (mut version, mut node_id, mut cluster_id) = (None, None, None);
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!')) {
             let Some((key, value)) = line.split_once(['=', ':']) else {
@@ -84,13 +84,14 @@ pub fn load(data_dir: &Path) -> Result<Option<MetaProperties>, Error> {
     match std::fs::read_to_string(&path) {
         Ok(text) => MetaProperties::parse(&text, &path).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Metadata(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(MetadataError::io("read", path)(e)),
     }
 }
 
 /// Writes the file durably (blocking: call from a blocking thread).
 pub fn save(data_dir: &Path, meta: &MetaProperties) -> Result<(), Error> {
-    silt_tiering::checkpoint::write_atomically(&path(data_dir), meta.to_text().as_bytes()).map_err(|e| Error::Metadata(e.to_string()))
+    silt_tiering::checkpoint::write_atomically(&path(data_dir), meta.to_text().as_bytes())
+        .map_err(|source| MetadataError::Write { what: "meta.properties", source }.into())
 }
 
 /// Settles the directory's identity at start, writing the file when it is
@@ -102,11 +103,7 @@ pub fn resolve(data_dir: &Path, node_id: i32, catalog_cluster_id: Option<&str>, 
     let meta = match stored {
         Some(meta) => {
             if meta.node_id != node_id {
-                return Err(Error::Metadata(format!(
-                    "data directory {} belongs to node id {}, but this node is configured as node id {node_id} (node.id)",
-                    data_dir.display(),
-                    meta.node_id
-                )));
+                return Err(MetadataError::OtherNode { path: data_dir.to_owned(), stored: meta.node_id, configured: node_id }.into());
             }
             meta
         }
@@ -120,11 +117,7 @@ pub fn resolve(data_dir: &Path, node_id: i32, catalog_cluster_id: Option<&str>, 
         }
     };
     if let Some(catalog) = catalog_cluster_id.filter(|&c| c != meta.cluster_id) {
-        return Err(Error::Metadata(format!(
-            "data directory {}: meta.properties names cluster {} but meta/catalog.json names cluster {catalog}",
-            data_dir.display(),
-            meta.cluster_id
-        )));
+        return Err(MetadataError::ClusterMismatch { path: data_dir.to_owned(), meta_properties: meta.cluster_id, catalog: catalog.to_owned() }.into());
     }
     Ok(meta)
 }

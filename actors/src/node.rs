@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::catalog::{self, CatalogState, TopicRecord, PRODUCER_ID_BLOCK};
-use crate::error::Error;
+use crate::error::{Error, MetadataError};
 use crate::meta_properties;
 use crate::partition::{ArchiveOptions, ArchiveStatus, Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
 use crate::topic_config::{TopicConfigs, TopicDefaults};
@@ -182,7 +182,7 @@ pub struct NodeHandle {
 }
 
 fn blocking_error(e: tokio::task::JoinError) -> Error {
-    Error::Metadata(format!("a metadata task failed: {e}"))
+    MetadataError::Task { source: e }.into()
 }
 
 impl NodeHandle {
@@ -323,16 +323,19 @@ impl NodeHandle {
 /// leftovers of interrupted topic deletions.
 fn prepare_data_dir(options: &NodeOptions) -> Result<(CatalogState, File, bool), Error> {
     let dir = &options.data_dir;
-    let meta = |what: &str, e: std::io::Error| Error::Metadata(format!("{what} {}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(|e| meta("cannot create data directory", e))?;
-    let lock = File::create(dir.join(LOCK_FILE)).map_err(|e| meta("cannot create the lock file in", e))?;
-    lock.try_lock().map_err(|_| Error::Metadata(format!("data directory {} is in use by another process", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(MetadataError::io("create data directory", dir))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = File::create(&lock_path).map_err(MetadataError::io("create the lock file", &lock_path))?;
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => MetadataError::Locked { path: dir.clone() }.into(),
+        std::fs::TryLockError::Error(source) => Error::from(MetadataError::Io { action: "lock", path: lock_path.clone(), source }),
+    })?;
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = marker.exists();
     if clean {
-        std::fs::remove_file(&marker).map_err(|e| meta("cannot remove the clean-shutdown marker in", e))?;
+        std::fs::remove_file(&marker).map_err(MetadataError::io("remove the clean-shutdown marker", &marker))?;
     }
-    for entry in std::fs::read_dir(dir).map_err(|e| meta("cannot list", e))?.flatten() {
+    for entry in std::fs::read_dir(dir).map_err(MetadataError::io("list", dir))?.flatten() {
         if entry.file_name().to_string_lossy().ends_with(DELETED_SUFFIX) {
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(dir = %entry.path().display(), cause = %e, "could not remove a deleted partition");
@@ -657,13 +660,14 @@ impl Handler<Shutdown> for Node {
         let marker = self.options.data_dir.join(CLEAN_SHUTDOWN_FILE);
         let closing = async move {
             let results = join_all(partitions.iter().map(|p| p.ask(Close))).await;
-            let failed: Vec<String> = partitions.iter().zip(results).filter_map(|(p, r)| r.err().map(|e| format!("{}: {e}", p.tp))).collect();
+            let failed: Vec<(TopicPartition, Error)> = partitions.iter().zip(results).filter_map(|(p, r)| r.err().map(|e| (p.tp.clone(), e))).collect();
             if !failed.is_empty() {
                 // Not clean: the next start validates the logs.
-                return Err(Error::Metadata(format!("partitions failed to close: {}", failed.join("; "))));
+                return Err(MetadataError::PartitionsNotClosed { failed }.into());
             }
             tokio::task::spawn_blocking(move || {
-                silt_tiering::checkpoint::write_atomically(&marker, b"").map_err(|e| Error::Metadata(format!("cannot write the clean-shutdown marker: {e}")))
+                silt_tiering::checkpoint::write_atomically(&marker, b"")
+                    .map_err(|source| MetadataError::Write { what: "the clean-shutdown marker", source }.into())
             })
             .await
             .map_err(blocking_error)?
@@ -717,7 +721,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             match NodeHandle::start(options.clone()).await {
-                Err(Error::Metadata(reason)) if reason.contains("in use") && tokio::time::Instant::now() < deadline => {
+                Err(Error::Metadata(MetadataError::Locked { .. })) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await
                 }
                 other => return other,
@@ -745,7 +749,7 @@ mod tests {
         drop(node);
 
         let other_id = start_when_unlocked(NodeOptions { node_id: 5, ..options(dir.path()) }).await;
-        assert!(matches!(&other_id, Err(Error::Metadata(reason)) if reason.contains("node id 0")), "{:?}", other_id.err());
+        assert!(matches!(&other_id, Err(Error::Metadata(MetadataError::OtherNode { stored: 0, configured: 5, .. }))), "{:?}", other_id.err());
     }
 
     #[actix_rt::test]

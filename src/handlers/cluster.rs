@@ -7,6 +7,9 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use super::{authorized_operations, wire};
 use crate::protocol::RequestContext;
 
+/// DescribeCluster v1 added the endpoint type (brokers or controllers).
+const ENDPOINT_TYPE_SINCE_VERSION: i16 = 1;
+
 /// DescribeCluster's endpoint type for brokers (controllers are type 2).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
@@ -14,7 +17,7 @@ pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> 
     let broker = &ctx.broker;
     let mut response =
         DescribeClusterResponse::default().with_cluster_id(wire(broker.node.cluster_id.clone())).with_controller_id(BrokerId(broker.node.node_id));
-    if ctx.version >= 1 {
+    if ctx.version >= ENDPOINT_TYPE_SINCE_VERSION {
         response.endpoint_type = request.endpoint_type;
         if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
             response.error_code = ctx.count(ResponseError::UnsupportedEndpointType.code());

@@ -12,6 +12,9 @@ use silt_actors::topic_config::ConfigType;
 use super::{message, wire};
 use crate::protocol::RequestContext;
 
+/// DescribeConfigs v3 added each entry's type and documentation.
+const CONFIG_TYPE_SINCE_VERSION: i16 = 3;
+
 /// Kafka's ConfigResource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -64,7 +67,7 @@ fn describe_resource(
         if request.include_synonyms {
             e.synonyms = vec![DescribeConfigsSynonym::default().with_name(wire(name)).with_value(Some(wire(value))).with_source(source)];
         }
-        if ctx.version >= 3 {
+        if ctx.version >= CONFIG_TYPE_SINCE_VERSION {
             e.config_type = config_type;
             if request.include_documentation {
                 e.documentation = Some(wire(doc));

@@ -16,6 +16,11 @@ use silt_actors::group::GroupError;
 use super::{authorized_operations, message, topic_name, wire};
 use crate::protocol::RequestContext;
 
+/// ConsumerGroupHeartbeat v1: the client generates its member id, so it is never empty.
+const CLIENT_MEMBER_ID_SINCE_VERSION: i16 = 1;
+/// ConsumerGroupDescribe v1 added the member type.
+const MEMBER_TYPE_SINCE_VERSION: i16 = 1;
+
 /// ConsumerGroupDescribe v1's member type of a consumer-protocol member.
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 
@@ -28,7 +33,7 @@ fn validate(ctx: &RequestContext, request: &ConsumerGroupHeartbeatRequest) -> Re
     if request.group_id.is_empty() {
         return Err(invalid("group_id must not be empty"));
     }
-    if ctx.version >= 1 && request.member_id.is_empty() {
+    if ctx.version >= CLIENT_MEMBER_ID_SINCE_VERSION && request.member_id.is_empty() {
         return Err(invalid("member_id must not be empty (ConsumerGroupHeartbeat v1+)"));
     }
     match request.member_epoch {
@@ -184,7 +189,7 @@ pub async fn describe(ctx: &RequestContext, request: ConsumerGroupDescribeReques
                             .with_subscribed_topic_regex(m.subscribed_topic_regex.clone().map(wire))
                             .with_assignment(describe_assignment(ctx, &m.assigned))
                             .with_target_assignment(describe_assignment(ctx, &target));
-                        if ctx.version >= 1 {
+                        if ctx.version >= MEMBER_TYPE_SINCE_VERSION {
                             member.member_type = MEMBER_TYPE_CONSUMER;
                         }
                         member

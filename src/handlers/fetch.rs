@@ -20,6 +20,9 @@ use tokio::time::Instant;
 use super::topic_name;
 use crate::protocol::RequestContext;
 
+/// Fetch v7 added fetch sessions (KIP-227).
+const FETCH_SESSION_SINCE_VERSION: i16 = 7;
+
 /// Fetch v13 names topics by id instead of by name.
 const TOPIC_IDS_SINCE_VERSION: i16 = 13;
 /// The longest a fetch may wait, whatever the client asks.
@@ -46,7 +49,7 @@ struct TopicSlots {
 pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchResponse {
     let node = &ctx.broker.node;
     let mut response = FetchResponse::default();
-    if ctx.version >= 7 && request.session_id != 0 {
+    if ctx.version >= FETCH_SESSION_SINCE_VERSION && request.session_id != 0 {
         // We never hand out sessions, so an incremental fetch names one we do not know.
         response.error_code = ctx.count(ResponseError::FetchSessionIdNotFound.code());
         return response;

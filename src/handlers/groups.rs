@@ -24,6 +24,35 @@ use silt_actors::group::consumer;
 use super::{authorized_operations, topic_name, wire};
 use crate::protocol::RequestContext;
 
+/// FindCoordinator v1 added the key type and the error message.
+const FIND_KEY_TYPE_SINCE_VERSION: i16 = 1;
+/// FindCoordinator v4 asks for several keys at once.
+const FIND_BATCHED_SINCE_VERSION: i16 = 4;
+/// JoinGroup v1 added the rebalance timeout (before, the session timeout served).
+const JOIN_REBALANCE_TIMEOUT_SINCE_VERSION: i16 = 1;
+/// JoinGroup v4: a new member first gets MEMBER_ID_REQUIRED and joins again with its id (KIP-394).
+const JOIN_KNOWN_MEMBER_ID_SINCE_VERSION: i16 = 4;
+/// JoinGroup v5 added the group instance id (static membership).
+const JOIN_INSTANCE_ID_SINCE_VERSION: i16 = 5;
+/// JoinGroup v7 made the protocol name nullable.
+const JOIN_NULLABLE_PROTOCOL_SINCE_VERSION: i16 = 7;
+/// SyncGroup v3 added the group instance id.
+const SYNC_INSTANCE_ID_SINCE_VERSION: i16 = 3;
+/// SyncGroup v5 added the protocol type and name.
+const SYNC_PROTOCOL_SINCE_VERSION: i16 = 5;
+/// Heartbeat v3 added the group instance id.
+const HEARTBEAT_INSTANCE_ID_SINCE_VERSION: i16 = 3;
+/// LeaveGroup v3 names several members (with instance ids) instead of one member id.
+const LEAVE_BATCHED_SINCE_VERSION: i16 = 3;
+/// ListGroups v4 added the states filter and each group's state.
+const LIST_STATES_SINCE_VERSION: i16 = 4;
+/// ListGroups v5 added the types filter and each group's type.
+const LIST_TYPES_SINCE_VERSION: i16 = 5;
+/// DescribeGroups v3 added authorized operations.
+const DESCRIBE_AUTHORIZED_OPERATIONS_SINCE_VERSION: i16 = 3;
+/// DescribeGroups v4 added members' group instance ids.
+const DESCRIBE_INSTANCE_ID_SINCE_VERSION: i16 = 4;
+
 /// FindCoordinator's key type of a consumer group (1 is a transactional id).
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -64,7 +93,7 @@ pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequ
     let broker = &ctx.broker;
     let node_id = BrokerId(broker.node.node_id);
     let mut response = FindCoordinatorResponse::default();
-    if ctx.version >= 4 {
+    if ctx.version >= FIND_BATCHED_SINCE_VERSION {
         response.coordinators = request
             .coordinator_keys
             .iter()
@@ -78,7 +107,7 @@ pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequ
             .collect();
         return response;
     }
-    let key_type = if ctx.version >= 1 { request.key_type } else { KEY_TYPE_GROUP };
+    let key_type = if ctx.version >= FIND_KEY_TYPE_SINCE_VERSION { request.key_type } else { KEY_TYPE_GROUP };
     match coordinator_for(ctx, key_type) {
         Ok(()) => {
             response.node_id = node_id;
@@ -89,7 +118,7 @@ pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequ
             response.error_code = code;
             response.node_id = BrokerId(-1);
             response.port = -1;
-            if ctx.version >= 1 {
+            if ctx.version >= FIND_KEY_TYPE_SINCE_VERSION {
                 response.error_message = Some(wire(msg));
             }
         }
@@ -100,20 +129,20 @@ pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequ
 pub async fn join(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGroupResponse {
     let group_id = request.group_id.0.to_string();
     // Nullable strings of v7+; before, an empty string.
-    let none = |s: Option<String>| if ctx.version >= 7 { s.map(wire) } else { Some(wire(s.unwrap_or_default())) };
+    let none = |s: Option<String>| if ctx.version >= JOIN_NULLABLE_PROTOCOL_SINCE_VERSION { s.map(wire) } else { Some(wire(s.unwrap_or_default())) };
     let result = if group_id.is_empty() {
         Err(invalid_group_id(&group_id))
     } else {
         let join = JoinRequest {
             member_id: request.member_id.to_string(),
-            instance_id: if ctx.version >= 5 { opt(&request.group_instance_id) } else { None },
+            instance_id: if ctx.version >= JOIN_INSTANCE_ID_SINCE_VERSION { opt(&request.group_instance_id) } else { None },
             client_id: ctx.client_id.clone().unwrap_or_default(),
             client_host: ctx.client_host.clone(),
             session_timeout_ms: request.session_timeout_ms,
-            rebalance_timeout_ms: if ctx.version >= 1 { request.rebalance_timeout_ms } else { -1 },
+            rebalance_timeout_ms: if ctx.version >= JOIN_REBALANCE_TIMEOUT_SINCE_VERSION { request.rebalance_timeout_ms } else { -1 },
             protocol_type: request.protocol_type.to_string(),
             protocols: request.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
-            require_known_member_id: ctx.version >= 4,
+            require_known_member_id: ctx.version >= JOIN_KNOWN_MEMBER_ID_SINCE_VERSION,
         };
         match ctx.broker.groups.ask(&group_id, Join(join)).await {
             Ok(result) => result,
@@ -133,7 +162,7 @@ pub async fn join(ctx: &RequestContext, request: JoinGroupRequest) -> JoinGroupR
                 .into_iter()
                 .map(|(id, instance, metadata)| {
                     let mut m = JoinGroupResponseMember::default().with_member_id(wire(id)).with_metadata(metadata);
-                    if ctx.version >= 5 {
+                    if ctx.version >= JOIN_INSTANCE_ID_SINCE_VERSION {
                         m.group_instance_id = instance.map(wire);
                     }
                     m
@@ -159,10 +188,10 @@ pub async fn sync(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupR
     let group_id = request.group_id.0.to_string();
     let msg = Sync {
         member_id: request.member_id.to_string(),
-        instance_id: if ctx.version >= 3 { opt(&request.group_instance_id) } else { None },
+        instance_id: if ctx.version >= SYNC_INSTANCE_ID_SINCE_VERSION { opt(&request.group_instance_id) } else { None },
         generation_id: request.generation_id,
-        protocol_type: if ctx.version >= 5 { opt(&request.protocol_type) } else { None },
-        protocol_name: if ctx.version >= 5 { opt(&request.protocol_name) } else { None },
+        protocol_type: if ctx.version >= SYNC_PROTOCOL_SINCE_VERSION { opt(&request.protocol_type) } else { None },
+        protocol_name: if ctx.version >= SYNC_PROTOCOL_SINCE_VERSION { opt(&request.protocol_name) } else { None },
         assignments: request.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
     };
     let result = match known_group(ctx, &group_id, &msg.member_id) {
@@ -173,7 +202,7 @@ pub async fn sync(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupR
     match result {
         Ok(assignment) => {
             response.assignment = assignment;
-            if ctx.version >= 5 {
+            if ctx.version >= SYNC_PROTOCOL_SINCE_VERSION {
                 // Answer with the group's chosen protocol, as Kafka does.
                 let described = ctx.broker.groups.ask(&group_id, Describe).await.ok();
                 response.protocol_type = described.as_ref().and_then(|d| d.protocol_type.clone()).map(wire);
@@ -192,7 +221,7 @@ pub async fn heartbeat(ctx: &RequestContext, request: HeartbeatRequest) -> Heart
     let group_id = request.group_id.0.to_string();
     let msg = Heartbeat {
         member_id: request.member_id.to_string(),
-        instance_id: if ctx.version >= 3 { opt(&request.group_instance_id) } else { None },
+        instance_id: if ctx.version >= HEARTBEAT_INSTANCE_ID_SINCE_VERSION { opt(&request.group_instance_id) } else { None },
         generation_id: request.generation_id,
     };
     let result = match known_group(ctx, &group_id, &msg.member_id) {
@@ -214,7 +243,7 @@ pub async fn leave(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGro
         return response;
     }
     let groups = &ctx.broker.groups;
-    if ctx.version < 3 {
+    if ctx.version < LEAVE_BATCHED_SINCE_VERSION {
         let msg = Leave { member_id: request.member_id.to_string(), instance_id: None };
         if let Err(e) = groups.ask(&group_id, msg).await.and_then(|r| r) {
             response.error_code = ctx.error_code(&e);
@@ -234,8 +263,9 @@ pub async fn leave(ctx: &RequestContext, request: LeaveGroupRequest) -> LeaveGro
 }
 
 pub async fn list(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
-    let states: Vec<String> = if ctx.version >= 4 { request.states_filter.iter().map(|s| s.to_lowercase()).collect() } else { Vec::new() };
-    let types: Vec<String> = if ctx.version >= 5 { request.types_filter.iter().map(|s| s.to_lowercase()).collect() } else { Vec::new() };
+    let states: Vec<String> =
+        if ctx.version >= LIST_STATES_SINCE_VERSION { request.states_filter.iter().map(|s| s.to_lowercase()).collect() } else { Vec::new() };
+    let types: Vec<String> = if ctx.version >= LIST_TYPES_SINCE_VERSION { request.types_filter.iter().map(|s| s.to_lowercase()).collect() } else { Vec::new() };
     let groups = ctx
         .broker
         .groups
@@ -252,10 +282,10 @@ pub async fn list(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroup
                 return None;
             }
             let mut out = ListedGroup::default().with_group_id(GroupId(wire(id))).with_protocol_type(wire(summary.protocol_type.unwrap_or_default()));
-            if ctx.version >= 4 {
+            if ctx.version >= LIST_STATES_SINCE_VERSION {
                 out.group_state = wire(state);
             }
-            if ctx.version >= 5 {
+            if ctx.version >= LIST_TYPES_SINCE_VERSION {
                 out.group_type = wire(group_type);
             }
             Some(out)
@@ -268,7 +298,7 @@ pub async fn describe(ctx: &RequestContext, request: DescribeGroupsRequest) -> D
     let mut groups = Vec::with_capacity(request.groups.len());
     for group_id in &request.groups {
         let mut out = DescribedGroup::default().with_group_id(group_id.clone());
-        if ctx.version >= 3 && request.include_authorized_operations {
+        if ctx.version >= DESCRIBE_AUTHORIZED_OPERATIONS_SINCE_VERSION && request.include_authorized_operations {
             out.authorized_operations = authorized_operations::GROUP;
         }
         let described = match describe_live(ctx, group_id.as_str()).await {
@@ -302,7 +332,7 @@ pub async fn describe(ctx: &RequestContext, request: DescribeGroupsRequest) -> D
                         .with_client_host(wire(m.client_host.clone()))
                         .with_member_metadata(subscription_bytes(&m.subscribed_topic_names))
                         .with_member_assignment(assignment_bytes(ctx, &m.assigned));
-                    if ctx.version >= 4 {
+                    if ctx.version >= DESCRIBE_INSTANCE_ID_SINCE_VERSION {
                         member.group_instance_id = m.instance_id.clone().map(wire);
                     }
                     member
@@ -324,7 +354,7 @@ pub async fn describe(ctx: &RequestContext, request: DescribeGroupsRequest) -> D
                     .with_member_id(wire(m.member_id.clone()))
                     .with_client_id(wire(m.client_id.clone()))
                     .with_client_host(wire(m.client_host.clone()));
-                if ctx.version >= 4 {
+                if ctx.version >= DESCRIBE_INSTANCE_ID_SINCE_VERSION {
                     member.group_instance_id = m.instance_id.clone().map(wire);
                 }
                 if with_metadata {

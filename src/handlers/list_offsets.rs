@@ -7,6 +7,9 @@ use silt_actors::partition::{ListOffset, OffsetSpec};
 
 use crate::protocol::RequestContext;
 
+/// ListOffsets v4 added the leader epoch.
+const LEADER_EPOCH_SINCE_VERSION: i16 = 4;
+
 /// Kafka's special timestamps.
 fn offset_spec(timestamp: i64) -> OffsetSpec {
     match timestamp {
@@ -34,7 +37,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     out.offset = offset;
                     out.timestamp = timestamp;
                     // ListOffsets v4 added the leader epoch; older versions must leave it unset.
-                    if ctx.version >= 4 {
+                    if ctx.version >= LEADER_EPOCH_SINCE_VERSION {
                         out.leader_epoch = 0;
                     }
                 }

@@ -9,6 +9,15 @@ use silt_actors::node::{CreateTopic, TopicView};
 use super::{authorized_operations, topic_name, wire};
 use crate::protocol::RequestContext;
 
+/// Metadata v2 added the cluster id.
+const CLUSTER_ID_SINCE_VERSION: i16 = 2;
+/// Metadata v8 added authorized operations, for the cluster and for topics.
+const AUTHORIZED_OPERATIONS_SINCE_VERSION: i16 = 8;
+/// Metadata v11 moved the cluster's authorized operations to DescribeCluster.
+const CLUSTER_AUTHORIZED_OPERATIONS_UNTIL_VERSION: i16 = 10;
+/// Before Metadata v1 an empty topic list (not null) asked for every topic.
+const NULL_TOPICS_SINCE_VERSION: i16 = 1;
+
 /// Metadata v4 added the client's consent to auto-creation; before it, consent is implied.
 const ALLOW_AUTO_CREATE_SINCE_VERSION: i16 = 4;
 
@@ -22,20 +31,23 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
             .with_host(wire(broker.advertised_host.clone()))
             .with_port(broker.advertised_port)])
         .with_controller_id(node_id);
-    if ctx.version >= 2 {
+    if ctx.version >= CLUSTER_ID_SINCE_VERSION {
         response.cluster_id = Some(wire(node.cluster_id.clone()));
     }
     // Authorized operations were reported for the cluster in v8-v10 and for topics since v8.
-    if (8..=10).contains(&ctx.version) && request.include_cluster_authorized_operations {
+    if (AUTHORIZED_OPERATIONS_SINCE_VERSION..=CLUSTER_AUTHORIZED_OPERATIONS_UNTIL_VERSION).contains(&ctx.version)
+        && request.include_cluster_authorized_operations
+    {
         response.cluster_authorized_operations = authorized_operations::CLUSTER;
     }
-    let topic_operations = (ctx.version >= 8 && request.include_topic_authorized_operations).then_some(authorized_operations::TOPIC);
+    let topic_operations =
+        (ctx.version >= AUTHORIZED_OPERATIONS_SINCE_VERSION && request.include_topic_authorized_operations).then_some(authorized_operations::TOPIC);
     let client_allows = ctx.version < ALLOW_AUTO_CREATE_SINCE_VERSION || request.allow_auto_topic_creation;
     let auto_create = client_allows && broker.config.log.auto_create_topics;
 
     // `None` (or, before v1, an empty list) asks for every topic.
     let requested = match request.topics {
-        Some(topics) if !(topics.is_empty() && ctx.version == 0) => topics,
+        Some(topics) if !(topics.is_empty() && ctx.version < NULL_TOPICS_SINCE_VERSION) => topics,
         _ => {
             response.topics = node.topics().iter().map(|t| describe_topic(ctx, t, topic_operations)).collect();
             return response;

@@ -20,6 +20,17 @@ use silt_actors::{now_ms, TopicPartition};
 use super::{topic_name, wire};
 use crate::protocol::RequestContext;
 
+/// OffsetCommit v6 added the committed leader epoch.
+const COMMIT_LEADER_EPOCH_SINCE_VERSION: i16 = 6;
+/// OffsetCommit v7 added the group instance id (static membership).
+const COMMIT_INSTANCE_ID_SINCE_VERSION: i16 = 7;
+/// OffsetFetch v2 added a top-level error code.
+const FETCH_TOP_LEVEL_ERROR_SINCE_VERSION: i16 = 2;
+/// OffsetFetch v5 added the committed leader epoch.
+const FETCH_LEADER_EPOCH_SINCE_VERSION: i16 = 5;
+/// OffsetFetch v8 asks for several groups at once.
+const FETCH_GROUPS_SINCE_VERSION: i16 = 8;
+
 /// The consumer protocol's type name: its member metadata is a subscription.
 const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 
@@ -48,7 +59,7 @@ pub async fn commit(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
                 } else if metadata.len() > OFFSET_METADATA_BYTES_MAX {
                     Err(ctx.error_code(&GroupError::OffsetMetadataTooLarge { size: metadata.len(), max: OFFSET_METADATA_BYTES_MAX }.into()))
                 } else {
-                    let leader_epoch = if ctx.version >= 6 { p.committed_leader_epoch } else { -1 };
+                    let leader_epoch = if ctx.version >= COMMIT_LEADER_EPOCH_SINCE_VERSION { p.committed_leader_epoch } else { -1 };
                     Ok(Committed { offset: p.committed_offset, leader_epoch, metadata, commit_timestamp_ms: now })
                 };
                 (p.partition_index, result)
@@ -63,7 +74,7 @@ pub async fn commit(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
     } else {
         let msg = Commit {
             member_id: request.member_id.to_string(),
-            instance_id: if ctx.version >= 7 { request.group_instance_id.as_ref().map(|s| s.to_string()) } else { None },
+            instance_id: if ctx.version >= COMMIT_INSTANCE_ID_SINCE_VERSION { request.group_instance_id.as_ref().map(|s| s.to_string()) } else { None },
             generation_id: request.generation_id_or_member_epoch,
             offsets: valid,
         };
@@ -113,8 +124,8 @@ async fn fetch_group(ctx: &RequestContext, group_id: &str, topics: Option<Vec<(S
 
 pub async fn fetch(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetFetchResponse {
     let mut response = OffsetFetchResponse::default();
-    let with_epoch = ctx.version >= 5;
-    if ctx.version >= 8 {
+    let with_epoch = ctx.version >= FETCH_LEADER_EPOCH_SINCE_VERSION;
+    if ctx.version >= FETCH_GROUPS_SINCE_VERSION {
         for group in request.groups {
             let topics = group.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
             let found = match fetch_group(ctx, group.group_id.as_str(), topics).await {
@@ -149,7 +160,7 @@ pub async fn fetch(ctx: &RequestContext, request: OffsetFetchRequest) -> OffsetF
     let found = match fetch_group(ctx, request.group_id.as_str(), topics.clone()).await {
         Ok(found) => found,
         // v2 added a top-level error; v1 reports it on every partition asked for.
-        Err(code) if ctx.version >= 2 => {
+        Err(code) if ctx.version >= FETCH_TOP_LEVEL_ERROR_SINCE_VERSION => {
             response.error_code = code;
             return response;
         }

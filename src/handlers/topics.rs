@@ -11,6 +11,13 @@ use super::{message, topic_name, wire};
 use crate::handlers::configs::config_source;
 use crate::protocol::RequestContext;
 
+/// CreateTopics v5 returns the created topic's configs, partitions and replication factor.
+const CREATE_CONFIGS_SINCE_VERSION: i16 = 5;
+/// DeleteTopics v6 names topics by name or by id.
+const DELETE_BY_ID_SINCE_VERSION: i16 = 6;
+/// DeleteTopics v5 added an error message.
+const DELETE_ERROR_MESSAGE_SINCE_VERSION: i16 = 5;
+
 /// Whether explicit replica assignments name only this node (all a single node can host).
 fn assignments_are_local<'a>(node_id: i32, assignments: impl IntoIterator<Item = &'a Vec<BrokerId>>) -> bool {
     assignments.into_iter().all(|brokers| brokers.len() == 1 && brokers[0].0 == node_id)
@@ -45,7 +52,7 @@ pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                 out.num_partitions =
                     if request.validate_only { partitions.filter(|&n| n > 0).unwrap_or(node.default_partitions) } else { view.partitions.len() as i32 };
                 out.replication_factor = 1;
-                if ctx.version >= 5 {
+                if ctx.version >= CREATE_CONFIGS_SINCE_VERSION {
                     let described = view.configs.describe(&node.topic_defaults);
                     out.configs = Some(
                         described
@@ -73,7 +80,7 @@ pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
 pub async fn delete(ctx: &RequestContext, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let node = &ctx.broker.node;
     // v6 names topics by name or id; earlier versions by name only.
-    let wanted: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= 6 {
+    let wanted: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= DELETE_BY_ID_SINCE_VERSION {
         request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()
     } else {
         request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
@@ -104,7 +111,7 @@ pub async fn delete(ctx: &RequestContext, request: DeleteTopicsRequest) -> Delet
         };
         if let Err(e) = result {
             out.error_code = ctx.error_code(&e);
-            if ctx.version >= 5 {
+            if ctx.version >= DELETE_ERROR_MESSAGE_SINCE_VERSION {
                 out.error_message = message(&e);
             }
         }

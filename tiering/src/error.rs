@@ -71,6 +71,8 @@ pub enum ArchiveError {
     Encode { reason: String },
     #[error("an archived file is unreadable: {reason}")]
     Decode { reason: String },
+    #[error("archive file {path} is unreadable: {source}")]
+    Unreadable { path: String, source: parquet::errors::ParquetError },
     #[error(transparent)]
     Batch(#[from] BatchError),
     #[error("{path} holds the archive of another topic id ({found}, this topic is {expected}); it is left untouched: move it away to archive this partition")]

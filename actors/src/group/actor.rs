@@ -186,6 +186,8 @@ pub struct GroupActor {
     /// Consumer-protocol members that must revoke partitions, with the timer
     /// that removes them if they have not within their rebalance timeout.
     revocation_timers: HashMap<String, SpawnHandle>,
+    /// The origin of [`GroupActor::clock_ms`].
+    created: tokio::time::Instant,
 }
 
 fn not_available(group_id: &str) -> GroupError {
@@ -245,7 +247,17 @@ impl GroupActor {
             summary,
             consumer,
             revocation_timers: HashMap::new(),
+            created: tokio::time::Instant::now(),
         }
+    }
+
+    /// Milliseconds since the actor was created, on the runtime's monotonic
+    /// clock: the clock its timers run on. The group state's rebalance and
+    /// pending-member times are measured with it, never with the wall clock,
+    /// so a clock step cannot cut short or stretch a delay, and tests on
+    /// tokio's paused clock drive both alike.
+    fn clock_ms(&self) -> i64 {
+        i64::try_from(self.created.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
     fn group_type(&self) -> GroupType {
@@ -366,7 +378,7 @@ impl GroupActor {
         if let Some(handle) = self.session_timers.remove(member_id) {
             ctx.cancel_future(handle);
         }
-        match self.state.leave(member_id, now_ms()) {
+        match self.state.leave(member_id, self.clock_ms()) {
             Ok(answers) => self.answer_syncs(answers),
             Err(e) => tracing::debug!(group = %self.state.group_id, cause = %e, "member already gone"),
         }
@@ -403,7 +415,7 @@ impl GroupActor {
                 let _ = tx.send(Err(rebalance.clone()));
             }
         }
-        let elapsed = (now_ms() - self.state.rebalance_started_ms).max(0) as u64;
+        let elapsed = (self.clock_ms() - self.state.rebalance_started_ms).max(0) as u64;
         if self.rebalance_timer.is_none() {
             let timeout = (self.state.rebalance_timeout_ms().max(0) as u64).saturating_sub(elapsed);
             self.rebalance_timer = Some(ctx.run_later(Duration::from_millis(timeout), |act, ctx| {
@@ -547,7 +559,7 @@ impl Handler<Join> for GroupActor {
             None => {}
         }
         let client_id = msg.0.client_id.clone();
-        let outcome = self.state.join(msg.0, || format!("{client_id}-{}", uuid::Uuid::new_v4()), now_ms());
+        let outcome = self.state.join(msg.0, || format!("{client_id}-{}", uuid::Uuid::new_v4()), self.clock_ms());
         let result = match outcome {
             JoinOutcome::Now(Ok(joined)) => {
                 // A member answered at once (a repeated join, or a static member
@@ -859,3 +871,6 @@ impl GroupActor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -248,19 +248,10 @@ impl Archive {
             return Ok((*hit).clone());
         }
         let mut reader = reader::ObjectFileReader::new(Arc::clone(&self.store), path.clone(), size);
-        let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await.map_err(|e| self.read_error(path, e))?;
+        let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await.map_err(|e| read_error(path, e))?;
         let weight = metadata.metadata().memory_size() as u64;
         self.footers.insert(path.clone(), Arc::new(metadata.clone()), weight);
         Ok(metadata)
-    }
-
-    fn read_error(&self, path: &Path, e: parquet::errors::ParquetError) -> ArchiveError {
-        let text = e.to_string();
-        if text.contains("not found") || text.contains("NotFound") {
-            ArchiveError::Missing { path: path.to_string() }
-        } else {
-            ArchiveError::Decode { reason: format!("{path}: {text}") }
-        }
     }
 
     /// The rebuilt batches of one row group, from the cache or the store.
@@ -272,8 +263,8 @@ impl Archive {
         let metadata = self.footer(path, size).await?;
         let reader = reader::ObjectFileReader::new(Arc::clone(&self.store), path.clone(), size);
         let stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata).with_row_groups(vec![index]).build().map_err(|e| self.read_error(path, e))?;
-        let batches: Vec<_> = stream.try_collect().await.map_err(|e| self.read_error(path, e))?;
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata).with_row_groups(vec![index]).build().map_err(|e| read_error(path, e))?;
+        let batches: Vec<_> = stream.try_collect().await.map_err(|e| read_error(path, e))?;
         let rebuilt =
             tokio::task::spawn_blocking(move || format::rebuild_batches(&batches)).await.map_err(|e| ArchiveError::Task { reason: e.to_string() })??;
         let weight = rebuilt.iter().map(|b| b.bytes.len() as u64).sum::<u64>() + 64;
@@ -595,6 +586,19 @@ impl PartitionArchive {
             }
         }
         Ok(None)
+    }
+}
+
+/// A failed read of an archived file: the store's own error when the reader
+/// passed one up (a missing object, an unreachable store), otherwise the file
+/// itself is unreadable.
+fn read_error(path: &Path, e: parquet::errors::ParquetError) -> ArchiveError {
+    match e {
+        parquet::errors::ParquetError::External(source) => match source.downcast::<object_store::Error>() {
+            Ok(store) => ArchiveError::store(path)(*store),
+            Err(source) => ArchiveError::Unreadable { path: path.to_string(), source: parquet::errors::ParquetError::External(source) },
+        },
+        source => ArchiveError::Unreadable { path: path.to_string(), source },
     }
 }
 

@@ -30,11 +30,10 @@ impl ObjectFileReader {
     }
 }
 
+/// Store errors travel through Parquet whole, so that the archive can tell a
+/// missing object from an unreachable store by type (`Archive::read_error`).
 fn to_parquet(e: object_store::Error) -> ParquetError {
-    match e {
-        object_store::Error::NotFound { path, .. } => ParquetError::General(format!("object {path} not found")),
-        e => ParquetError::External(Box::new(e)),
-    }
+    ParquetError::External(Box::new(e))
 }
 
 impl AsyncFileReader for ObjectFileReader {

@@ -1,0 +1,28 @@
+"""`SILT_*` environment variables: only `SILT_<SECTION>__<KEY>` names are
+configuration. Others (SILT_BIN, which this very harness sets, SILT_HOME,
+SILT_VERSION, common in scripts and images) are ignored with a warning that
+names them, while a misspelt key inside a known section still stops the
+broker with exit code 2, as any invalid configuration does."""
+
+from __future__ import annotations
+
+from silt_harness import assert_broker_serves, run_silt
+
+NOT_KEYS = {"SILT_BIN": "/usr/local/bin/silt", "SILT_HOME": "/opt/silt", "SILT_VERSION": "0.1.0"}
+
+
+def test_silt_variables_that_are_not_keys_are_ignored_with_a_warning(broker_factory):
+    broker = broker_factory(dict(NOT_KEYS))
+    assert_broker_serves(broker)
+    warnings = [line for line in broker.lines if "WARN" in line and "not configuration keys" in line]
+    assert warnings, f"no warning about ignored variables\n{broker.log_tail()}"
+    for name in NOT_KEYS:
+        assert name in warnings[0], f"the warning does not name {name}: {warnings[0]}"
+
+
+def test_a_misspelt_key_in_a_known_section_still_fails(silt_bin, tmp_path):
+    env = dict(NOT_KEYS, SILT_KAFKA__LISTN="127.0.0.1:0", SILT_STORAGE__DATA_DIR=str(tmp_path / "data"),
+               SILT_HTTP__LISTEN="127.0.0.1:0")
+    result = run_silt(silt_bin, "broker", env=env)
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr.decode()[-2000:]}"
+    assert "listn" in result.stderr.decode(), result.stderr.decode()[-2000:]

@@ -227,12 +227,21 @@ mod tests {
         fn latest_epoch(&self) -> Option<i32> {
             self.batches.last().map(|b| b.2)
         }
-        /// OffsetForLeaderEpoch by the definition: the largest epoch <= `epoch`
-        /// in the log, and the first offset of a later epoch (or the log end).
+        /// OffsetForLeaderEpoch as Kafka's `LeaderEpochFileCache.endOffsetFor`
+        /// defines it, from the batches alone: the latest epoch ends at the log
+        /// end; an older one ends where the first later epoch starts, answered
+        /// with the largest epoch <= it in the log, or with itself when every
+        /// epoch in the log is later; nothing for -1 or an epoch newer than all.
         fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
-            let found = self.batches.iter().map(|b| b.2).filter(|&e| e <= epoch).max()?;
-            let end = self.batches.iter().find(|b| b.2 > found).map_or(self.log_end_offset(), |b| b.0);
-            Some((found, end))
+            if epoch < 0 {
+                return None;
+            }
+            if self.latest_epoch() == Some(epoch) {
+                return Some((epoch, self.log_end_offset()));
+            }
+            let next_start = self.batches.iter().find(|b| b.2 > epoch)?.0;
+            let found = self.batches.iter().map(|b| b.2).filter(|&e| e <= epoch).max().unwrap_or(epoch);
+            Some((found, next_start))
         }
     }
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
+
 from silt_harness import REPO_ROOT
+
+pytestmark = pytest.mark.silt_only(reason="Silt's Cargo build profiles")
 
 #: `debug` values that mean "no debug info" to cargo.
 NO_DEBUG_INFO = {False, 0, "none"}

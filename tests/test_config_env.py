@@ -6,7 +6,11 @@ broker with exit code 2, as any invalid configuration does."""
 
 from __future__ import annotations
 
+import pytest
+
 from silt_harness import assert_broker_serves, run_silt
+
+pytestmark = pytest.mark.silt_only(reason="Silt's SILT_ environment configuration; Kafka reads server.properties")
 
 NOT_KEYS = {"SILT_BIN": "/usr/local/bin/silt", "SILT_HOME": "/opt/silt", "SILT_VERSION": "0.1.0"}
 

@@ -11,8 +11,13 @@ import os
 import signal
 import subprocess
 
-from silt_harness import (BROKER_READY_TIMEOUT_S, BROKER_STOP_TIMEOUT_S, HarnessError, _LISTENER_RE,
-                          assert_broker_serves, create_topic, wait_until)
+import pytest
+
+from broker_process import _LISTENER_RE
+from silt_harness import (BROKER_READY_TIMEOUT_S, BROKER_STOP_TIMEOUT_S, HarnessError, assert_broker_serves,
+                          create_topic, wait_until)
+
+pytestmark = pytest.mark.silt_only(reason="Silt's own process and its log sink")
 
 
 class _Addr:

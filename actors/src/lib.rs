@@ -8,6 +8,7 @@
 //! | [`meta_properties`] | the data directory's identity: node id and cluster id (`meta.properties`) |
 //! | [`group`] | consumer groups: the classic protocol, committed offsets and the `__consumer_offsets` topic |
 //! | [`topic_config`] | Kafka-named topic configs, validated and resolved into log settings |
+//! | [`replication`] | the seams between metadata and data planes: partition roles, replica fetchers, ISR changes |
 //! | [`metadata`] | the metadata quorum: records, the metadata image, openraft's stores |
 //! | [`error`] | the domain errors every message answers with |
 //!
@@ -21,6 +22,7 @@ pub mod meta_properties;
 pub mod metadata;
 pub mod node;
 pub mod partition;
+pub mod replication;
 pub mod topic_config;
 
 pub use error::Error;

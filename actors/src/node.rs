@@ -26,6 +26,7 @@ use crate::catalog::{self, CatalogState, TopicRecord, PRODUCER_ID_BLOCK};
 use crate::error::{Error, MetadataError};
 use crate::meta_properties;
 use crate::partition::{ArchiveOptions, ArchiveStatus, Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
+use crate::replication::PartitionRole;
 use crate::topic_config::{TopicConfigs, TopicDefaults};
 use crate::TopicPartition;
 
@@ -388,6 +389,7 @@ impl Node {
             clean_start: clean,
             maintenance_interval: self.maintenance_interval(&topic.configs),
             archive,
+            role: PartitionRole::sole_leader(self.options.node_id),
         };
         let (tx, rx) = watch::channel(Watermarks::default());
         let restarts = self.restarts.clone();

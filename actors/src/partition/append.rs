@@ -52,15 +52,15 @@ impl PartitionActor {
     pub(super) fn append(&mut self, msg: Append, ctx: &mut Context<Self>) -> LogFuture<AppendResult> {
         if msg.acks == RequiredAcks::All {
             let required = self.options.min_insync_replicas;
-            if self.in_sync_replicas < required {
-                return Box::pin(actix::fut::ready(Err(Error::NotEnoughReplicas { required, available: self.in_sync_replicas })));
+            if self.in_sync_replicas() < required {
+                return Box::pin(actix::fut::ready(Err(Error::NotEnoughReplicas { required, available: self.in_sync_replicas() })));
             }
         }
         let LogState::Open(log) = &self.state else {
             return Box::pin(actix::fut::ready(Err(self.unavailable())));
         };
         let log = Arc::clone(log);
-        let epoch = self.leader_epoch;
+        let epoch = self.leader_epoch();
         let mut guard = match log.try_lock() {
             Ok(guard) => guard,
             // A read, or maintenance that may fsync, holds the log on the
@@ -103,7 +103,7 @@ impl PartitionActor {
     /// device; the actor handles nothing else meanwhile, so appends stay in
     /// mailbox order.
     fn append_on_blocking_pool(&mut self, msg: Append, ctx: &mut Context<Self>) -> LogFuture<AppendResult> {
-        let epoch = self.leader_epoch;
+        let epoch = self.leader_epoch();
         let (answer, answered) = oneshot::channel();
         let appending = self.with_log(move |log| {
             let result = log.append(&msg.records, epoch, now_ms())?;

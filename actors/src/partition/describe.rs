@@ -28,7 +28,7 @@ impl PartitionActor {
     /// ahead of it knows of an epoch this broker has not seen yet.
     fn check_leader_epoch(&self, current_leader_epoch: Option<i32>) -> Result<(), Error> {
         let Some(asked) = current_leader_epoch else { return Ok(()) };
-        let current = self.leader_epoch;
+        let current = self.leader_epoch();
         if asked < current {
             Err(Error::FencedLeaderEpoch { partition: self.tp.to_string(), epoch: asked, current })
         } else if asked > current {
@@ -51,7 +51,7 @@ impl Handler<EndOffsetForEpoch> for PartitionActor {
             // leader, so the current epoch always ends at the log end offset;
             // Silt's log records an epoch with its first batch, so the current
             // one is answered here even before anything was written in it.
-            let current = act.leader_epoch;
+            let current = act.leader_epoch();
             act.with_log(move |log| {
                 Ok(if msg.leader_epoch == current { Some((current, log.log_end_offset())) } else { log.end_offset_for_epoch(msg.leader_epoch) })
             })

@@ -41,6 +41,7 @@ use silt_tiering::{LogConfig, PartitionLog};
 use tokio::sync::watch;
 
 use crate::error::Error;
+use crate::replication::PartitionRole;
 use crate::{now_ms, TopicPartition};
 
 mod admin;
@@ -50,6 +51,7 @@ mod describe;
 mod handle;
 mod messages;
 mod read;
+mod role;
 #[cfg(test)]
 mod tests;
 mod watermarks;
@@ -78,6 +80,8 @@ pub struct PartitionOptions {
     pub maintenance_interval: Duration,
     /// Archiving to object storage; `None` keeps the partition local only.
     pub archive: Option<ArchiveOptions>,
+    /// The role the partition starts in; [`SetRole`](crate::replication::SetRole) changes it.
+    pub role: PartitionRole,
 }
 
 enum LogState {
@@ -93,8 +97,8 @@ pub struct PartitionActor {
     tp: TopicPartition,
     options: PartitionOptions,
     state: LogState,
-    leader_epoch: i32,
-    in_sync_replicas: i32,
+    /// Leader or follower, with the epochs and replica set the metadata gave.
+    role: PartitionRole,
     maintenance_running: bool,
     /// Published from inside the log lock, so snapshots reach watchers in the
     /// order the log changed (a read finishing after a later append must not
@@ -117,6 +121,7 @@ impl PartitionActor {
         restarts: Arc<AtomicU64>,
         archive_status: Arc<ArchiveStatus>,
     ) -> Self {
+        let role = options.role.clone();
         PartitionActor {
             archive: if options.archive.is_some() { ArchiveState::Loading } else { ArchiveState::Off },
             uploads: UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN },
@@ -124,8 +129,7 @@ impl PartitionActor {
             tp,
             options,
             state: LogState::Opening,
-            leader_epoch: 0,
-            in_sync_replicas: 1,
+            role,
             maintenance_running: false,
             watermarks: Arc::new(watermarks),
             restarts,

@@ -92,7 +92,15 @@ fn start(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>) -> PartitionHan
 fn start_with(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>, log: LogConfig) -> PartitionHandle {
     let tp = TopicPartition { topic: "t".into(), partition };
     let (tx, rx) = watch::channel(Watermarks::default());
-    let options = PartitionOptions { dir, log, min_insync_replicas: 1, clean_start: true, maintenance_interval: Duration::from_secs(60), archive: None };
+    let options = PartitionOptions {
+        dir,
+        log,
+        min_insync_replicas: 1,
+        clean_start: true,
+        maintenance_interval: Duration::from_secs(60),
+        archive: None,
+        role: PartitionRole::sole_leader(1),
+    };
     let tp2 = tp.clone();
     let status = Arc::new(ArchiveStatus::default());
     let status2 = status.clone();
@@ -284,4 +292,18 @@ async fn consumers_see_only_records_below_a_high_watermark_held_behind_the_log_e
     // The sole replica commits what it writes: the next append moves it to the log end.
     append(&handle, 1).await.unwrap();
     assert_eq!(handle.watermarks().high_watermark, 7);
+}
+
+#[actix_rt::test]
+async fn a_role_sets_the_leader_epoch_and_isr_and_a_stale_role_is_ignored() {
+    use crate::replication::SetRole;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handle = start_with(dir.path().join("t-0"), 0, Arc::new(AtomicU64::new(0)), LogConfig::default());
+    let ask_epoch = |epoch| EndOffsetForEpoch { leader_epoch: 0, current_leader_epoch: Some(epoch) };
+    handle.ask(SetRole(PartitionRole::Leader { leader_epoch: 5, partition_epoch: 7, replicas: vec![1, 2], isr: vec![1] })).await.expect("role");
+    assert!(handle.ask(ask_epoch(5)).await.is_ok());
+    assert!(matches!(handle.ask(ask_epoch(4)).await, Err(Error::FencedLeaderEpoch { current: 5, .. })));
+    // A stale role (older epoch) changes nothing.
+    handle.ask(SetRole(PartitionRole::Follower { leader_epoch: 3, partition_epoch: 8, leader: Some(2), replicas: vec![1, 2] })).await.expect("stale role");
+    assert!(handle.ask(ask_epoch(5)).await.is_ok());
 }

@@ -465,7 +465,7 @@ impl Handler<CreateTopic> for Node {
             };
             match msg.replication_factor {
                 None | Some(-1) | Some(1) => {}
-                Some(n) => return Err(Error::InvalidReplicationFactor(n)),
+                Some(n) => return Err(Error::InvalidReplicationFactor(format!("Replication factor: {n} larger than available brokers: 1."))),
             }
             let configs = TopicConfigs::from_pairs(msg.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             Ok(TopicRecord { name: msg.name.clone(), id: Uuid::new_v4(), partitions, configs })

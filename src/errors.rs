@@ -24,6 +24,7 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::Archive(archive) => archive_error_code(archive),
         // Retriable: the client refreshes metadata and tries again.
         Error::Unavailable(..) => ResponseError::LeaderNotAvailable,
+        Error::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
         Error::ShuttingDown => ResponseError::BrokerNotAvailable,
         Error::Metadata(MetadataError::NotController { .. }) => ResponseError::NotController,
         Error::Metadata(MetadataError::ProposalTimeout { .. }) => ResponseError::RequestTimedOut,

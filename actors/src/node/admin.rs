@@ -1,0 +1,270 @@
+//! Admin requests as proposals. Each handler makes the controller's decisions
+//! from the current image (topic id, replica placement over the live brokers,
+//! config diffs, a producer-id block), proposes them as one atomic batch to the
+//! [`MetadataStore`](crate::metadata::MetadataStore), and answers once the batch
+//! is committed and this node's replica manager has applied it, so a topic
+//! returned by `CreateTopic` already has its partition actors.
+//!
+//! The handlers answer `AtomicResponse`s: the node handles one admin change at
+//! a time, as before, so two creations of one name cannot both pass the check.
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use super::placement::{live_brokers, place};
+use super::registry::{PartitionView, TopicView};
+use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, PARTITIONS_MAX};
+use crate::catalog::{self, PRODUCER_ID_BLOCK};
+use crate::error::{Error, MetadataError};
+use crate::metadata::quorum::{ApplyError, BrokerId, ConfigResource, MetadataBatch, MetadataImage, MetadataRecord, MetadataResponse, TopicImage};
+use crate::topic_config::TopicConfigs;
+
+type AdminFuture<T> = ResponseActFuture<Node, Result<T, Error>>;
+
+fn ready<T: 'static>(result: Result<T, Error>) -> AdminFuture<T> {
+    Box::pin(actix::fut::ready(result))
+}
+
+/// The domain error for a batch the image refused.
+fn refused(error: ApplyError) -> Error {
+    match error {
+        ApplyError::TopicExists(name) => Error::TopicAlreadyExists(name),
+        ApplyError::UnknownTopic(name) => Error::UnknownTopicOrPartition(name),
+        ApplyError::UnknownTopicId(id) => Error::UnknownTopicId(id),
+        other => MetadataError::Rejected(other).into(),
+    }
+}
+
+/// `Ok` with the response of an applied batch, the domain error of a refused one.
+pub(super) fn expect_applied(response: MetadataResponse) -> Result<MetadataResponse, Error> {
+    match response {
+        MetadataResponse::Rejected { error, .. } => Err(refused(error)),
+        other => Ok(other),
+    }
+}
+
+/// The records that create a topic: the topic, its partitions (the first
+/// replica leads, every replica in sync) and its config overrides.
+pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[Vec<BrokerId>], configs: &TopicConfigs) -> MetadataBatch {
+    let mut records = vec![MetadataRecord::Topic { name: name.to_owned(), topic_id }];
+    records.extend(partition_records(topic_id, 0, replicas));
+    records.extend(configs.pairs().iter().map(|(k, v)| MetadataRecord::Config {
+        resource: ConfigResource::Topic(name.to_owned()),
+        name: k.clone(),
+        value: Some(v.clone()),
+    }));
+    MetadataBatch { records }
+}
+
+fn partition_records(topic_id: Uuid, first: i32, replicas: &[Vec<BrokerId>]) -> impl Iterator<Item = MetadataRecord> + '_ {
+    replicas.iter().zip(first..).map(move |(replicas, partition)| MetadataRecord::Partition {
+        topic_id,
+        partition,
+        replicas: replicas.clone(),
+        isr: replicas.clone(),
+        leader: replicas.first().copied(),
+    })
+}
+
+fn image_topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a TopicImage, Error> {
+    image.topic(name).ok_or_else(|| Error::UnknownTopicOrPartition(name.to_owned()))
+}
+
+fn topic_configs(topic: &TopicImage) -> Result<TopicConfigs, Error> {
+    TopicConfigs::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+impl Node {
+    fn image(&self) -> std::sync::Arc<crate::metadata::quorum::AppliedState> {
+        self.store.image().borrow().clone()
+    }
+
+    /// Proposes `batch`; once it is committed and applied here, runs `then`
+    /// with the response.
+    fn propose_then<T: 'static>(
+        &mut self,
+        batch: MetadataBatch,
+        then: impl FnOnce(&mut Node, MetadataResponse) -> Result<T, Error> + 'static,
+    ) -> AdminFuture<T> {
+        let store = self.store.clone();
+        Box::pin(async move { store.propose(batch).await }.into_actor(self).then(move |answer, node, _| match answer.and_then(expect_applied) {
+            Err(e) => ready(Err(e)),
+            Ok(response) => Box::pin(node.apply_image().map(move |(), node, _| then(node, response))) as AdminFuture<T>,
+        }))
+    }
+
+    fn refuse_if_shutting_down(&self) -> Result<(), Error> {
+        if self.shutting_down {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn view(&self, name: &str) -> Result<TopicView, Error> {
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        registry.topics.get(name).cloned().ok_or_else(|| Error::Unavailable(name.to_owned(), "created, not yet in this node's metadata".into()))
+    }
+}
+
+impl Handler<CreateTopic> for Node {
+    type Result = AtomicResponse<Self, Result<TopicView, Error>>;
+
+    fn handle(&mut self, msg: CreateTopic, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let prepared = (|| {
+            self.refuse_if_shutting_down()?;
+            catalog::validate_topic_name(&msg.name)?;
+            if state.image.topic(&msg.name).is_some() {
+                return Err(Error::TopicAlreadyExists(msg.name.clone()));
+            }
+            let partitions = match msg.partitions {
+                None | Some(-1) => self.options.default_partitions,
+                Some(n) if (1..=PARTITIONS_MAX).contains(&n) => n,
+                Some(n) => return Err(Error::InvalidPartitions(format!("{n} partitions; must be 1..={PARTITIONS_MAX}"))),
+            };
+            let replication_factor = match msg.replication_factor {
+                None | Some(-1) => 1,
+                Some(n) => n,
+            };
+            let configs = TopicConfigs::from_pairs(msg.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let id = Uuid::new_v4();
+            let replicas = place(&live_brokers(&state.image), id, 0, partitions, replication_factor)?;
+            Ok((id, replicas, configs))
+        })();
+        let (id, replicas, configs) = match prepared {
+            Ok(p) => p,
+            Err(e) => return AtomicResponse::new(ready(Err(e))),
+        };
+        if msg.validate_only {
+            let partitions = replicas
+                .into_iter()
+                .map(|r| PartitionView { leader: r.first().copied(), isr: r.clone(), replicas: r, leader_epoch: 0, partition_epoch: 0, local: None })
+                .collect();
+            return AtomicResponse::new(ready(Ok(TopicView { name: msg.name.as_str().into(), id, configs, partitions })));
+        }
+        let batch = topic_batch(&msg.name, id, &replicas, &configs);
+        let name = msg.name;
+        AtomicResponse::new(self.propose_then(batch, move |node, _| {
+            tracing::info!(topic = %name, partitions = replicas.len(), "topic created");
+            node.view(&name)
+        }))
+    }
+}
+
+impl Handler<DeleteTopic> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: DeleteTopic, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let topic_id = match self.refuse_if_shutting_down().and_then(|()| image_topic(&state.image, &msg.name).map(|t| t.topic_id)) {
+            Ok(id) => id,
+            Err(e) => return AtomicResponse::new(ready(Err(e))),
+        };
+        AtomicResponse::new(self.propose_then(MetadataBatch::one(MetadataRecord::RemoveTopic { topic_id }), |_, _| Ok(())))
+    }
+}
+
+impl Handler<CreatePartitions> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: CreatePartitions, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let checked = (|| {
+            self.refuse_if_shutting_down()?;
+            let topic = image_topic(&state.image, &msg.name)?;
+            let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+            if msg.count <= current {
+                return Err(Error::InvalidPartitions(format!("topic {} has {current} partitions; the new count {} must be larger", msg.name, msg.count)));
+            }
+            if msg.count > PARTITIONS_MAX {
+                return Err(Error::InvalidPartitions(format!("{} partitions; must be at most {PARTITIONS_MAX}", msg.count)));
+            }
+            let factor = topic.partitions.first().map_or(1, |p| i32::try_from(p.replicas.len()).unwrap_or(i32::MAX));
+            let replicas = place(&live_brokers(&state.image), topic.topic_id, current, msg.count - current, factor)?;
+            Ok(MetadataBatch { records: partition_records(topic.topic_id, current, &replicas).collect() })
+        })();
+        match checked {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(_) if msg.validate_only => AtomicResponse::new(ready(Ok(()))),
+            Ok(batch) => AtomicResponse::new(self.propose_then(batch, |_, _| Ok(()))),
+        }
+    }
+}
+
+impl Handler<AlterTopicConfigs> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: AlterTopicConfigs, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let changed = (|| {
+            self.refuse_if_shutting_down()?;
+            let topic = image_topic(&state.image, &msg.name)?;
+            let current = topic_configs(topic)?;
+            let mut configs = if msg.replace_all { TopicConfigs::default() } else { current.clone() };
+            for change in &msg.changes {
+                match change {
+                    ConfigChange::Set(k, v) => configs.set(k, v)?,
+                    ConfigChange::Delete(k) => configs.remove(k)?,
+                }
+            }
+            let resource = || ConfigResource::Topic(msg.name.clone());
+            let set = configs.pairs().iter().filter(|(k, v)| current.get(k) != Some(v.as_str())).map(|(k, v)| MetadataRecord::Config {
+                resource: resource(),
+                name: k.clone(),
+                value: Some(v.clone()),
+            });
+            let deleted = current.pairs().keys().filter(|k| configs.get(k).is_none()).map(|k| MetadataRecord::Config {
+                resource: resource(),
+                name: k.clone(),
+                value: None,
+            });
+            Ok(MetadataBatch { records: set.chain(deleted).collect() })
+        })();
+        match changed {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(batch) if msg.validate_only || batch.records.is_empty() => AtomicResponse::new(ready(Ok(()))),
+            Ok(batch) => AtomicResponse::new(self.propose_then(batch, |_, _| Ok(()))),
+        }
+    }
+}
+
+impl Handler<AllocateProducerId> for Node {
+    type Result = AtomicResponse<Self, Result<i64, Error>>;
+
+    fn handle(&mut self, _msg: AllocateProducerId, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(id) = self.producer_ids.take() {
+            return AtomicResponse::new(ready(Ok(id)));
+        }
+        let state = self.image();
+        let Some(broker) = state.image.brokers.get(&self.options.node_id) else {
+            return AtomicResponse::new(ready(Err(Error::Unavailable("producer ids".into(), "this broker is not registered yet".into()))));
+        };
+        let record = MetadataRecord::ProducerIds { broker_id: broker.broker_id, broker_epoch: broker.broker_epoch, block_size: PRODUCER_ID_BLOCK };
+        AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |node, response| {
+            let block = match response {
+                MetadataResponse::Applied { producer_ids, .. } => producer_ids.first().copied(),
+                _ => None,
+            };
+            let block = block.ok_or_else(|| Error::from(MetadataError::Raft { action: "allocate producer ids", reason: "no block in the answer".into() }))?;
+            node.producer_ids = ProducerIds { next: block.first_producer_id, end: block.first_producer_id.saturating_add(block.size) };
+            node.producer_ids.take().ok_or_else(|| Error::from(MetadataError::Raft { action: "allocate producer ids", reason: "an empty block".into() }))
+        }))
+    }
+}
+
+/// The producer-id block this broker hands out from: `[next, end)`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ProducerIds {
+    next: i64,
+    end: i64,
+}
+
+impl ProducerIds {
+    fn take(&mut self) -> Option<i64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+}

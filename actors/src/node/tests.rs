@@ -1,0 +1,173 @@
+//! The node on a one-voter quorum: admin changes, restarts, the upgrade of a catalog.json directory.
+use std::path::Path;
+
+use super::*;
+use crate::catalog::{CatalogState, TopicRecord};
+use crate::meta_properties;
+use crate::partition::{Append, Read, RequiredAcks};
+use crate::topic_config::TopicConfigs;
+
+fn options(dir: &Path) -> NodeOptions {
+    NodeOptions {
+        data_dir: dir.to_owned(),
+        node_id: 0,
+        cluster_id: None,
+        topic_defaults: TopicDefaults::default(),
+        default_partitions: 2,
+        maintenance_interval: Duration::from_secs(60),
+        archive: None,
+        endpoints: vec![],
+        rack: None,
+        cluster: Default::default(),
+        partition_threads: 2,
+    }
+}
+
+fn batch() -> bytes::Bytes {
+    let mut b = vec![0u8; 61];
+    b[8..12].copy_from_slice(&49i32.to_be_bytes());
+    b[16] = 2;
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    b[57..61].copy_from_slice(&1i32.to_be_bytes());
+    let crc = silt_tiering::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes::Bytes::from(b)
+}
+
+fn create(name: &str) -> CreateTopic {
+    CreateTopic { name: name.into(), partitions: None, replication_factor: None, configs: vec![], validate_only: false }
+}
+
+/// Starts a node once the previous one on the directory has let go of its
+/// lock (when its actor is gone), polling until a deadline.
+async fn start_when_unlocked(options: NodeOptions) -> Result<NodeHandle, Error> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match NodeHandle::start(options.clone()).await {
+            Err(Error::Metadata(MetadataError::Locked { .. })) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return other,
+        }
+    }
+}
+
+/// A data directory as today's code before the metadata log left it: a
+/// catalog.json with topics, configs and a producer-id high mark, partition
+/// directories with records, no meta.properties and no metadata log.
+#[actix_rt::test]
+async fn a_catalog_json_directory_is_migrated_into_the_metadata_log_on_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::from_u128(0xfeed);
+    let mut catalog = CatalogState::new(Some("legacy-cluster".into()));
+    catalog.producer_id_high_mark = 5000;
+    let configs = TopicConfigs::from_pairs([("retention.ms", "1000")]).unwrap();
+    catalog.topics.push(TopicRecord { name: "orders".into(), id, partitions: 3, configs });
+    crate::catalog::save(dir.path(), &catalog).unwrap();
+    {
+        // Records in orders-1, written by a partition log as before.
+        let (mut log, _) = silt_tiering::PartitionLog::open(&dir.path().join("orders-1"), Default::default(), false).unwrap();
+        log.append(&batch(), 0, crate::now_ms()).unwrap();
+        log.close(crate::now_ms()).unwrap();
+    }
+
+    let node = NodeHandle::start(options(dir.path())).await.unwrap();
+    assert_eq!(node.cluster_id, "legacy-cluster", "the catalog's cluster id is kept");
+    let topic = node.topic("orders").expect("migrated");
+    assert_eq!((topic.id, topic.partitions.len(), topic.configs.get("retention.ms")), (id, 3, Some("1000")));
+    assert_eq!(topic.partitions[2].replicas, vec![0]);
+    let read = node.partition("orders", 1).unwrap().ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
+    assert_eq!(read.high_watermark, 1, "the partition's records are kept");
+    assert!(node.allocate_producer_id().await.unwrap() >= 5000, "producer ids continue above the old high mark");
+    assert!(!crate::catalog::path(dir.path()).exists(), "catalog.json is renamed");
+    let mut migrated = crate::catalog::path(dir.path()).into_os_string();
+    migrated.push(migration::MIGRATED_SUFFIX);
+    assert!(Path::new(&migrated).exists());
+    let stored = meta_properties::load(dir.path()).unwrap().expect("meta.properties written");
+    assert_eq!((stored.node_id, stored.cluster_id.as_str()), (0, "legacy-cluster"));
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    // The second start reads the metadata log only.
+    let node = start_when_unlocked(options(dir.path())).await.unwrap();
+    assert_eq!(node.topic("orders").map(|t| t.id), Some(id));
+    assert_eq!(node.topics().len(), 1);
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    let other_id = start_when_unlocked(NodeOptions { node_id: 5, ..options(dir.path()) }).await;
+    assert!(matches!(&other_id, Err(Error::Metadata(MetadataError::OtherNode { stored: 0, configured: 5, .. }))), "{:?}", other_id.err());
+}
+
+#[actix_rt::test]
+async fn topics_carry_their_leadership_and_more_replicas_than_brokers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(options(dir.path())).await.unwrap();
+    let view = node.create_topic(create("t")).await.unwrap();
+    let p = &view.partitions[0];
+    assert_eq!((p.leader, p.replicas.clone(), p.isr.clone(), p.leader_epoch), (Some(0), vec![0], vec![0], 0));
+    assert_eq!(node.brokers().iter().map(|b| b.id).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(node.controller_id(), Some(0));
+    let refused = node.create_topic(CreateTopic { replication_factor: Some(3), ..create("u") }).await;
+    assert!(matches!(&refused, Err(Error::InvalidReplicationFactor(m)) if m == "Replication factor: 3 larger than available brokers: 1."), "{refused:?}");
+    assert!(node.topic("u").is_none());
+    node.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn replacing_configs_keeps_only_the_given_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(options(dir.path())).await.unwrap();
+    node.create_topic(create("t")).await.unwrap();
+    let set = |k: &str, v: &str| ConfigChange::Set(k.into(), v.into());
+    let alter = |changes: Vec<ConfigChange>, replace_all: bool| AlterTopicConfigs { name: "t".into(), changes, replace_all, validate_only: false };
+    node.alter_configs(alter(vec![set("retention.ms", "1000")], false)).await.unwrap();
+    node.alter_configs(alter(vec![set("segment.ms", "5000")], true)).await.unwrap();
+    let configs = node.topic("t").unwrap().configs;
+    assert_eq!((configs.get("retention.ms"), configs.get("segment.ms")), (None, Some("5000")));
+    let refused = node.alter_configs(alter(vec![set("retention.ms", "1"), set("no.such.config", "1")], true)).await;
+    assert!(matches!(refused, Err(Error::InvalidConfig { .. })), "{refused:?}");
+    let configs = node.topic("t").unwrap().configs;
+    assert_eq!((configs.get("retention.ms"), configs.get("segment.ms")), (None, Some("5000")), "a refused change changes nothing");
+    node.alter_configs(alter(vec![], true)).await.unwrap();
+    assert_eq!(node.topic("t").unwrap().configs.get("segment.ms"), None, "an empty set removes every override");
+    node.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn topics_survive_a_restart_and_deletion_frees_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(options(dir.path())).await.unwrap();
+    assert!(NodeHandle::start(options(dir.path())).await.is_err(), "the data dir is locked");
+    let view = node.create_topic(create("orders")).await.unwrap();
+    assert_eq!(view.partitions.len(), 2);
+    assert!(matches!(node.create_topic(create("orders")).await, Err(Error::TopicAlreadyExists(_))));
+    let p = node.partition("orders", 1).unwrap();
+    p.ask(Append { records: batch(), acks: RequiredAcks::All }).await.unwrap();
+    node.create_partitions(CreatePartitions { name: "orders".into(), count: 3, validate_only: false }).await.unwrap();
+    node.alter_configs(AlterTopicConfigs {
+        name: "orders".into(),
+        changes: vec![ConfigChange::Set("retention.ms".into(), "1000".into())],
+        replace_all: false,
+        validate_only: false,
+    })
+    .await
+    .unwrap();
+    let first_pid = node.allocate_producer_id().await.unwrap();
+    node.shutdown().await.unwrap();
+    let cluster_id = node.cluster_id.clone();
+    drop(node);
+
+    let node = start_when_unlocked(options(dir.path())).await.expect("node restarts on the same data dir");
+    assert_eq!(node.cluster_id, cluster_id);
+    let topic = node.topic("orders").unwrap();
+    assert_eq!(topic.partitions.len(), 3);
+    assert_eq!(topic.configs.get("retention.ms"), Some("1000"));
+    let read = node.partition("orders", 1).unwrap().ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
+    assert_eq!(read.high_watermark, 1);
+    assert!(node.allocate_producer_id().await.unwrap() > first_pid, "producer ids never repeat");
+    node.delete_topic("orders".into()).await.unwrap();
+    assert!(node.topic("orders").is_none());
+    let again = node.create_topic(create("orders")).await.unwrap();
+    let read = again.partitions[1].local.as_ref().expect("local").ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
+    assert_eq!(read.high_watermark, 0, "a recreated topic starts empty");
+}

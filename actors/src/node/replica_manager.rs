@@ -432,8 +432,11 @@ fn claim_dir(dir: &Path, topic_id: Uuid) -> Option<PathBuf> {
         }
         Err(_) => {}
     }
-    let written =
-        std::fs::create_dir_all(dir).and_then(|()| silt_tiering::checkpoint::write_atomically(&file, expected.as_bytes()).map_err(std::io::Error::other));
+    // Not fsynced (a topic creation would pay two syncs per partition): a
+    // file lost in a crash only means the directory, created for this very
+    // topic, is adopted again at the next start.
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&tmp, expected.as_bytes())).and_then(|()| std::fs::rename(&tmp, &file));
     if let Err(e) = written {
         tracing::warn!(dir = %dir.display(), cause = %e, "could not write partition.metadata");
     }

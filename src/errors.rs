@@ -25,6 +25,7 @@ pub fn error_code(error: &Error) -> ResponseError {
         // Retriable: the client refreshes metadata and tries again.
         Error::Unavailable(..) => ResponseError::LeaderNotAvailable,
         Error::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+        Error::StalePartitionEpoch { .. } => ResponseError::InvalidUpdateVersion,
         Error::ShuttingDown => ResponseError::BrokerNotAvailable,
         Error::Metadata(MetadataError::NotController { .. }) => ResponseError::NotController,
         Error::Metadata(MetadataError::ProposalTimeout { .. }) => ResponseError::RequestTimedOut,

@@ -34,6 +34,9 @@ pub enum Error {
     FencedLeaderEpoch { partition: String, epoch: i32, current: i32 },
     #[error("partition {partition}: leader epoch {epoch} is newer than the current {current}")]
     UnknownLeaderEpoch { partition: String, epoch: i32, current: i32 },
+    /// An ISR change based on an older partition epoch (Kafka's INVALID_UPDATE_VERSION).
+    #[error("partition {partition}: partition epoch {epoch} is not the current {current}")]
+    StalePartitionEpoch { partition: String, epoch: i32, current: i32 },
     /// This broker holds no replica of the partition, or does not lead it.
     #[error("this broker is not the leader of partition {partition} (leader: {leader:?})")]
     NotLeaderOrFollower { partition: String, leader: Option<i32> },

@@ -5,10 +5,17 @@
 //! is committed and this node's replica manager has applied it, so a topic
 //! returned by `CreateTopic` already has its partition actors.
 //!
+//! [`AlterIsr`] is the leader's ISR change (the node's [`AlterPartition`]):
+//! the epochs it was based on are checked against the image before the
+//! `PartitionChange` is proposed. The check runs on the proposing node, so a
+//! change committed by another controller between the check and the commit
+//! is not caught; an apply-time guard needs the epochs in the record.
+//!
 //! The handlers answer `AtomicResponse`s: the node handles one admin change at
 //! a time, as before, so two creations of one name cannot both pass the check.
 
 use actix::prelude::*;
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::placement::{live_brokers, place};
@@ -17,6 +24,7 @@ use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartition
 use crate::catalog::{self, PRODUCER_ID_BLOCK};
 use crate::error::{Error, MetadataError};
 use crate::metadata::quorum::{ApplyError, BrokerId, ConfigResource, MetadataBatch, MetadataImage, MetadataRecord, MetadataResponse, TopicImage};
+use crate::replication::{AlterPartition, IsrChange};
 use crate::topic_config::TopicConfigs;
 
 type AdminFuture<T> = ResponseActFuture<Node, Result<T, Error>>;
@@ -266,5 +274,56 @@ impl ProducerIds {
             self.next += 1;
             self.next - 1
         })
+    }
+}
+
+/// A leader's ISR change (Kafka's AlterPartition), proposed as a
+/// `PartitionChange` once the epochs it was based on are still current.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct AlterIsr(pub IsrChange);
+
+impl Handler<AlterIsr> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, AlterIsr(change): AlterIsr, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let checked = (|| {
+            self.refuse_if_shutting_down()?;
+            let topic = state.image.topics.get(&change.topic_id).ok_or(Error::UnknownTopicId(change.topic_id))?;
+            let name = format!("{}-{}", topic.name, change.partition);
+            let p = usize::try_from(change.partition).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(|| Error::UnknownTopicOrPartition(name.clone()))?;
+            if change.leader_epoch != p.leader_epoch {
+                return Err(Error::FencedLeaderEpoch { partition: name, epoch: change.leader_epoch, current: p.leader_epoch });
+            }
+            if change.partition_epoch != p.partition_epoch {
+                return Err(Error::StalePartitionEpoch { partition: name, epoch: change.partition_epoch, current: p.partition_epoch });
+            }
+            if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
+                return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!(
+                    "the ISR {:?} must hold the leader {:?}",
+                    change.new_isr, p.leader
+                )))
+                .into());
+            }
+            Ok(MetadataRecord::PartitionChange {
+                topic_id: change.topic_id,
+                partition: change.partition,
+                leader: None,
+                isr: Some(change.new_isr.clone()),
+                replicas: None,
+            })
+        })();
+        match checked {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(record) => AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |_, _| Ok(()))),
+        }
+    }
+}
+
+impl AlterPartition for super::NodeHandle {
+    fn alter_partition(&self, change: IsrChange) -> BoxFuture<'static, Result<(), Error>> {
+        let node = self.clone();
+        Box::pin(async move { node.ask(AlterIsr(change)).await? })
     }
 }

@@ -50,6 +50,7 @@ pub mod replica_manager;
 #[cfg(test)]
 mod tests;
 
+pub use admin::AlterIsr;
 pub use registry::{BrokerView, PartitionView, Registry, TopicView};
 
 use admin::ProducerIds;

@@ -171,3 +171,22 @@ async fn topics_survive_a_restart_and_deletion_frees_the_name() {
     let read = again.partitions[1].local.as_ref().expect("local").ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
     assert_eq!(read.high_watermark, 0, "a recreated topic starts empty");
 }
+
+#[actix_rt::test]
+async fn an_isr_change_checks_the_epochs_it_was_based_on() {
+    use crate::replication::{AlterPartition, IsrChange};
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeHandle::start(options(dir.path())).await.unwrap();
+    let view = node.create_topic(create("t")).await.unwrap();
+    let change = |leader_epoch, partition_epoch, new_isr: Vec<i32>| IsrChange { topic_id: view.id, partition: 1, leader_epoch, partition_epoch, new_isr };
+    node.alter_partition(change(0, 0, vec![0])).await.expect("the same ISR, a new partition epoch");
+    let p = node.topic("t").unwrap().partitions[1].clone();
+    assert_eq!((p.partition_epoch, p.leader_epoch), (1, 0));
+    let stale = node.alter_partition(change(0, 0, vec![0])).await;
+    assert!(matches!(stale, Err(Error::StalePartitionEpoch { epoch: 0, current: 1, .. })), "{stale:?}");
+    let fenced = node.alter_partition(change(-1, 1, vec![0])).await;
+    assert!(matches!(fenced, Err(Error::FencedLeaderEpoch { .. })), "{fenced:?}");
+    let leaderless = node.alter_partition(change(0, 1, vec![])).await;
+    assert!(leaderless.is_err(), "the ISR must hold the leader");
+    node.shutdown().await.unwrap();
+}

@@ -4,6 +4,7 @@ use std::path::Path;
 use super::*;
 use crate::catalog::{CatalogState, TopicRecord};
 use crate::meta_properties;
+use crate::metadata::quorum::Endpoint;
 use crate::partition::{Append, Read, RequiredAcks};
 use crate::topic_config::TopicConfigs;
 
@@ -188,5 +189,80 @@ async fn an_isr_change_checks_the_epochs_it_was_based_on() {
     assert!(matches!(fenced, Err(Error::FencedLeaderEpoch { .. })), "{fenced:?}");
     let leaderless = node.alter_partition(change(0, 1, vec![])).await;
     assert!(leaderless.is_err(), "the ISR must hold the leader");
+    node.shutdown().await.unwrap();
+}
+
+/// Records what the replica manager asks of the fetchers.
+#[derive(Default)]
+struct RecordingFetchers {
+    followed: std::sync::Mutex<Vec<(i32, String, u16, Vec<TopicPartition>)>>,
+    unfollowed: std::sync::Mutex<Vec<TopicPartition>>,
+}
+
+impl ReplicaFetchers for RecordingFetchers {
+    fn follow(&self, leader: crate::replication::LeaderEndpoint, partitions: Vec<crate::replication::FollowedPartition>) {
+        let tps = partitions.iter().map(|p| p.handle.tp.clone()).collect();
+        self.followed.lock().expect("lock").push((leader.broker_id, leader.host, leader.port, tps));
+    }
+    fn unfollow(&self, partitions: &[TopicPartition]) {
+        self.unfollowed.lock().expect("lock").extend_from_slice(partitions);
+    }
+}
+
+/// Polls `check` until it holds or five seconds pass.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn the_replica_manager_follows_re_roles_and_retires_as_the_image_changes() {
+    use crate::metadata::quorum::{LeaderChange, MetadataBatch, MetadataRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let fetchers = Arc::new(RecordingFetchers::default());
+    let mut opts = options(dir.path());
+    opts.cluster.fetchers = Some(fetchers.clone());
+    let node = NodeHandle::start(opts).await.unwrap();
+    let store = node.metadata_store().clone();
+    let endpoint = Endpoint { listener: "PLAINTEXT".into(), host: "b1".into(), port: 9 };
+    let epoch = match store
+        .propose(MetadataBatch::one(MetadataRecord::RegisterBroker { broker_id: 1, incarnation_id: Uuid::new_v4(), endpoints: vec![endpoint], rack: None }))
+        .await
+        .unwrap()
+    {
+        MetadataResponse::Applied { broker_epochs, .. } => broker_epochs[0].1,
+        other => panic!("{other:?}"),
+    };
+    store.propose(MetadataBatch::one(MetadataRecord::UnfenceBroker { broker_id: 1, broker_epoch: epoch })).await.unwrap();
+    eventually("broker 1 is live", || node.brokers().len() == 2).await;
+
+    let view = node.create_topic(CreateTopic { partitions: Some(2), replication_factor: Some(2), ..create("t") }).await.unwrap();
+    let followed = view.partitions.iter().position(|p| p.leader == Some(1)).expect("broker 1 leads one partition") as i32;
+    let led = 1 - followed;
+    assert!(view.partitions.iter().all(|p| p.local.is_some() && p.replicas.len() == 2), "both partitions are local replicas");
+    let tp = |p: i32| TopicPartition { topic: "t".into(), partition: p };
+    assert_eq!(fetchers.followed.lock().unwrap().clone(), vec![(1, "b1".to_owned(), 9, vec![tp(followed)])]);
+
+    // Broker 0 takes over the followed partition: it leads, the fetcher lets go.
+    let elect = MetadataRecord::PartitionChange { topic_id: view.id, partition: followed, leader: Some(LeaderChange::Elect(0)), isr: None, replicas: None };
+    store.propose(MetadataBatch::one(elect)).await.unwrap();
+    eventually("the new leader", || node.topic("t").is_some_and(|t| t.partitions[followed as usize].leader == Some(0))).await;
+    eventually("the unfollow", || fetchers.unfollowed.lock().unwrap().contains(&tp(followed))).await;
+
+    // The other partition moves to broker 1 alone: this node retires its replica.
+    let moved = MetadataRecord::PartitionChange {
+        topic_id: view.id,
+        partition: led,
+        leader: Some(LeaderChange::Elect(1)),
+        isr: Some(vec![1]),
+        replicas: Some(vec![1]),
+    };
+    store.propose(MetadataBatch::one(moved)).await.unwrap();
+    eventually("the retirement", || matches!(node.partition("t", led), Err(Error::NotLeaderOrFollower { leader: Some(1), .. }))).await;
+    eventually("the directory is removed", || !dir.path().join(format!("t-{led}")).exists()).await;
+    assert!(node.partition("t", followed).is_ok());
     node.shutdown().await.unwrap();
 }

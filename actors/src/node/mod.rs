@@ -302,6 +302,10 @@ impl NodeHandle {
             replica_manager::remove_deleted(&plan, moved, None);
             manager.finish(plan);
         }
+        if cluster.register_self && cluster.voters.len() <= 1 {
+            let (dir, image) = (options.data_dir.clone(), store.image().borrow().clone());
+            tokio::task::spawn_blocking(move || replica_manager::remove_strays(&dir, &image.image)).await.map_err(blocking_error)?;
+        }
         let topics = registry.read().map(|r| r.topics.len()).unwrap_or_default();
         tracing::info!(topics, clean_shutdown = prepared.clean, cluster_id = %prepared.cluster_id, "node started");
         let partition_threads: Arc<[ArbiterHandle]> = manager.arbiter_handles().into();

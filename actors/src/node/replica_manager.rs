@@ -397,6 +397,30 @@ pub(super) fn remove_deleted(plan: &Plan, moved: Vec<PathBuf>, archive: Option<A
     });
 }
 
+/// Moves aside and removes the partition directories of topics the image no
+/// longer has: a topic deleted while this node was down, or whose directories
+/// a crash left behind after the deletion was committed. Only directories
+/// with a `partition.metadata` are considered. Blocking; called at start on a
+/// single-voter quorum only, whose image is complete once it has committed
+/// (a cluster member's image may lag its peers' at start).
+pub(super) fn remove_strays(data_dir: &Path, image: &MetadataImage) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(found) = std::fs::read_to_string(dir.join(PARTITION_METADATA)) else { continue };
+        let Some(topic_id) = found.lines().find_map(|l| l.strip_prefix("topic_id: ")).and_then(|id| id.trim().parse::<Uuid>().ok()) else { continue };
+        if image.topics.contains_key(&topic_id) {
+            continue;
+        }
+        tracing::info!(dir = %dir.display(), %topic_id, "removing the partition directory of a deleted topic");
+        if let Some(moved) = move_aside(&dir, topic_id) {
+            if let Err(e) = std::fs::remove_dir_all(&moved) {
+                tracing::warn!(dir = %moved.display(), cause = %e, "could not remove a deleted partition");
+            }
+        }
+    }
+}
+
 /// Renames `dir` to `<dir>.<topic id>-delete`; `None` if it could not.
 fn move_aside(dir: &Path, topic_id: Uuid) -> Option<PathBuf> {
     let mut target = dir.as_os_str().to_owned();

@@ -168,6 +168,14 @@ async fn topics_survive_a_restart_and_deletion_frees_the_name() {
     assert!(node.allocate_producer_id().await.unwrap() > first_pid, "producer ids never repeat");
     node.delete_topic("orders".into()).await.unwrap();
     assert!(node.topic("orders").is_none());
+    // A directory a crash left behind after the deletion was committed.
+    let stray = dir.path().join("orders-0");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("partition.metadata"), format!("version: 0\ntopic_id: {}\n", topic.id)).unwrap();
+    node.shutdown().await.unwrap();
+    drop(node);
+    let node = start_when_unlocked(options(dir.path())).await.unwrap();
+    assert!(!stray.exists(), "the stray directory of a deleted topic is removed at start");
     let again = node.create_topic(create("orders")).await.unwrap();
     let read = again.partitions[1].local.as_ref().expect("local").ask(Read { offset: 0, max_bytes: 1 << 20 }).await.unwrap();
     assert_eq!(read.high_watermark, 0, "a recreated topic starts empty");

@@ -94,25 +94,24 @@ def test_leader_kill(cluster: Cluster, topic_name):
     controller = cluster.active_controller(ALL)
     history = History()
     writer = cluster.writer(ALL, topic_name, history, rate_per_s=WRITE_RATE_PER_S)
-    try:
-        writer.wait_acked(LEADER_KILL_RECORDS // 4, 60, cluster.log_tail)
-        killed_at = time.monotonic()
-        cluster.kill9(leader)
-        acked_at_kill = history.acked_count()
-        new_leader, _ = cluster.via(others(leader)).wait_for_leader(topic_name, not_in={leader}, timeout_s=60)
-        failover_s = time.monotonic() - killed_at
-        writer.wait_acked(acked_at_kill + 1000, 60, cluster.log_tail)
-        resumed_s = next(t for t in writer.ack_times[acked_at_kill:] if t > killed_at) - killed_at
-        cluster.restart(leader)
-        rejoin_started = time.monotonic()
-        view.wait_for_isr(topic_name, 0, CLUSTER_SIZE, REJOIN_TIMEOUT_S)
-        rejoin_s = time.monotonic() - rejoin_started
-    finally:
-        writer.finish(LEADER_KILL_RECORDS)
+    writer.wait_acked(LEADER_KILL_RECORDS // 4, 60, cluster.log_tail)
+    killed_at = time.monotonic()
+    cluster.kill9(leader)
+    acked_at_kill = history.acked_count()
+    new_leader, _ = cluster.via(others(leader)).wait_for_leader(topic_name, not_in={leader}, timeout_s=60)
+    failover_s = time.monotonic() - killed_at
+    writer.wait_acked(acked_at_kill + 1000, 60, cluster.log_tail)
+    resumed_s = next(t for t in writer.ack_times[acked_at_kill:] if t > killed_at) - killed_at
+    restarted_at = time.monotonic()
+    cluster.restart(leader)
+    restart_s = time.monotonic() - restarted_at
+    view.wait_for_isr(topic_name, 0, CLUSTER_SIZE, REJOIN_TIMEOUT_S)
+    rejoin_s = time.monotonic() - restarted_at - restart_s
+    writer.finish(LEADER_KILL_RECORDS)
     read_all(view, topic_name, 1, history, reader="after")
     report = check(history)
     record_figure("leader_kill", cluster.kind, failover_s=failover_s, writes_resumed_s=resumed_s,
-                  isr_rejoin_s=rejoin_s, leader_was_controller=float(leader == controller))
+                  restart_s=restart_s, isr_rejoin_s=rejoin_s, leader_was_controller=float(leader == controller))
     print(report.summary())
     assert report.valid, report.summary()
     assert report.stats["acknowledged"] >= LEADER_KILL_RECORDS, report.summary()
@@ -141,13 +140,11 @@ def test_controller_kill(cluster: Cluster, topic_name):
 
     history = History()
     writer = cluster.writer(survivors, topic_name, history, rate_per_s=WRITE_RATE_PER_S)
-    try:
-        writer.wait_acked(2000, 60, cluster.log_tail)
-        cluster.restart(controller)
-        # The restarted node is a broker again: a topic needing all three is created.
-        cluster.via(ALL).create_topic(f"{topic_name}-rf3", replication_factor=CLUSTER_SIZE, config=TOPIC_CONFIG)
-    finally:
-        writer.finish(4000)
+    writer.wait_acked(2000, 60, cluster.log_tail)
+    cluster.restart(controller)
+    # The restarted node is a broker again: a topic needing all three is created.
+    cluster.via(ALL).create_topic(f"{topic_name}-rf3", replication_factor=CLUSTER_SIZE, config=TOPIC_CONFIG)
+    writer.finish(4000)
     read_all(view, topic_name, 3, history, reader="after")
     report = check(history)
     record_figure("controller_kill", cluster.kind, topic_created_s=created_s)
@@ -189,34 +186,33 @@ def test_network_partition(cluster: Cluster, topic_name):
     view.create_topic(topic_name, config=TOPIC_CONFIG)
     leader, replicas, isr = view.partition(topic_name)
     assert sorted(isr) == ALL, f"ISR {isr} before the partition"
+    # The old leader is made leader again after healing, by preferred election.
+    assert replicas[0] == leader, f"leader {leader} of a new topic is not its preferred replica {replicas}"
     majority = cluster.via(others(leader))
     history = History()
     writer = cluster.writer(ALL, topic_name, history, rate_per_s=WRITE_RATE_PER_S,
                             **{"request.timeout.ms": 5000})
-    try:
-        writer.wait_acked(2000, 60, cluster.log_tail)
-        cluster.net.isolate(leader)
-        isolated_at = time.monotonic()
-        first = raw_produce_to(cluster, leader, topic_name, history, 0)
-        new_leader, _ = majority.wait_for_leader(topic_name, not_in={leader}, timeout_s=60)
-        failover_s = time.monotonic() - isolated_at
-        second = raw_produce_to(cluster, leader, topic_name, history, 1)
-        isolated_s = time.monotonic() - isolated_at
-        cluster.net.heal(leader)
-        acked_at_heal = history.acked_count()
-        majority.wait_for_isr(topic_name, 0, CLUSTER_SIZE, REJOIN_TIMEOUT_S)
-        writer.wait_acked(acked_at_heal + 1000, 60, cluster.log_tail)
-    finally:
-        writer.finish(0)
+    writer.wait_acked(2000, 60, cluster.log_tail)
+    cluster.net.isolate(leader)
+    isolated_at = time.monotonic()
+    first = raw_produce_to(cluster, leader, topic_name, history, 0)
+    new_leader, _ = majority.wait_for_leader(topic_name, not_in={leader}, timeout_s=60)
+    failover_s = time.monotonic() - isolated_at
+    second = raw_produce_to(cluster, leader, topic_name, history, 1)
+    isolated_s = time.monotonic() - isolated_at
+    cluster.net.heal(leader)
+    acked_at_heal = history.acked_count()
+    majority.wait_for_isr(topic_name, 0, CLUSTER_SIZE, REJOIN_TIMEOUT_S)
+    writer.wait_acked(acked_at_heal + 1000, 60, cluster.log_tail)
+    writer.finish(0)
     assert first != 0 and second != 0, \
         f"the isolated leader {leader} acknowledged acks=all: {first}, {second}"
     read_all(view, topic_name, 1, history, reader="new-leader")
     # The old leader, preferred again, must serve exactly the same log.
-    if replicas[0] == leader:
-        fs = view.admin().elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic_name, 0)])
-        fs.result(timeout=60)
-        view.wait_for_leader(topic_name, not_in=set(others(leader)), timeout_s=60)
-        read_all(view, topic_name, 1, history, reader="old-leader")
+    fs = view.admin().elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic_name, 0)])
+    fs.result(timeout=60)
+    view.wait_for_leader(topic_name, not_in=set(others(leader)), timeout_s=60)
+    read_all(view, topic_name, 1, history, reader="old-leader")
     report = check(history)
     record_figure("network_partition", cluster.kind, failover_s=failover_s, isolated_s=isolated_s)
     print(f"acks=all produce to the isolated leader: {first!r}, then {second!r}")
@@ -224,4 +220,3 @@ def test_network_partition(cluster: Cluster, topic_name):
     assert report.valid, report.summary()
     iso_read = [r for r in history.reads if r[4].startswith("iso-")]
     assert not iso_read, f"records the isolated leader took were not truncated: {iso_read}"
-    assert replicas[0] == leader, f"leader {leader} was not the preferred replica of {replicas}"

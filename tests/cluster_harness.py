@@ -130,7 +130,11 @@ class NetLab:
         _run("ip", "netns", "exec", self.netns(i), "nft", "delete", "table", "inet", "silt_partition")
 
     def close(self):
-        # Deleting a namespace deletes its veth end, and the pair with it.
+        # The pairs go first, from this side: deleting a namespace deletes
+        # its end only once no process is left in it (a SIGKILLed JVM may
+        # still be exiting), and host ends were seen to outlive it.
+        for i in range(1, len(self.created_ns) + 1):
+            _run("ip", "link", "delete", f"{self.tag}-h{i}", check=False)
         for ns in self.created_ns:
             _run("ip", "netns", "delete", ns, check=False)
         self.created_ns = []

@@ -210,3 +210,19 @@ def check(h: History) -> Report:
                "unknown": len(h.unknown), "read": len(where),
                "unknown_read": sum(1 for rid in h.unknown if rid in where)}
     return r
+
+
+def main(argv: list[str]) -> int:
+    """`python tests/history.py <history.json>`: re-checks a dumped history."""
+    if len(argv) != 2:
+        print("usage: python tests/history.py <history.json>")
+        return 2
+    with open(argv[1]) as f:
+        report = check(History.load(f.read()))
+    print(report.summary())
+    return 0 if report.valid else 1
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv))

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from cluster_harness import CLUSTER_SIZE, KAFKA_PORT, Cluster, read_all
-from history import History, check
+from history import History, Report, check
 from kafka_wire import ConnectionClosed, RawConnection, encode_produce_v3, encode_record_batch, ApiKey
 
 #: Records the leader-kill test writes at least.
@@ -79,11 +79,24 @@ def record_figure(test: str, kind: str, **figures):
             f.write(json.dumps(line) + "\n")
 
 
+def judge(history: History, tmp_path) -> Report:
+    """Checks the history; an invalid one is kept in tmp_path/history.json
+    for `python tests/history.py` (a failure test that fails once is a bug
+    to find, not a run to retry)."""
+    report = check(history)
+    print(report.summary())
+    if not report.valid:
+        kept = tmp_path / "history.json"
+        kept.write_text(history.dump())
+        print(f"history kept in {kept}")
+    return report
+
+
 def others(node: int) -> list[int]:
     return [i for i in ALL if i != node]
 
 
-def test_leader_kill(cluster: Cluster, topic_name):
+def test_leader_kill(cluster: Cluster, topic_name, tmp_path):
     """SIGKILL the partition leader under an idempotent acks=all writer: a
     new leader within 10 s, every acknowledged record read exactly once in
     order, and the killed node back in the ISR after a restart."""
@@ -109,10 +122,9 @@ def test_leader_kill(cluster: Cluster, topic_name):
     rejoin_s = time.monotonic() - restarted_at - restart_s
     writer.finish(LEADER_KILL_RECORDS)
     read_all(view, topic_name, 1, history, reader="after")
-    report = check(history)
+    report = judge(history, tmp_path)
     record_figure("leader_kill", cluster.kind, failover_s=failover_s, writes_resumed_s=resumed_s,
                   restart_s=restart_s, isr_rejoin_s=rejoin_s, leader_was_controller=float(leader == controller))
-    print(report.summary())
     assert report.valid, report.summary()
     assert report.stats["acknowledged"] >= LEADER_KILL_RECORDS, report.summary()
     assert new_leader in replicas
@@ -121,7 +133,7 @@ def test_leader_kill(cluster: Cluster, topic_name):
                                 f"promised {bound}s (leader was the active controller: {leader == controller})"
 
 
-def test_controller_kill(cluster: Cluster, topic_name):
+def test_controller_kill(cluster: Cluster, topic_name, tmp_path):
     """SIGKILL the active controller: the other two voters elect another,
     topic creation keeps working, and the killed node rejoins."""
     controller = cluster.active_controller(ALL)
@@ -146,9 +158,8 @@ def test_controller_kill(cluster: Cluster, topic_name):
     cluster.via(ALL).create_topic(f"{topic_name}-rf3", replication_factor=CLUSTER_SIZE, config=TOPIC_CONFIG)
     writer.finish(4000)
     read_all(view, topic_name, 3, history, reader="after")
-    report = check(history)
+    report = judge(history, tmp_path)
     record_figure("controller_kill", cluster.kind, topic_created_s=created_s)
-    print(report.summary())
     assert report.valid, report.summary()
     assert report.stats["acknowledged"] == report.stats["attempted"], report.summary()
 
@@ -176,7 +187,7 @@ def raw_produce_to(cluster: Cluster, node: int, topic: str, history: History, se
     return err
 
 
-def test_network_partition(cluster: Cluster, topic_name):
+def test_network_partition(cluster: Cluster, topic_name, tmp_path):
     """Cut the partition leader off from the other two nodes (clients still
     reach it): it cannot acknowledge acks=all, the majority elects a new
     leader, and after healing the old leader drops its divergent tail and
@@ -213,10 +224,9 @@ def test_network_partition(cluster: Cluster, topic_name):
     fs.result(timeout=60)
     view.wait_for_leader(topic_name, not_in=set(others(leader)), timeout_s=60)
     read_all(view, topic_name, 1, history, reader="old-leader")
-    report = check(history)
+    report = judge(history, tmp_path)
     record_figure("network_partition", cluster.kind, failover_s=failover_s, isolated_s=isolated_s)
     print(f"acks=all produce to the isolated leader: {first!r}, then {second!r}")
-    print(report.summary())
     assert report.valid, report.summary()
     iso_read = [r for r in history.reads if r[4].startswith("iso-")]
     assert not iso_read, f"records the isolated leader took were not truncated: {iso_read}"

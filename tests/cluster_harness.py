@@ -305,6 +305,12 @@ class Cluster:
         self.clients.append(view)
         return view
 
+    def group_reader(self, node_ids, topic: str, group: str, history: History, **kwargs) -> GroupReader:
+        """A started GroupReader bootstrapped from these nodes."""
+        r = GroupReader(self.bootstrap_of(node_ids), topic, group, history, **kwargs)
+        self.clients.append(r)
+        return r.start()
+
     def writer(self, node_ids, topic: str, history: History, **kwargs) -> RecordWriter:
         """A started RecordWriter bootstrapped from these nodes."""
         w = RecordWriter(self.bootstrap_of(node_ids), topic, history, **kwargs)
@@ -514,6 +520,108 @@ class RecordWriter:
             self.producer.purge()
             self.producer.close()
             self.producer = None
+
+
+class GroupReader:
+    """A confluent-kafka consumer in a consumer group on its own thread: it
+    records every record it reads into a History (as reader `name`) and
+    commits synchronously after each batch. `finish()` commits once more
+    (retried until it succeeds, bounded) and closes it."""
+
+    #: Records one consume() call returns at most.
+    BATCH_MAX = 1000
+
+    def __init__(self, bootstrap: str, topic: str, group: str, history: History, name: str = "group"):
+        from confluent_kafka import Consumer
+        self.history, self.name = history, name
+        self.errors: list = []
+        self.commit_errors: list = []
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "broker.address.family": "v4", "group.id": group,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest", "error_cb": self.errors.append})
+        self.consumer.subscribe([topic])
+        #: partition -> next offset to read, as far as this reader got.
+        self.positions: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"group-reader-{name}", daemon=True)
+        self.failure: BaseException | None = None
+
+    def start(self) -> GroupReader:
+        self._thread.start()
+        return self
+
+    def _commit(self) -> bool:
+        from confluent_kafka import KafkaError, KafkaException
+        try:
+            self.consumer.commit(asynchronous=False)
+            return True
+        except KafkaException as e:  # e.g. NOT_COORDINATOR while a node restarts
+            if e.args and e.args[0].code() == KafkaError._NO_OFFSET:
+                return True  # nothing read since the last successful commit
+            self.commit_errors.append(e)
+            return False
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(num_messages=self.BATCH_MAX, timeout=0.2)
+                read = False
+                for m in msgs:
+                    if m.error() is not None:
+                        self.errors.append(m.error())
+                        continue
+                    key = m.key().decode() if m.key() is not None else None
+                    self.history.read(m.partition(), m.offset(), key, m.value().decode("utf-8", "replace"),
+                                      reader=self.name)
+                    self.positions[m.partition()] = m.offset() + 1
+                    read = True
+                if read:
+                    self._commit()
+        except BaseException as e:  # reported by wait_for/finish
+            self.failure = e
+
+    def wait_for(self, ends: dict[int, int], timeout_s: float):
+        """Until this reader has read every partition up to `ends`."""
+        deadline = time.monotonic() + timeout_s
+        while any(self.positions.get(p, 0) < end for p, end in ends.items()):
+            if self.failure is not None or not self._thread.is_alive():
+                raise HarnessError(f"group reader {self.name} stopped: {self.failure!r}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"group reader {self.name} at {self.positions} after {timeout_s:.0f}s, "
+                                   f"wanted {ends} (errors {self.errors[-5:]})")
+            time.sleep(0.05)
+
+    def finish(self, timeout_s: float = 60.0):
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            raise HarnessError(f"group reader {self.name} did not stop within {timeout_s:.0f}s")
+        deadline = time.monotonic() + timeout_s
+        while not self._commit():
+            if time.monotonic() > deadline:
+                raise HarnessError(f"group reader {self.name}: no commit succeeded within {timeout_s:.0f}s: "
+                                   f"{self.commit_errors[-3:]}")
+            time.sleep(0.2)
+        self.close()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+
+
+def committed_offsets(bootstrap: str, topic: str, group: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets (OffsetFetch), -1001 where none."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "broker.address.family": "v4", "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=30)
+    finally:
+        c.close()
+    return {tp.partition: tp.offset for tp in got}
 
 
 def read_all(view: ClientView, topic: str, partitions: int, history: History, reader: str,

@@ -1,6 +1,7 @@
 """Failure tests of a three-node cluster (issue 15, docs/cluster.md
 "Failures"): SIGKILL of a partition leader, SIGKILL of the active
-controller, and a network partition that isolates a leader. Real processes,
+controller, a network partition that isolates a leader, and a rolling
+restart under a consumer group. Real processes,
 real faults (SIGKILL, nftables in per-node network namespaces), real
 clients, and a history checker (tests/history.py) that judges the outcome.
 
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-from cluster_harness import CLUSTER_SIZE, KAFKA_PORT, Cluster, read_all
+from cluster_harness import CLUSTER_SIZE, KAFKA_PORT, Cluster, committed_offsets, read_all
 from history import History, Report, check
 from kafka_wire import ConnectionClosed, RawConnection, encode_produce_v3, encode_record_batch, ApiKey
 
@@ -230,3 +231,38 @@ def test_network_partition(cluster: Cluster, topic_name, tmp_path):
     assert report.valid, report.summary()
     iso_read = [r for r in history.reads if r[4].startswith("iso-")]
     assert not iso_read, f"records the isolated leader took were not truncated: {iso_read}"
+
+
+def test_rolling_restart(cluster: Cluster, topic_name, tmp_path):
+    """Restart the three nodes one after the other (SIGTERM, exit 0, start
+    again, wait for full ISRs) under a writer per partition and a consumer
+    group: nothing acknowledged is lost, and the group keeps its offsets."""
+    partitions = 3
+    view = cluster.via(ALL)
+    view.create_topic(topic_name, partitions=partitions, config=TOPIC_CONFIG)
+    history = History()
+    writers = [cluster.writer(ALL, topic_name, history, name=f"w{p}", partition=p,
+                              rate_per_s=WRITE_RATE_PER_S / (2 * partitions)) for p in range(partitions)]
+    group = f"{topic_name}-group"
+    reader = cluster.group_reader(ALL, topic_name, group, history)
+    for w in writers:
+        w.wait_acked(500, 60, cluster.log_tail)
+    started = time.monotonic()
+    for node in ALL:
+        code = cluster.nodes[node].stop()
+        assert code == 0, f"node {node} exited with {code} on SIGTERM\n{cluster.nodes[node].log_tail(40)}"
+        cluster.restart(node)
+        for p in range(partitions):
+            view.wait_for_isr(topic_name, p, CLUSTER_SIZE, REJOIN_TIMEOUT_S)
+    rolled_s = time.monotonic() - started
+    for w in writers:
+        w.finish(0)
+    ends = read_all(view, topic_name, partitions, history, reader="after")
+    reader.wait_for(ends, 60)
+    reader.finish()
+    committed = committed_offsets(view.bootstrap, topic_name, group, partitions)
+    report = judge(history, tmp_path)
+    record_figure("rolling_restart", cluster.kind, rolled_s=rolled_s)
+    assert report.valid, report.summary()
+    assert report.stats["acknowledged"] == report.stats["attempted"], report.summary()
+    assert committed == ends, f"the group's committed offsets {committed}, end offsets {ends}"

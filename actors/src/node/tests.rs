@@ -200,10 +200,13 @@ async fn an_isr_change_checks_the_epochs_it_was_based_on() {
     node.shutdown().await.unwrap();
 }
 
+/// One `follow` call: leader id, host, port and the partitions.
+type Followed = (i32, String, u16, Vec<TopicPartition>);
+
 /// Records what the replica manager asks of the fetchers.
 #[derive(Default)]
 struct RecordingFetchers {
-    followed: std::sync::Mutex<Vec<(i32, String, u16, Vec<TopicPartition>)>>,
+    followed: std::sync::Mutex<Vec<Followed>>,
     unfollowed: std::sync::Mutex<Vec<TopicPartition>>,
 }
 

@@ -74,8 +74,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let broker =
         Arc::new(Broker { node: node.clone(), groups, metrics, request_memory: Arc::new(Semaphore::new(queued)), config, advertised_host, advertised_port });
     let (shutdown, _) = broadcast::channel(1);
-    let kafka = tokio::spawn(crate::server::serve(kafka_listener, broker.clone(), shutdown.clone()));
-    let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.clone()));
+    // Subscribed here, not in the tasks: a SIGTERM right after start would
+    // otherwise be sent before a task subscribed, and it would never stop.
+    let kafka = tokio::spawn(crate::server::serve(kafka_listener, broker.clone(), shutdown.clone(), shutdown.subscribe()));
+    let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.subscribe()));
     tracing::info!(kafka_listener = %kafka_addr, http_listener = %http_addr, node_id = node.node_id, cluster_id = %node.cluster_id, "broker ready");
 
     signals.wait().await;

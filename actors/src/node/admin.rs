@@ -95,7 +95,14 @@ impl Node {
         then: impl FnOnce(&mut Node, MetadataResponse) -> Result<T, Error> + 'static,
     ) -> AdminFuture<T> {
         let store = self.store.clone();
-        Box::pin(async move { store.propose(batch).await }.into_actor(self).then(move |answer, node, _| match answer.and_then(expect_applied) {
+        let proposed = async move {
+            let (response, index) = store.propose_at(batch).await?;
+            if let Some(index) = index {
+                store.wait_applied(index).await?;
+            }
+            Ok(response)
+        };
+        Box::pin(proposed.into_actor(self).then(move |answer: Result<MetadataResponse, Error>, node, _| match answer.and_then(expect_applied) {
             Err(e) => ready(Err(e)),
             Ok(response) => Box::pin(node.apply_image().map(move |(), node, _| then(node, response))) as AdminFuture<T>,
         }))

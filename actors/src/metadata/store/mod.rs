@@ -48,6 +48,14 @@ pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// the quorum. Implemented in `src/` over the node-to-node transport.
 pub trait ProposalForwarder: Send + Sync + 'static {
     fn forward(&self, leader: u64, batch: MetadataBatch) -> BoxFuture<'static, Result<MetadataResponse, Error>>;
+
+    /// As [`forward`](Self::forward), with the log index the leader committed
+    /// the batch at, so the proposer can wait until its own image has it.
+    /// The default knows no index.
+    fn forward_indexed(&self, leader: u64, batch: MetadataBatch) -> BoxFuture<'static, Result<(MetadataResponse, Option<u64>), Error>> {
+        let forwarded = self.forward(leader, batch);
+        Box::pin(async move { forwarded.await.map(|response| (response, None)) })
+    }
 }
 
 /// openraft's timers, in milliseconds (its defaults: heartbeat 50, election 150..300).
@@ -156,21 +164,40 @@ impl MetadataStore {
     /// the leader or through the forwarder. A batch the image refuses answers
     /// `Ok(MetadataResponse::Rejected { .. })`: the refusal was replicated too.
     pub async fn propose(&self, batch: MetadataBatch) -> Result<MetadataResponse, Error> {
+        self.propose_at(batch).await.map(|(response, _)| response)
+    }
+
+    /// As [`propose`](Self::propose), with the log index of the committed
+    /// batch when known (always on the leader; from the forwarder otherwise).
+    pub async fn propose_at(&self, batch: MetadataBatch) -> Result<(MetadataResponse, Option<u64>), Error> {
         match tokio::time::timeout(self.proposal_timeout, self.propose_unbounded(batch)).await {
             Ok(answer) => answer,
             Err(_) => Err(MetadataError::ProposalTimeout { after: self.proposal_timeout }.into()),
         }
     }
 
-    async fn propose_unbounded(&self, batch: MetadataBatch) -> Result<MetadataResponse, Error> {
+    async fn propose_unbounded(&self, batch: MetadataBatch) -> Result<(MetadataResponse, Option<u64>), Error> {
         let leader = match self.raft.client_write(batch.clone()).await {
-            Ok(written) => return Ok(written.data),
+            Ok(written) => return Ok((written.data, Some(written.log_id.index))),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => forward.leader_id,
             Err(e) => return Err(raft_error("propose")(e.to_string())),
         };
         match (leader, &self.forwarder) {
-            (Some(leader), Some(forwarder)) if leader != self.node_id => forwarder.forward(leader, batch).await,
+            (Some(leader), Some(forwarder)) if leader != self.node_id => forwarder.forward_indexed(leader, batch).await,
             _ => Err(MetadataError::NotController { leader }.into()),
+        }
+    }
+
+    /// Waits (within the proposal timeout) until this node has applied the
+    /// log up to `index`: a forwarded proposal is committed on the leader
+    /// first and reaches this node's image a heartbeat later.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), Error> {
+        let mut image = self.image();
+        let applied = async move { image.wait_for(|s| s.last_applied.is_some_and(|id| id.index >= index)).await.map(drop) };
+        match tokio::time::timeout(self.proposal_timeout, applied).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(raft_error("wait for the log to apply")("raft stopped".into())),
+            Err(_) => Err(MetadataError::ProposalTimeout { after: self.proposal_timeout }.into()),
         }
     }
 

@@ -17,8 +17,11 @@ async fn a_single_voter_store_initializes_commits_and_restarts_leading() {
     let dir = tempfile::tempdir().expect("tempdir");
     let options = StoreOptions::single_voter(dir.path().join(METADATA_DIR), 3);
     let store = MetadataStore::start(options.clone(), SingleVoterNetwork).await.expect("start");
-    let answer = store.propose(register(3)).await.expect("commit");
+    let (answer, index) = store.propose_at(register(3)).await.expect("commit");
     assert!(matches!(answer, MetadataResponse::Applied { .. }), "{answer:?}");
+    let index = index.expect("the leader knows the index");
+    store.wait_applied(index).await.expect("applied here");
+    assert_eq!(store.image().borrow().last_applied.map(|id| id.index), Some(index));
     assert!(store.is_active_controller());
     let refused = store.propose(MetadataBatch::one(MetadataRecord::UnfenceBroker { broker_id: 9, broker_epoch: 1 })).await.expect("answered");
     assert!(matches!(refused, MetadataResponse::Rejected { record: 0, .. }), "{refused:?}");

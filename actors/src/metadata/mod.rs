@@ -1,4 +1,8 @@
 //! The cluster's metadata. [`quorum`] is the replicated metadata log on
-//! openraft and the image it builds.
+//! openraft and the image it builds; [`store`] is the node's door to it
+//! (proposals in, applied images out).
 
 pub mod quorum;
+pub mod store;
+
+pub use store::{MetadataStore, ProposalForwarder, RaftTiming, SingleVoterNetwork, StoreOptions};

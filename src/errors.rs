@@ -17,6 +17,8 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         Error::InvalidConfig { .. } => ResponseError::InvalidConfig,
         Error::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        Error::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
+        Error::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
         Error::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         Error::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         Error::Log(log) => log_error_code(log),

@@ -25,6 +25,10 @@ pub enum Error {
     InvalidConfig { key: String, value: String, reason: String },
     #[error("acks=all needs {required} in-sync replicas (min.insync.replicas) but {available} are in sync")]
     NotEnoughReplicas { required: i32, available: i32 },
+    #[error("the batch was written but the ISR shrank to {available}, below min.insync.replicas {required}, before it was committed")]
+    NotEnoughReplicasAfterAppend { required: i32, available: i32 },
+    #[error("this broker is not the leader of {partition}: {reason}")]
+    NotLeaderOrFollower { partition: String, reason: &'static str },
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("archive: {0}")]

@@ -25,7 +25,9 @@ use uuid::Uuid;
 use crate::catalog::{self, CatalogState, TopicRecord, PRODUCER_ID_BLOCK};
 use crate::error::{Error, MetadataError};
 use crate::meta_properties;
-use crate::partition::{ArchiveOptions, ArchiveStatus, Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
+use crate::partition::{
+    ArchiveOptions, ArchiveStatus, Close, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, ReplicationOptions, Retire, Watermarks,
+};
 use crate::replication::PartitionRole;
 use crate::topic_config::{TopicConfigs, TopicDefaults};
 use crate::TopicPartition;
@@ -390,6 +392,7 @@ impl Node {
             maintenance_interval: self.maintenance_interval(&topic.configs),
             archive,
             role: PartitionRole::sole_leader(self.options.node_id),
+            replication: ReplicationOptions::single_node(self.options.node_id, topic.id),
         };
         let (tx, rx) = watch::channel(Watermarks::default());
         let restarts = self.restarts.clone();

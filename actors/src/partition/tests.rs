@@ -100,6 +100,7 @@ fn start_with(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>, log: LogCo
         maintenance_interval: Duration::from_secs(60),
         archive: None,
         role: PartitionRole::sole_leader(1),
+        replication: ReplicationOptions::single_node(1, uuid::Uuid::nil()),
     };
     let tp2 = tp.clone();
     let status = Arc::new(ArchiveStatus::default());

@@ -3,6 +3,8 @@
 //! `acks=all` produces waiting for it, and ISR changes, which the leader asks
 //! the controller for (AlterPartition) and never makes on its own.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -57,11 +59,12 @@ impl PartitionActor {
         // read and says nothing about the follower (Kafka reads first too).
         if marks.open && msg.offset >= marks.local_log_start_offset && msg.offset <= marks.log_end_offset {
             self.replicas.fetched(msg.replica, msg.offset, marks.log_end_offset, Instant::now());
+            self.refresh_hw_bound();
         }
-        let bound = self.high_watermark_bound();
+        let bound = Arc::clone(&self.hw_bound);
         let read = Read { offset: msg.offset, max_bytes: msg.max_bytes };
         let fut = self.read_with(read, ReadEnd::LogEnd, move |log| {
-            raise_high_watermark(log, bound);
+            raise_high_watermark(log, bound.load(Ordering::Acquire));
         });
         Box::pin(fut.map(move |read, act, ctx| {
             let read = read?;
@@ -79,10 +82,16 @@ impl PartitionActor {
         }
     }
 
+    /// Publishes the HW bound of the current ISR and follower LEOs to log
+    /// operations (the `hw_bound` field).
+    pub(super) fn refresh_hw_bound(&self) {
+        self.hw_bound.store(self.high_watermark_bound(), Ordering::Release);
+    }
+
     /// Raises the HW as far as the ISR allows (after a role change).
     pub(super) fn advance_high_watermark(&mut self, ctx: &mut Context<Self>) {
-        let bound = self.high_watermark_bound();
-        let fut = self.with_log(move |log| Ok(raise_high_watermark(log, bound)));
+        let bound = Arc::clone(&self.hw_bound);
+        let fut = self.with_log(move |log| Ok(raise_high_watermark(log, bound.load(Ordering::Acquire))));
         ctx.spawn(fut.map(|hw, act, _| match hw {
             Ok(hw) => act.high_watermark_moved(hw),
             Err(e) => tracing::debug!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "the high watermark could not move yet"),
@@ -147,14 +156,17 @@ impl PartitionActor {
     fn propose_isr(&mut self, ctx: &mut Context<Self>, new_isr: Vec<BrokerId>) {
         let PartitionRole::Leader { leader_epoch, partition_epoch, .. } = self.role else { return };
         let Some(alter) = self.options.replication.alter_partition.clone() else { return };
-        if self.replicas.isr_change_in_flight {
+        let now = Instant::now();
+        let lag_max = self.options.replication.replica_lag_time_max;
+        if self.replicas.isr_change_in_flight.is_some_and(|(_, since)| now.saturating_duration_since(since) < lag_max) {
             return;
         }
-        self.replicas.isr_change_in_flight = true;
+        self.replicas.isr_change_in_flight = Some((partition_epoch, now));
         let change = IsrChange { topic_id: self.options.replication.topic_id, partition: self.tp.partition, leader_epoch, partition_epoch, new_isr };
         ctx.spawn(alter.alter_partition(change).into_actor(self).map(|result, act, _| {
-            act.replicas.isr_change_in_flight = false;
+            // Accepted: the new ISR arrives as a role. Refused: ask again at the next check.
             if let Err(e) = result {
+                act.replicas.isr_change_in_flight = None;
                 tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "the controller refused an ISR change");
             }
         }));

@@ -35,7 +35,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,8 +76,8 @@ pub use messages::{
 };
 use replicas::ReplicaSet;
 pub use replicas::{ReplicationOptions, PENDING_ACKS_MAX, REPLICA_LAG_TIME_MAX_DEFAULT};
-use watermarks::publish;
 pub use watermarks::Watermarks;
+use watermarks::{publish, publish_role};
 
 /// Messages a partition queues before senders wait (backpressure on producers).
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -117,6 +117,10 @@ pub struct PartitionActor {
     role: PartitionRole,
     /// The leader's view of its followers and its waiting `acks=all` produces.
     replicas: ReplicaSet,
+    /// The most the HW may be by the ISR's followers, as of the latest role
+    /// and follower fetch. Log operations on the blocking pool read it under
+    /// the log lock, so a HW move never uses a view older than the ISR.
+    hw_bound: Arc<AtomicI64>,
     maintenance_running: bool,
     /// Published from inside the log lock, so snapshots reach watchers in the
     /// order the log changed (a read finishing after a later append must not
@@ -142,6 +146,7 @@ impl PartitionActor {
         let role = options.role.clone();
         let mut replicas = ReplicaSet::default();
         replicas.set_role(&role, options.replication.local_broker, true, 0, Instant::now());
+        publish_role(&watermarks, role.is_leader(), role.leader_epoch());
         PartitionActor {
             archive: if options.archive.is_some() { ArchiveState::Loading } else { ArchiveState::Off },
             uploads: UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN },
@@ -151,6 +156,7 @@ impl PartitionActor {
             state: LogState::Opening,
             role,
             replicas,
+            hw_bound: Arc::new(AtomicI64::new(i64::MIN)),
             maintenance_running: false,
             watermarks: Arc::new(watermarks),
             restarts,
@@ -290,6 +296,7 @@ impl Actor for PartitionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.refresh_hw_bound();
         self.open_log(ctx);
         ctx.run_interval(self.options.maintenance_interval, |act, ctx| act.maintain(ctx));
         ctx.run_interval(leader::isr_check_interval(self.options.replication.replica_lag_time_max), |act, ctx| act.check_isr(ctx));

@@ -94,8 +94,10 @@ pub(super) struct ReplicaSet {
     pending: VecDeque<PendingAck>,
     /// The LEO when this epoch's leadership began: a follower must reach it to rejoin the ISR.
     epoch_start_offset: i64,
-    /// An AlterPartition is on its way; no other is sent meanwhile.
-    pub(super) isr_change_in_flight: bool,
+    /// An AlterPartition sent at this partition epoch, and when: no other is
+    /// sent until the role moves past that epoch (the change arrived), the
+    /// controller refuses it, or it is older than the lag limit.
+    pub(super) isr_change_in_flight: Option<(i32, Instant)>,
 }
 
 /// What [`ReplicaSet::high_watermark_bound`] says when only this node is in sync.
@@ -106,14 +108,17 @@ impl ReplicaSet {
     /// resets replica state on becoming leader) and counts the ISR members as
     /// caught up now; the same epoch with another ISR keeps what was learnt.
     pub(super) fn set_role(&mut self, role: &PartitionRole, local: BrokerId, new_epoch: bool, leo: i64, now: Instant) {
-        let PartitionRole::Leader { replicas, isr, .. } = role else {
+        let PartitionRole::Leader { replicas, isr, partition_epoch, .. } = role else {
             self.followers.clear();
+            self.isr_change_in_flight = None;
             return;
         };
         if new_epoch {
             self.followers.clear();
             self.epoch_start_offset = leo;
-            self.isr_change_in_flight = false;
+        }
+        if new_epoch || self.isr_change_in_flight.is_some_and(|(sent_at, _)| sent_at != *partition_epoch) {
+            self.isr_change_in_flight = None;
         }
         self.followers.retain(|id, _| replicas.contains(id));
         for &id in replicas.iter().filter(|&&id| id != local) {

@@ -77,7 +77,9 @@ impl Handler<SetRole> for PartitionActor {
         let new_epoch = role.leader_epoch() != self.role.leader_epoch() || role.is_leader() != self.role.is_leader();
         let leo = self.watermarks.borrow().log_end_offset;
         self.role = role;
+        super::publish_role(&self.watermarks, self.role.is_leader(), self.role.leader_epoch());
         self.replicas.set_role(&self.role, self.options.replication.local_broker, new_epoch, leo, Instant::now());
+        self.refresh_hw_bound();
         if self.role.is_leader() {
             // A smaller ISR may let the HW move (and answer waiting produces).
             self.advance_high_watermark(ctx);

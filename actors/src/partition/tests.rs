@@ -71,7 +71,7 @@ impl Handler<HoldHighWatermark> for PartitionActor {
 
 /// A minimal valid magic v2 batch with `n` empty-ish records (header only is
 /// validated by the log; records_count must match last_offset_delta + 1).
-fn batch(n: i32) -> Bytes {
+pub(super) fn batch(n: i32) -> Bytes {
     let mut b = vec![0u8; 61];
     b[8..12].copy_from_slice(&(61 - 12i32).to_be_bytes());
     b[16] = 2;

@@ -141,7 +141,7 @@ async fn a_follower_copies_a_real_leader_byte_for_byte() {
     assert!(!leader_segments.is_empty());
     assert_eq!(leader_segments, follower_segments, "the follower's log is the leader's, byte for byte");
 
-    pool.unfollow(&[follower.tp.clone()]);
+    pool.unfollow(std::slice::from_ref(&follower.tp));
     assert!(pool.fetchers().is_empty(), "a fetcher with nothing to copy stops");
     let _ = leader.shutdown.send(());
     leader.node.shutdown().await.expect("leader shutdown");

@@ -107,13 +107,8 @@ impl ReplicaFetchers for ReplicaFetcherPool {
                 fetchers.insert(leader.broker_id, fresh);
             }
         }
-        if !fetchers.contains_key(&leader.broker_id) {
-            let fresh = self.start(leader.clone());
-            fetchers.insert(leader.broker_id, fresh);
-        }
-        if let Some(fetcher) = fetchers.get(&leader.broker_id) {
-            fetcher.shared.insert(partitions.into_iter().map(Followed::new).collect());
-        }
+        let fetcher = fetchers.entry(leader.broker_id).or_insert_with(|| self.start(leader.clone()));
+        fetcher.shared.insert(partitions.into_iter().map(Followed::new).collect());
         fetchers.retain(|_, f| f.shared.len() > 0);
     }
 

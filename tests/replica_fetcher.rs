@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Supervisor;
+use kafka_protocol::error::ResponseError;
 use silt::broker::Broker;
 use silt::config::Config;
 use silt::metrics::Metrics;
@@ -143,6 +144,56 @@ async fn a_follower_copies_a_real_leader_byte_for_byte() {
 
     pool.unfollow(std::slice::from_ref(&follower.tp));
     assert!(pool.fetchers().is_empty(), "a fetcher with nothing to copy stops");
+    let _ = leader.shutdown.send(());
+    leader.node.shutdown().await.expect("leader shutdown");
+}
+
+/// Runs a blocking wire client off the actix runtime that serves the broker.
+async fn on_wire<T: Send + 'static>(addr: std::net::SocketAddr, call: impl FnOnce(&mut common::Client) -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(move || call(&mut common::Client::connect(addr))).await.expect("the wire client panicked")
+}
+
+#[actix_rt::test]
+async fn acks_all_over_the_wire_waits_for_the_follower_and_times_out_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leader = start_leader(dir.path().join("leader")).await;
+    let create = CreateTopic { name: TOPIC.into(), partitions: Some(1), replication_factor: None, configs: Vec::new(), validate_only: false };
+    let topic = leader.node.create_topic(create).await.expect("create the topic");
+    let leader_id = leader.node.node_id;
+    let on_leader = leader.node.partition(TOPIC, 0).expect("the leader's partition");
+    let role = PartitionRole::Leader { leader_epoch: 0, partition_epoch: 1, replicas: vec![leader_id, FOLLOWER], isr: vec![leader_id, FOLLOWER] };
+    on_leader.ask(SetRole(role)).await.expect("leader role");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", leader.port).parse().expect("address");
+
+    // No follower fetches: the batch is written but never committed.
+    let timed_out = on_wire(addr, |c| {
+        let request = common::produce_request(TOPIC, 0, common::plain_batch(&[b"unreplicated"])).with_timeout_ms(300);
+        common::single_produce_partition(c.must(&request, 9), TOPIC)
+    })
+    .await;
+    assert_eq!(timed_out.error_code, ResponseError::RequestTimedOut.code(), "REQUEST_TIMED_OUT, got {}", common::code_name(timed_out.error_code));
+    let (hw, leo) = (on_leader.watermarks().high_watermark, on_leader.watermarks().log_end_offset);
+    assert_eq!((hw, leo), (0, 1), "written, not committed");
+    let (latest, unknown_epoch) = on_wire(addr, |c| {
+        let latest = c.list_offset(TOPIC, 0, -1);
+        let mut ahead = common::fetch_request_by_name(TOPIC, 0, 0, 0, 1);
+        ahead.topics[0].partitions[0].current_leader_epoch = 5;
+        (latest, common::single_fetch_partition(c.must(&ahead, 12)).error_code)
+    })
+    .await;
+    assert_eq!(latest, (0, 0), "consumers see nothing above the HW");
+    assert_eq!(unknown_epoch, ResponseError::UnknownLeaderEpoch.code(), "UNKNOWN_LEADER_EPOCH, got {}", common::code_name(unknown_epoch));
+
+    // The follower starts fetching: the next acks=all produce is answered once it has both batches.
+    let follower = start_follower(dir.path().join("follower").join(format!("{TOPIC}-0")), leader_id, topic.id);
+    let pool = ReplicaFetcherPool::new(FOLLOWER, tokio::runtime::Handle::current(), FetcherSettings::default());
+    let endpoint = LeaderEndpoint { broker_id: leader_id, host: "127.0.0.1".into(), port: leader.port };
+    pool.follow(endpoint, vec![FollowedPartition { handle: follower.clone(), topic_id: topic.id, leader_epoch: 0 }]);
+    let committed = on_wire(addr, |c| c.produce(TOPIC, 0, common::plain_batch(&[b"replicated"]))).await;
+    assert_eq!(committed.error_code, 0, "acks=all: {}", common::code_name(committed.error_code));
+    assert_eq!(committed.base_offset, 1);
+    assert!(follower.watermarks().log_end_offset >= 2, "the follower has the batch it acknowledged: {:?}", follower.watermarks());
+    assert_eq!(on_leader.watermarks().high_watermark, 2);
     let _ = leader.shutdown.send(());
     leader.node.shutdown().await.expect("leader shutdown");
 }

@@ -59,6 +59,19 @@ async fn start_leader(data_dir: PathBuf) -> Leader {
     Leader { node, port, shutdown }
 }
 
+/// A leader node with the topic, its partition led with [`FOLLOWER`] as the
+/// other replica, in the ISR or not.
+async fn leader_of_topic(dir: &Path, follower_in_sync: bool) -> (Leader, silt_actors::node::TopicView, PartitionHandle) {
+    let leader = start_leader(dir.join("leader")).await;
+    let create = CreateTopic { name: TOPIC.into(), partitions: Some(1), replication_factor: None, configs: Vec::new(), validate_only: false };
+    let topic = leader.node.create_topic(create).await.expect("create the topic");
+    let id = leader.node.node_id;
+    let on_leader = leader.node.partition(TOPIC, 0).expect("the leader's partition");
+    let isr = if follower_in_sync { vec![id, FOLLOWER] } else { vec![id] };
+    on_leader.ask(SetRole(PartitionRole::Leader { leader_epoch: 0, partition_epoch: 1, replicas: vec![id, FOLLOWER], isr })).await.expect("leader role");
+    (leader, topic, on_leader)
+}
+
 fn start_follower(dir: PathBuf, leader: i32, topic_id: uuid::Uuid) -> PartitionHandle {
     let tp = TopicPartition { topic: TOPIC.into(), partition: 0 };
     let (tx, rx) = watch::channel(Watermarks::default());
@@ -107,14 +120,9 @@ fn segments(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[actix_rt::test]
 async fn a_follower_copies_a_real_leader_byte_for_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let leader = start_leader(dir.path().join("leader")).await;
-    let create = CreateTopic { name: TOPIC.into(), partitions: Some(1), replication_factor: None, configs: Vec::new(), validate_only: false };
-    let topic = leader.node.create_topic(create).await.expect("create the topic");
-    let leader_id = leader.node.node_id;
-    let on_leader = leader.node.partition(TOPIC, 0).expect("the leader's partition");
     // The metadata image would say this: the follower is assigned but not yet in sync.
-    let role = PartitionRole::Leader { leader_epoch: 0, partition_epoch: 1, replicas: vec![leader_id, FOLLOWER], isr: vec![leader_id] };
-    on_leader.ask(SetRole(role)).await.expect("leader role");
+    let (leader, topic, on_leader) = leader_of_topic(dir.path(), false).await;
+    let leader_id = leader.node.node_id;
     for i in 0..10u32 {
         let value = format!("before the follower {i}");
         on_leader.ask(Append { records: common::plain_batch(&[value.as_bytes()]), acks: RequiredAcks::Leader }).await.expect("append");
@@ -156,13 +164,8 @@ async fn on_wire<T: Send + 'static>(addr: std::net::SocketAddr, call: impl FnOnc
 #[actix_rt::test]
 async fn acks_all_over_the_wire_waits_for_the_follower_and_times_out_without_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let leader = start_leader(dir.path().join("leader")).await;
-    let create = CreateTopic { name: TOPIC.into(), partitions: Some(1), replication_factor: None, configs: Vec::new(), validate_only: false };
-    let topic = leader.node.create_topic(create).await.expect("create the topic");
+    let (leader, topic, on_leader) = leader_of_topic(dir.path(), true).await;
     let leader_id = leader.node.node_id;
-    let on_leader = leader.node.partition(TOPIC, 0).expect("the leader's partition");
-    let role = PartitionRole::Leader { leader_epoch: 0, partition_epoch: 1, replicas: vec![leader_id, FOLLOWER], isr: vec![leader_id, FOLLOWER] };
-    on_leader.ask(SetRole(role)).await.expect("leader role");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", leader.port).parse().expect("address");
 
     // No follower fetches: the batch is written but never committed.

@@ -134,8 +134,7 @@ impl PartitionActor {
             return;
         }
         let new_isr: Vec<BrokerId> = isr.iter().copied().filter(|id| !lagging.contains(id)).collect();
-        tracing::info!(topic = %self.tp.topic, partition = self.tp.partition, ?lagging, ?new_isr, "shrinking the ISR");
-        self.propose_isr(ctx, new_isr);
+        self.propose_isr(ctx, new_isr, "shrinking the ISR: followers not caught up within replica.lag.time.max.ms");
     }
 
     /// Asks for followers that reached the HW to rejoin the ISR (Kafka's `maybeExpandIsr`).
@@ -147,13 +146,12 @@ impl PartitionActor {
         }
         let mut new_isr = isr.clone();
         new_isr.extend(back);
-        tracing::info!(topic = %self.tp.topic, partition = self.tp.partition, ?new_isr, "expanding the ISR");
-        self.propose_isr(ctx, new_isr);
+        self.propose_isr(ctx, new_isr, "expanding the ISR: followers reached the high watermark");
     }
 
     /// Sends an ISR change to the controller, one at a time. The new ISR
     /// arrives later as a role, like every metadata change.
-    fn propose_isr(&mut self, ctx: &mut Context<Self>, new_isr: Vec<BrokerId>) {
+    fn propose_isr(&mut self, ctx: &mut Context<Self>, new_isr: Vec<BrokerId>, why: &'static str) {
         let PartitionRole::Leader { leader_epoch, partition_epoch, .. } = self.role else { return };
         let Some(alter) = self.options.replication.alter_partition.clone() else { return };
         let now = Instant::now();
@@ -162,6 +160,7 @@ impl PartitionActor {
             return;
         }
         self.replicas.isr_change_in_flight = Some((partition_epoch, now));
+        tracing::info!(topic = %self.tp.topic, partition = self.tp.partition, ?new_isr, why, "asking the controller for an ISR change");
         let change = IsrChange { topic_id: self.options.replication.topic_id, partition: self.tp.partition, leader_epoch, partition_epoch, new_isr };
         ctx.spawn(alter.alter_partition(change).into_actor(self).map(|result, act, _| {
             // Accepted: the new ISR arrives as a role. Refused: ask again at the next check.

@@ -73,6 +73,11 @@ async fn leader_of_topic(dir: &Path, follower_in_sync: bool) -> (Leader, silt_ac
 }
 
 fn start_follower(dir: PathBuf, leader: i32, topic_id: uuid::Uuid) -> PartitionHandle {
+    start_replica(dir, PartitionRole::Follower { leader_epoch: 0, partition_epoch: 1, leader: Some(leader), replicas: vec![leader, FOLLOWER] }, topic_id)
+}
+
+/// The test's own replica of the topic's partition, as broker [`FOLLOWER`].
+fn start_replica(dir: PathBuf, role: PartitionRole, topic_id: uuid::Uuid) -> PartitionHandle {
     let tp = TopicPartition { topic: TOPIC.into(), partition: 0 };
     let (tx, rx) = watch::channel(Watermarks::default());
     let options = PartitionOptions {
@@ -82,7 +87,7 @@ fn start_follower(dir: PathBuf, leader: i32, topic_id: uuid::Uuid) -> PartitionH
         clean_start: true,
         maintenance_interval: Duration::from_secs(60),
         archive: None,
-        role: PartitionRole::Follower { leader_epoch: 0, partition_epoch: 1, leader: Some(leader), replicas: vec![leader, FOLLOWER] },
+        role,
         replication: ReplicationOptions::single_node(FOLLOWER, topic_id),
     };
     let status = Arc::new(ArchiveStatus::default());
@@ -197,6 +202,39 @@ async fn acks_all_over_the_wire_waits_for_the_follower_and_times_out_without_it(
     assert_eq!(committed.base_offset, 1);
     assert!(follower.watermarks().log_end_offset >= 2, "the follower has the batch it acknowledged: {:?}", follower.watermarks());
     assert_eq!(on_leader.watermarks().high_watermark, 2);
+    let _ = leader.shutdown.send(());
+    leader.node.shutdown().await.expect("leader shutdown");
+}
+
+#[actix_rt::test]
+async fn a_returning_replica_truncates_its_divergent_tail_over_the_wire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (leader, topic, on_leader) = leader_of_topic(dir.path(), false).await;
+    let leader_id = leader.node.node_id;
+    // This replica led alone in epoch 0 and wrote a tail nobody else has.
+    let replica_dir = dir.path().join("follower").join(format!("{TOPIC}-0"));
+    let sole = PartitionRole::Leader { leader_epoch: 0, partition_epoch: 1, replicas: vec![leader_id, FOLLOWER], isr: vec![FOLLOWER] };
+    let replica = start_replica(replica_dir.clone(), sole, topic.id);
+    for i in 0..3u32 {
+        let value = format!("divergent {i}");
+        replica.ask(Append { records: common::plain_batch(&[value.as_bytes()]), acks: RequiredAcks::All }).await.expect("divergent write");
+    }
+    // The leader took over in epoch 1 with its own log.
+    let epoch_1 = PartitionRole::Leader { leader_epoch: 1, partition_epoch: 2, replicas: vec![leader_id, FOLLOWER], isr: vec![leader_id] };
+    on_leader.ask(SetRole(epoch_1)).await.expect("leader role");
+    for i in 0..5u32 {
+        let value = format!("epoch 1 record {i}");
+        on_leader.ask(Append { records: common::plain_batch(&[value.as_bytes()]), acks: RequiredAcks::All }).await.expect("leader write");
+    }
+    let follower = PartitionRole::Follower { leader_epoch: 1, partition_epoch: 2, leader: Some(leader_id), replicas: vec![leader_id, FOLLOWER] };
+    replica.ask(SetRole(follower)).await.expect("follower role");
+
+    let pool = ReplicaFetcherPool::new(FOLLOWER, tokio::runtime::Handle::current(), FetcherSettings::default());
+    let endpoint = LeaderEndpoint { broker_id: leader_id, host: "127.0.0.1".into(), port: leader.port };
+    pool.follow(endpoint, vec![FollowedPartition { handle: replica.clone(), topic_id: topic.id, leader_epoch: 1 }]);
+    wait_caught_up(&on_leader, &replica).await;
+    let leader_segments = segments(&dir.path().join("leader").join(format!("{TOPIC}-0")));
+    assert_eq!(leader_segments, segments(&replica_dir), "the divergent tail is gone; the leader's log replaced it byte for byte");
     let _ = leader.shutdown.send(());
     leader.node.shutdown().await.expect("leader shutdown");
 }

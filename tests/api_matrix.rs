@@ -62,6 +62,7 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
@@ -206,6 +207,7 @@ fn check(broker: &Broker, m: &Matrix, api: ApiKey, version: i16) {
         ApiKey::DescribeLogDirs => admin::check_describe_log_dirs(broker, m, version),
         ApiKey::ElectLeaders => admin::check_elect_leaders(broker, m, version),
         ApiKey::DescribeProducers => admin::check_describe_producers(broker, version),
+        ApiKey::DescribeQuorum => admin::check_describe_quorum(broker, m, version),
         ApiKey::CreatePartitions => check_create_partitions(broker, version),
         ApiKey::IncrementalAlterConfigs => check_incremental_alter_configs(broker, version),
         ApiKey::DescribeCluster => check_describe_cluster(broker, m, version),

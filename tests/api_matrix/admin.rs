@@ -237,3 +237,27 @@ pub(super) fn check_describe_producers(broker: &Broker, version: i16) {
     assert!((before..=after).contains(&p.last_timestamp), "last timestamp {} is the last batch's, written in {before}..={after}", p.last_timestamp);
     assert!(partitions[1].active_producers.is_empty(), "nobody wrote to partition 1");
 }
+
+/// The one-voter metadata quorum: this node leads `__cluster_metadata` at a
+/// positive epoch, is its only voter with a log end at or past the high
+/// watermark; another partition is refused.
+pub(super) fn check_describe_quorum(broker: &Broker, m: &Matrix, version: i16) {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let ask = |topic: &str, partition: i32| {
+        DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(topic_name(topic))
+            .with_partitions(vec![PartitionData::default().with_partition_index(partition)])])
+    };
+    let response = broker.client().must(&ask("__cluster_metadata", 0), version);
+    assert_eq!(response.error_code, 0, "error {}", code_name(response.error_code));
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_id.0), (0, m.node_id), "leader");
+    assert!(p.leader_epoch >= 1 && p.high_watermark > 0, "epoch {} hw {}", p.leader_epoch, p.high_watermark);
+    let voters: Vec<(i32, i64)> = p.current_voters.iter().map(|v| (v.replica_id.0, v.log_end_offset)).collect();
+    assert!(voters.len() == 1 && voters[0].0 == m.node_id && voters[0].1 >= p.high_watermark, "voters {voters:?}");
+    // v2 lists voters' node-to-node endpoints; the embedded single node has
+    // none (no `[cluster] listen`), so it may list nothing but itself.
+    assert!(response.nodes.iter().all(|n| n.node_id.0 == m.node_id), "nodes {:?}", response.nodes);
+    let other = broker.client().must(&ask("some-topic", 0), version);
+    assert_eq!(other.error_code, UNKNOWN_TOPIC_OR_PARTITION, "another partition: {}", code_name(other.error_code));
+}

@@ -1,0 +1,182 @@
+//! The broker side of a broker session: register with the active controller,
+//! then heartbeat to it every `broker.heartbeat.interval.ms`.
+//!
+//! The broker does not need to know the active controller in advance: it asks
+//! the voter it last heard from, or the next voter in turn, and follows the
+//! `NotController { leader }` hint it gets back. A controller that answers
+//! "register again" (the session expired and the broker was fenced, or the
+//! registration is stale) gets a new registration, and with it a new broker
+//! epoch. A controller change needs nothing: the new active controller gives
+//! every registered broker a fresh session, and the heartbeats simply go there.
+//! Each tick makes at most one attempt per voter plus one, so a cluster with no
+//! controller costs a few failed calls per interval, not a spin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use silt_actors::metadata::controller::{BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerError};
+use silt_actors::metadata::quorum::{BrokerId, Endpoint};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use uuid::Uuid;
+
+use super::client::{CallError, Peers};
+use super::message::{Request, Response};
+
+/// How the broker registers and heartbeats.
+#[derive(Debug, Clone)]
+pub struct BrokerSessionOptions {
+    pub broker_id: BrokerId,
+    /// Random per process start.
+    pub incarnation_id: Uuid,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// The metadata quorum's voters: node id and node-to-node address.
+    pub voters: Vec<(u64, String)>,
+}
+
+/// Where the broker stands with the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerSessionState {
+    /// Not registered (yet, or again).
+    Registering,
+    /// Registered with `broker_epoch`; `fenced` as the last heartbeat said.
+    Registered { broker_epoch: u64, fenced: bool, controller: u64 },
+}
+
+/// Why one attempt failed; the next attempt goes elsewhere or registers again.
+enum Attempt {
+    /// Try this voter next (the hint of a voter that does not lead).
+    Redirect(Option<u64>),
+    /// The registration is no longer valid.
+    Reregister,
+    /// The voter could not be reached or failed: try the next one.
+    Failed,
+}
+
+/// Starts the broker's session task; it runs until `shutdown` turns true.
+/// `metadata_offset` reads the last metadata log index this node has applied.
+pub fn spawn(
+    options: BrokerSessionOptions,
+    peers: Arc<Peers>,
+    metadata_offset: Arc<dyn Fn() -> u64 + Send + Sync>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (watch::Receiver<BrokerSessionState>, JoinHandle<()>) {
+    let (state, watcher) = watch::channel(BrokerSessionState::Registering);
+    let task = tokio::spawn(async move {
+        let mut session = Session { options, peers, metadata_offset, state, controller: None, next_voter: 0 };
+        let mut tick = tokio::time::interval(session.options.heartbeat_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => session.round().await,
+                _ = super::server::stopped(&mut shutdown) => break,
+            }
+        }
+    });
+    (watcher, task)
+}
+
+struct Session {
+    options: BrokerSessionOptions,
+    peers: Arc<Peers>,
+    metadata_offset: Arc<dyn Fn() -> u64 + Send + Sync>,
+    state: watch::Sender<BrokerSessionState>,
+    /// The voter believed to be the active controller.
+    controller: Option<u64>,
+    next_voter: usize,
+}
+
+impl Session {
+    /// One heartbeat (or registration), following redirects a bounded number of times.
+    async fn round(&mut self) {
+        for _ in 0..=self.options.voters.len() {
+            let Some((target, address)) = self.target() else { return };
+            let client = self.peers.client(&address);
+            let state = *self.state.borrow();
+            let attempt = match state {
+                BrokerSessionState::Registering => self.register(target, &client).await,
+                BrokerSessionState::Registered { broker_epoch, .. } => self.heartbeat(target, broker_epoch, &client).await,
+            };
+            match attempt {
+                Ok(()) => return,
+                Err(Attempt::Redirect(leader)) => self.controller = leader.filter(|l| *l != target),
+                Err(Attempt::Reregister) => {
+                    self.state.send_replace(BrokerSessionState::Registering);
+                }
+                Err(Attempt::Failed) => self.controller = None,
+            }
+        }
+    }
+
+    /// The voter to call: the believed controller, else the next in turn.
+    fn target(&mut self) -> Option<(u64, String)> {
+        if let Some(found) = self.controller.and_then(|id| self.options.voters.iter().find(|(v, _)| *v == id)) {
+            return Some(found.clone());
+        }
+        let voters = &self.options.voters;
+        let voter = voters.get(self.next_voter % voters.len().max(1))?.clone();
+        self.next_voter = self.next_voter.wrapping_add(1);
+        Some(voter)
+    }
+
+    async fn register(&mut self, target: u64, client: &super::client::PeerClient) -> Result<(), Attempt> {
+        let o = &self.options;
+        let request = Request::RegisterBroker(BrokerRegistrationRequest {
+            broker_id: o.broker_id,
+            incarnation_id: o.incarnation_id,
+            endpoints: o.endpoints.clone(),
+            rack: o.rack.clone(),
+        });
+        match client.call(&request, None).await {
+            Ok(Response::RegisterBroker(Ok(reply))) => {
+                tracing::info!(broker_id = o.broker_id, broker_epoch = reply.broker_epoch, controller = target, "registered with the active controller");
+                self.controller = Some(target);
+                self.state.send_replace(BrokerSessionState::Registered { broker_epoch: reply.broker_epoch, fenced: true, controller: target });
+                Ok(())
+            }
+            Ok(Response::RegisterBroker(Err(e))) => Err(self.refused(target, e)),
+            other => Err(self.failed(target, "RegisterBroker", other)),
+        }
+    }
+
+    async fn heartbeat(&mut self, target: u64, broker_epoch: u64, client: &super::client::PeerClient) -> Result<(), Attempt> {
+        let request =
+            Request::BrokerHeartbeat(BrokerHeartbeatRequest { broker_id: self.options.broker_id, broker_epoch, metadata_offset: (self.metadata_offset)() });
+        match client.call(&request, Some(self.options.heartbeat_interval)).await {
+            Ok(Response::BrokerHeartbeat(Ok(reply))) => {
+                self.controller = Some(target);
+                let now = BrokerSessionState::Registered { broker_epoch, fenced: reply.fenced, controller: target };
+                self.state.send_if_modified(|state| std::mem::replace(state, now) != now);
+                Ok(())
+            }
+            Ok(Response::BrokerHeartbeat(Err(e))) => Err(self.refused(target, e)),
+            other => Err(self.failed(target, "BrokerHeartbeat", other)),
+        }
+    }
+
+    fn refused(&self, target: u64, error: ControllerError) -> Attempt {
+        match error {
+            ControllerError::NotController { leader } => Attempt::Redirect(leader),
+            ControllerError::RegistrationRequired { reason, .. } => {
+                tracing::warn!(broker_id = self.options.broker_id, controller = target, %reason, "registering again");
+                Attempt::Reregister
+            }
+            e => {
+                tracing::warn!(broker_id = self.options.broker_id, controller = target, cause = %e, "the controller refused the broker session request");
+                Attempt::Failed
+            }
+        }
+    }
+
+    fn failed(&self, target: u64, sent: &'static str, outcome: Result<Response, CallError>) -> Attempt {
+        match outcome {
+            Ok(other) => tracing::warn!(controller = target, sent, got = other.kind(), "unexpected answer to a broker session request"),
+            Err(e) => tracing::debug!(controller = target, cause = %e, "broker session request failed"),
+        }
+        Attempt::Failed
+    }
+}

@@ -9,6 +9,7 @@
 //! | [`server`] | the `[cluster] listen` socket, dispatching to a [`server::Dispatch`] |
 //! | [`raft_network`] | [`raft_network::ClusterNetwork`]: openraft's `RaftNetworkFactory` over the client |
 //! | [`service`] | what a voter answers ([`service::VoterService`]) and proposal forwarding |
+//! | [`edge`] | [`edge::ClusterEdge`]: the above assembled from `[cluster]` for `silt broker` |
 //! | [`broker_session`] | the broker's registration and heartbeats to the active controller |
 //!
 //! This is an edge like the Kafka listener: the wire types live here, the
@@ -17,6 +18,7 @@
 
 pub mod broker_session;
 pub mod client;
+pub mod edge;
 pub mod frame;
 pub mod message;
 pub mod raft_network;

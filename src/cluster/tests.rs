@@ -3,7 +3,7 @@
 //! election, replication, failover with forwarding, restart and catch-up, and
 //! a broker's session with whichever voter is the active controller.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,10 @@ use uuid::Uuid;
 
 use super::broker_session::{self, BrokerSessionOptions, BrokerSessionState};
 use super::client::{ClientOptions, Peers};
-use super::raft_network::ClusterNetwork;
-use super::server::{serve, ServerOptions};
-use super::service::{commit, forward_proposal, spawn_session_controller, VoterService};
+use super::edge::{BrokerIdentity, ClusterEdge, ClusterForwarder, RunningEdge};
+use super::message::ForwardError;
+use super::service::{commit, forward_proposal, ForwardCallError};
+use crate::config::{BrokerSection, ClusterConfig, Role};
 
 type C = MetadataTypeConfig;
 
@@ -31,30 +32,49 @@ struct Voter {
     address: String,
     raft: Raft<C>,
     image: watch::Receiver<Arc<AppliedState>>,
-    stop: watch::Sender<bool>,
+    edge: RunningEdge,
+    forwarder: ClusterForwarder,
 }
 
 fn raft_config() -> Arc<Config> {
-    let config =
-        Config { cluster_name: "silt-test".into(), heartbeat_interval: 200, election_timeout_min: 1_000, election_timeout_max: 2_000, ..Default::default() };
+    let config = Config {
+        cluster_name: "silt-test".into(),
+        heartbeat_interval: 200,
+        election_timeout_min: 1_000,
+        election_timeout_max: 2_000,
+        // Purge right behind each snapshot, so a voter that was away needs one.
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
     Arc::new(config.validate().expect("a valid raft config"))
 }
 
-async fn start_voter(id: u64, dir: &Path, listener: TcpListener) -> Voter {
+/// Voter `id` of `members`, controller only: the test plays the brokers.
+async fn start_voter(id: u64, dir: &Path, listener: TcpListener, members: &BTreeMap<u64, BasicNode>) -> Voter {
     let address = listener.local_addr().expect("bound").to_string();
+    let config = ClusterConfig {
+        node_id: id as i32,
+        listen: address.clone(),
+        advertised: address.clone(),
+        voters: members.iter().map(|(id, node)| crate::config::Voter { id: *id as i32, address: node.addr.clone() }).collect(),
+        roles: BTreeSet::from([Role::Controller]),
+    };
+    let edge = ClusterEdge::with_listener(config, listener);
+    assert_eq!(&edge.voters(), members);
+    let forwarder = edge.forwarder();
     let (log, state_machine) = quorum::open(dir.to_path_buf()).await.expect("open the stores");
     let image = state_machine.subscribe();
-    let peers = Arc::new(Peers::new(ClientOptions::default()));
-    let raft = Raft::new(id, raft_config(), ClusterNetwork::new(id, peers), log, state_machine).await.expect("start raft");
-    let (sessions, _task) = spawn_session_controller(id, &raft, image.clone(), Duration::from_secs(3));
-    let (stop, shutdown) = watch::channel(false);
-    tokio::spawn(serve(listener, Arc::new(VoterService::new(id, raft.clone(), Some(sessions))), ServerOptions::default(), shutdown));
-    Voter { id, dir: dir.to_path_buf(), address, raft, image, stop }
+    let raft = Raft::new(id, raft_config(), edge.network(), log, state_machine).await.expect("start raft");
+    let broker = BrokerSection { session_timeout_ms: 3_000, ..BrokerSection::default() };
+    let edge = edge.serve(raft.clone(), image.clone(), &broker, BrokerIdentity { endpoints: vec![], rack: None });
+    assert!(edge.broker_session().is_none(), "a controller-only node runs no broker session");
+    Voter { id, dir: dir.to_path_buf(), address, raft, image, edge, forwarder }
 }
 
 async fn stop_voter(voter: Voter) -> (u64, PathBuf, String) {
     voter.raft.shutdown().await.expect("shut raft down");
-    voter.stop.send_replace(true);
+    voter.edge.shutdown().await;
     (voter.id, voter.dir, voter.address)
 }
 
@@ -112,7 +132,7 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
     let members: BTreeMap<u64, BasicNode> = listeners.iter().enumerate().map(|(i, l)| (i as u64 + 1, BasicNode::new(l.local_addr().expect("bound")))).collect();
     let mut voters = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        voters.push(start_voter(i as u64 + 1, dirs[i].path(), listener).await);
+        voters.push(start_voter(i as u64 + 1, dirs[i].path(), listener, &members).await);
     }
     voters[0].raft.initialize(members.clone()).await.expect("initialize the quorum");
 
@@ -155,8 +175,10 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
     // A follower's proposal reaches the leader as ForwardProposal.
     let follower = voters.iter().find(|v| v.id != new_leader).expect("a surviving follower");
     let refused = commit(&follower.raft, follower.id, register(3)).await.expect_err("a follower does not commit");
-    assert!(matches!(refused, super::message::ForwardError::NotLeader { leader: Some(l), .. } if l == new_leader), "{refused:?}");
-    let forwarded = forward_proposal(&peers.client(&leading.address), register(3), None).await.expect("forwarded to the leader");
+    assert!(matches!(refused, ForwardError::NotLeader { leader: Some(l), .. } if l == new_leader), "{refused:?}");
+    let forwarded = follower.forwarder.forward_to(new_leader, register(3)).await.expect("forwarded to the leader");
+    let not_leading = forward_proposal(&peers.client(&follower.address), register(4), None).await.expect_err("a follower does not commit");
+    assert!(matches!(&not_leading, ForwardCallError::Refused(ForwardError::NotLeader { leader: Some(l), .. }) if *l == new_leader), "{not_leading:?}");
     let third = epoch_of(&forwarded);
     assert!(third > epoch_of(&second));
     for voter in &voters {
@@ -178,7 +200,7 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
     // The stopped voter restarts from its folder and catches up.
     let (id, dir, address) = stopped;
     let listener = TcpListener::bind(&address).await.expect("rebind the stopped voter's address");
-    let restarted = start_voter(id, &dir, listener).await;
+    let restarted = start_voter(id, &dir, listener, &members).await;
     let caught_up = applied_at_least(&restarted, third).await;
     let installed = restarted.raft.wait(Some(WAIT)).metrics(|m| m.snapshot.is_some_and(|s| s.index >= snapshot.index), "a snapshot installed").await;
     assert!(installed.is_ok(), "the restarted voter caught up through InstallSnapshot: {installed:?}");

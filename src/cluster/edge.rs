@@ -1,0 +1,180 @@
+//! A node's cluster edge assembled from `[cluster]` and `[broker]`: the
+//! listener, the peer clients, openraft's network, the proposal forwarder, and
+//! once the metadata quorum runs, the voter's handlers, its session controller
+//! and the broker's session task.
+//!
+//! It starts in two steps because of an ordering constraint: the listener must
+//! be bound before Raft starts (peers dial it as soon as they see this voter),
+//! while the handlers need the running Raft. [`ClusterEdge::bind`] does the
+//! first step; [`ClusterEdge::serve`] the second.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use openraft::{BasicNode, Raft};
+use silt_actors::metadata::quorum::{AppliedState, BrokerId, Endpoint, MetadataBatch, MetadataResponse, MetadataTypeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::broker_session::{self, BrokerSessionOptions, BrokerSessionState};
+use super::client::{ClientOptions, Peers};
+use super::raft_network::ClusterNetwork;
+use super::server::{serve, ServerOptions};
+use super::service::{forward_proposal, spawn_session_controller, ForwardCallError, VoterService};
+use crate::config::{BrokerSection, ClusterConfig};
+
+/// The cluster edge before the metadata quorum runs: a bound listener.
+pub struct ClusterEdge {
+    config: ClusterConfig,
+    listener: TcpListener,
+    peers: Arc<Peers>,
+}
+
+/// Why the cluster edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot listen on cluster.listen {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+}
+
+/// What the broker tells the controller about itself.
+#[derive(Debug, Clone)]
+pub struct BrokerIdentity {
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+}
+
+impl ClusterEdge {
+    /// Binds `[cluster] listen`.
+    pub async fn bind(config: ClusterConfig) -> Result<ClusterEdge, EdgeError> {
+        let listener = TcpListener::bind(config.listen.as_str()).await.map_err(|source| EdgeError::Bind { address: config.listen.clone(), source })?;
+        Ok(ClusterEdge::with_listener(config, listener))
+    }
+
+    /// The edge on a listener bound elsewhere (tests bind port 0 first).
+    pub fn with_listener(config: ClusterConfig, listener: TcpListener) -> ClusterEdge {
+        ClusterEdge { config, listener, peers: Arc::new(Peers::new(ClientOptions::default())) }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_address(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The quorum's voters as openraft's membership.
+    pub fn voters(&self) -> BTreeMap<u64, BasicNode> {
+        self.config.voters.iter().map(|v| (v.id as u64, BasicNode::new(&v.address))).collect()
+    }
+
+    /// openraft's network for this node.
+    pub fn network(&self) -> ClusterNetwork {
+        ClusterNetwork::new(self.config.node_id as u64, self.peers.clone())
+    }
+
+    /// Sends proposals to whichever voter leads.
+    pub fn forwarder(&self) -> ClusterForwarder {
+        ClusterForwarder { voters: self.voters(), peers: self.peers.clone() }
+    }
+
+    /// Serves the listener with this voter's handlers and starts the broker
+    /// session task. `raft` and `image` are the running metadata quorum's
+    /// (`MetadataStore::raft()` and `image()`).
+    pub fn serve(
+        self,
+        raft: Raft<MetadataTypeConfig>,
+        image: watch::Receiver<Arc<AppliedState>>,
+        broker: &BrokerSection,
+        identity: BrokerIdentity,
+    ) -> RunningEdge {
+        // The session controller's timeout: Kafka's, from [broker].
+        let node_id = self.config.node_id as u64;
+        let (stop, shutdown) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let sessions = if self.config.is_controller() {
+            let (handle, task) = spawn_session_controller(node_id, &raft, image.clone(), Duration::from_millis(broker.session_timeout_ms));
+            tasks.push(task);
+            Some(handle)
+        } else {
+            None
+        };
+        let service = Arc::new(VoterService::new(node_id, raft, sessions));
+        tasks.push(tokio::spawn(serve(self.listener, service, ServerOptions::default(), shutdown.clone())));
+        let session = self.config.is_broker().then(|| {
+            let options = BrokerSessionOptions {
+                broker_id: self.config.node_id as BrokerId,
+                incarnation_id: Uuid::new_v4(),
+                endpoints: identity.endpoints,
+                rack: identity.rack,
+                heartbeat_interval: Duration::from_millis(broker.heartbeat_interval_ms),
+                voters: self.config.voters.iter().map(|v| (v.id as u64, v.address.clone())).collect(),
+            };
+            let offset: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || image.borrow().last_applied.map_or(0, |id| id.index));
+            let (state, task) = broker_session::spawn(options, self.peers.clone(), offset, shutdown);
+            tasks.push(task);
+            state
+        });
+        RunningEdge { stop, tasks, session }
+    }
+}
+
+/// The running edge; [`RunningEdge::shutdown`] stops it.
+pub struct RunningEdge {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    session: Option<watch::Receiver<BrokerSessionState>>,
+}
+
+impl RunningEdge {
+    /// The broker's standing with the controller (`None` on a controller-only node).
+    pub fn broker_session(&self) -> Option<watch::Receiver<BrokerSessionState>> {
+        self.session.clone()
+    }
+
+    /// Stops the listener, its connections and the broker session task. The
+    /// session controller stops with the listener's handlers, its only callers.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Forwards proposals to the voter that leads the quorum (metastore's
+/// `ProposalForwarder` is implemented on it).
+#[derive(Debug, Clone)]
+pub struct ClusterForwarder {
+    voters: BTreeMap<u64, BasicNode>,
+    peers: Arc<Peers>,
+}
+
+/// A leader id that is not among the voters.
+#[derive(Debug, thiserror::Error)]
+#[error("voter {0} is not in cluster.voters")]
+pub struct UnknownVoter(pub u64);
+
+impl ClusterForwarder {
+    /// Hands `batch` to voter `leader` and waits for its commit.
+    pub fn forward_to(&self, leader: u64, batch: MetadataBatch) -> BoxFuture<'static, Result<MetadataResponse, ForwardToError>> {
+        let client = self.voters.get(&leader).map(|node| self.peers.client(&node.addr));
+        async move {
+            let client = client.ok_or(ForwardToError::UnknownVoter(UnknownVoter(leader)))?;
+            Ok(forward_proposal(&client, batch, None).await?)
+        }
+        .boxed()
+    }
+}
+
+/// Why [`ClusterForwarder::forward_to`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardToError {
+    #[error(transparent)]
+    UnknownVoter(#[from] UnknownVoter),
+    #[error(transparent)]
+    Forward(#[from] ForwardCallError),
+}

@@ -180,3 +180,84 @@ impl Session {
         Attempt::Failed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use silt_actors::metadata::controller::{BrokerHeartbeatReply, BrokerRegistrationReply};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::cluster::client::ClientOptions;
+    use crate::cluster::server::{serve, Dispatch, ServerOptions};
+
+    /// A scripted controller: voter 1 redirects to voter 2; voter 2 answers
+    /// registrations with growing epochs and refuses the first heartbeat of
+    /// epoch 1 as expired, so the broker must register again.
+    /// (voter, call, broker epoch) of every registration and heartbeat served.
+    type Calls = Arc<Mutex<Vec<(u64, &'static str, u64)>>>;
+
+    struct Scripted {
+        id: u64,
+        calls: Calls,
+    }
+
+    impl Dispatch for Scripted {
+        fn dispatch(&self, request: Request) -> BoxFuture<'static, Response> {
+            let mut calls = self.calls.lock().unwrap();
+            let response = match (self.id, request) {
+                (1, Request::RegisterBroker(_)) => Response::RegisterBroker(Err(ControllerError::NotController { leader: Some(2) })),
+                (1, Request::BrokerHeartbeat(_)) => Response::BrokerHeartbeat(Err(ControllerError::NotController { leader: Some(2) })),
+                (_, Request::RegisterBroker(_)) => {
+                    let epoch = calls.iter().filter(|c| c.1 == "register" && c.0 == 2).count() as u64 + 1;
+                    calls.push((self.id, "register", epoch));
+                    Response::RegisterBroker(Ok(BrokerRegistrationReply { broker_epoch: epoch }))
+                }
+                (_, Request::BrokerHeartbeat(beat)) => {
+                    calls.push((self.id, "heartbeat", beat.broker_epoch));
+                    if beat.broker_epoch == 1 {
+                        Response::BrokerHeartbeat(Err(ControllerError::RegistrationRequired { broker_id: beat.broker_id, reason: "expired".into() }))
+                    } else {
+                        Response::BrokerHeartbeat(Ok(BrokerHeartbeatReply { fenced: false }))
+                    }
+                }
+                (_, other) => Response::Unsupported(other.kind().into()),
+            };
+            async move { response }.boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_broker_follows_redirects_and_registers_again_when_told() {
+        let calls: Calls = Arc::new(Mutex::new(Vec::new()));
+        let (stop, shutdown) = watch::channel(false);
+        let mut voters = Vec::new();
+        for id in [1u64, 2] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            voters.push((id, listener.local_addr().unwrap().to_string()));
+            tokio::spawn(serve(listener, Arc::new(Scripted { id, calls: calls.clone() }), ServerOptions::default(), shutdown.clone()));
+        }
+        let options = BrokerSessionOptions {
+            broker_id: 5,
+            incarnation_id: Uuid::from_u128(5),
+            endpoints: vec![],
+            rack: Some("r1".into()),
+            heartbeat_interval: Duration::from_millis(20),
+            voters,
+        };
+        let (mut state, task) = spawn(options, Arc::new(Peers::new(ClientOptions::default())), Arc::new(|| 100), shutdown);
+        let settled = tokio::time::timeout(
+            Duration::from_secs(20),
+            state.wait_for(|s| *s == BrokerSessionState::Registered { broker_epoch: 2, fenced: false, controller: 2 }),
+        )
+        .await;
+        assert!(settled.is_ok(), "calls: {:?}", calls.lock().unwrap());
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(&calls[..3], &[(2, "register", 1), (2, "heartbeat", 1), (2, "register", 2)], "{calls:?}");
+        stop.send_replace(true);
+        task.await.unwrap();
+    }
+}

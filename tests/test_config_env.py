@@ -30,3 +30,17 @@ def test_a_misspelt_key_in_a_known_section_still_fails(silt_bin, tmp_path):
     result = run_silt(silt_bin, "broker", env=env)
     assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr.decode()[-2000:]}"
     assert "listn" in result.stderr.decode(), result.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("voters, problem", [
+    ("1@127.0.0.1:19093,two@127.0.0.1:29093", "two@127.0.0.1:29093"),
+    ("1@127.0.0.1:19093,1@127.0.0.1:29093", "repeats a node id"),
+    ("2@127.0.0.1:29093,3@127.0.0.1:39093", "node.id"),
+])
+def test_an_invalid_cluster_voter_list_stops_the_broker_naming_the_key(silt_bin, tmp_path, voters, problem):
+    env = dict(SILT_NODE__ID="1", SILT_CLUSTER__VOTERS=voters, SILT_CLUSTER__LISTEN="127.0.0.1:0",
+               SILT_KAFKA__LISTEN="127.0.0.1:0", SILT_HTTP__LISTEN="127.0.0.1:0", SILT_STORAGE__DATA_DIR=str(tmp_path / "data"))
+    result = run_silt(silt_bin, "broker", env=env)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, f"exit {result.returncode}\n{stderr[-2000:]}"
+    assert "cluster.voters" in stderr and problem in stderr, stderr[-2000:]

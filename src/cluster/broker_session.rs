@@ -8,8 +8,9 @@
 //! registration is stale) gets a new registration, and with it a new broker
 //! epoch. A controller change needs nothing: the new active controller gives
 //! every registered broker a fresh session, and the heartbeats simply go there.
-//! Each tick makes at most one attempt per voter plus one, so a cluster with no
-//! controller costs a few failed calls per interval, not a spin.
+//! Each round makes at most one attempt per voter plus two, and a round that
+//! reached no controller is followed by a pause of at most 250 ms, so a
+//! cluster with no controller costs a few failed calls per pause, not a spin.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,6 @@ use silt_actors::metadata::controller::{BrokerHeartbeatRequest, BrokerRegistrati
 use silt_actors::metadata::quorum::{BrokerId, Endpoint};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 use uuid::Uuid;
 
 use super::client::{CallError, Peers};
@@ -37,6 +37,10 @@ pub struct BrokerSessionOptions {
     /// The metadata quorum's voters: node id and node-to-node address.
     pub voters: Vec<(u64, String)>,
 }
+
+/// The longest wait before trying again when there was no answer from a
+/// controller (none elected yet, or a redirect that led nowhere).
+const RETRY_INTERVAL_MAX: Duration = Duration::from_millis(250);
 
 /// Where the broker stands with the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +72,13 @@ pub fn spawn(
     let (state, watcher) = watch::channel(BrokerSessionState::Registering);
     let task = tokio::spawn(async move {
         let mut session = Session { options, peers, metadata_offset, state, controller: None, next_voter: 0 };
-        let mut tick = tokio::time::interval(session.options.heartbeat_interval);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let retry = session.options.heartbeat_interval.min(RETRY_INTERVAL_MAX);
         loop {
+            // A broker that is not registered, or lost its controller, tries
+            // again soon rather than a whole heartbeat interval later.
+            let wait = if session.round().await { session.options.heartbeat_interval } else { retry };
             tokio::select! {
-                _ = tick.tick() => session.round().await,
+                _ = tokio::time::sleep(wait) => {}
                 _ = super::server::stopped(&mut shutdown) => break,
             }
         }
@@ -91,18 +97,25 @@ struct Session {
 }
 
 impl Session {
-    /// One heartbeat (or registration), following redirects a bounded number of times.
-    async fn round(&mut self) {
-        for _ in 0..=self.options.voters.len() {
-            let Some((target, address)) = self.target() else { return };
+    /// One heartbeat (a registration and its first heartbeat when not
+    /// registered), following redirects a bounded number of times. True when
+    /// the controller answered the heartbeat and the broker is unfenced; false
+    /// asks for a quick retry.
+    async fn round(&mut self) -> bool {
+        for _ in 0..=self.options.voters.len() + 1 {
+            let Some((target, address)) = self.target() else { return false };
             let client = self.peers.client(&address);
             let state = *self.state.borrow();
             let attempt = match state {
-                BrokerSessionState::Registering => self.register(target, &client).await,
-                BrokerSessionState::Registered { broker_epoch, .. } => self.heartbeat(target, broker_epoch, &client).await,
+                // Registered: the first heartbeat goes out at once, as KRaft's broker does.
+                BrokerSessionState::Registering => self.register(target, &client).await.map(|()| false),
+                // A fenced broker beats again soon: it is unfenced as soon as it has caught up.
+                BrokerSessionState::Registered { broker_epoch, .. } => self.heartbeat(target, broker_epoch, &client).await.map(|fenced| !fenced),
             };
             match attempt {
-                Ok(()) => return,
+                Ok(true) => return true,
+                Ok(false) if matches!(state, BrokerSessionState::Registered { .. }) => return false,
+                Ok(false) => {}
                 Err(Attempt::Redirect(leader)) => self.controller = leader.filter(|l| *l != target),
                 Err(Attempt::Reregister) => {
                     self.state.send_replace(BrokerSessionState::Registering);
@@ -110,6 +123,7 @@ impl Session {
                 Err(Attempt::Failed) => self.controller = None,
             }
         }
+        false
     }
 
     /// The voter to call: the believed controller, else the next in turn.
@@ -143,7 +157,8 @@ impl Session {
         }
     }
 
-    async fn heartbeat(&mut self, target: u64, broker_epoch: u64, client: &super::client::PeerClient) -> Result<(), Attempt> {
+    /// Ok(fenced) when the controller answered.
+    async fn heartbeat(&mut self, target: u64, broker_epoch: u64, client: &super::client::PeerClient) -> Result<bool, Attempt> {
         let request =
             Request::BrokerHeartbeat(BrokerHeartbeatRequest { broker_id: self.options.broker_id, broker_epoch, metadata_offset: (self.metadata_offset)() });
         match client.call(&request, Some(self.options.heartbeat_interval)).await {
@@ -151,7 +166,7 @@ impl Session {
                 self.controller = Some(target);
                 let now = BrokerSessionState::Registered { broker_epoch, fenced: reply.fenced, controller: target };
                 self.state.send_if_modified(|state| std::mem::replace(state, now) != now);
-                Ok(())
+                Ok(reply.fenced)
             }
             Ok(Response::BrokerHeartbeat(Err(e))) => Err(self.refused(target, e)),
             other => Err(self.failed(target, "BrokerHeartbeat", other)),

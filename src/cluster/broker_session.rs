@@ -59,6 +59,8 @@ enum Attempt {
     Reregister,
     /// The voter could not be reached or failed: try the next one.
     Failed,
+    /// The controller asks the broker to try again later (a duplicate registration).
+    Later,
 }
 
 /// Starts the broker's session task; it runs until `shutdown` turns true.
@@ -121,6 +123,7 @@ impl Session {
                     self.state.send_replace(BrokerSessionState::Registering);
                 }
                 Err(Attempt::Failed) => self.controller = None,
+                Err(Attempt::Later) => return false,
             }
         }
         false
@@ -179,6 +182,14 @@ impl Session {
             ControllerError::RegistrationRequired { reason, .. } => {
                 tracing::warn!(broker_id = self.options.broker_id, controller = target, %reason, "registering again");
                 Attempt::Reregister
+            }
+            ControllerError::DuplicateRegistration { .. } => {
+                tracing::info!(
+                    broker_id = self.options.broker_id,
+                    controller = target,
+                    "the previous incarnation's session is still live: registering again shortly"
+                );
+                Attempt::Later
             }
             e => {
                 tracing::warn!(broker_id = self.options.broker_id, controller = target, cause = %e, "the controller refused the broker session request");

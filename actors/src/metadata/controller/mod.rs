@@ -68,6 +68,8 @@ pub enum ControllerError {
     NotController { leader: Option<u64> },
     #[error("broker {broker_id} must register again: {reason}")]
     RegistrationRequired { broker_id: BrokerId, reason: String },
+    #[error("broker {broker_id} is registered by another incarnation whose session is still live; retry once it expires (broker.session.timeout.ms)")]
+    DuplicateRegistration { broker_id: BrokerId },
     #[error("the metadata quorum rejected the change: {0}")]
     Rejected(ApplyError),
     #[error("the metadata quorum did not commit the change: {0}")]

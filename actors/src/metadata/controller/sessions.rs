@@ -13,6 +13,10 @@
 //!   writing so that two brokers expiring together do not undo each other's
 //!   leader moves. That registration is then dead: its heartbeats are answered
 //!   "register again", so a returning broker comes back with a new epoch;
+//! - a new incarnation of a broker is refused while the old one's session is
+//!   live (Kafka's DUPLICATE_BROKER_REGISTRATION), so a quick restart waits for
+//!   the old registration to be fenced and its leaderships to move (the task
+//!   enforces it at registration);
 //! - a controller that has just become active gives every registered broker a
 //!   fresh session: it has no heartbeat history, and fencing on its first tick
 //!   would fence the whole cluster after every controller change.

@@ -171,6 +171,22 @@ impl SessionController {
     async fn register(&mut self, request: BrokerRegistrationRequest) -> Result<BrokerRegistrationReply, ControllerError> {
         self.check_active()?;
         let broker_id = request.broker_id;
+        // KRaft's rule: a new incarnation waits until the old one's session has
+        // expired and it was fenced (its leaderships moved); otherwise the
+        // restarted broker, fenced by its registration but still named leader
+        // of its partitions, would leave them without a usable leader.
+        let existing = self.image.borrow().image.brokers.get(&broker_id).map(|b| (b.incarnation_id, b.broker_epoch));
+        if let Some((incarnation_id, broker_epoch)) = existing {
+            if incarnation_id != request.incarnation_id && self.sessions.has_session(broker_id, broker_epoch) {
+                return Err(ControllerError::DuplicateRegistration { broker_id });
+            }
+        }
+        if let Some(expired_epoch) = self.unfenced_expired.get(&broker_id).copied() {
+            if !self.fence(broker_id, expired_epoch).await {
+                return Err(ControllerError::Unavailable(format!("broker {broker_id}'s expired registration is not fenced yet")));
+            }
+            self.unfenced_expired.remove(&broker_id);
+        }
         let record = MetadataRecord::RegisterBroker { broker_id, incarnation_id: request.incarnation_id, endpoints: request.endpoints, rack: request.rack };
         let response = self.propose(MetadataBatch::one(record)).await?;
         let MetadataResponse::Applied { broker_epochs, .. } = response else {

@@ -228,3 +228,37 @@ async fn two_brokers_expiring_together_do_not_undo_each_others_moves() {
     assert_eq!(partition.isr, vec![3], "both silent brokers left the ISR");
     assert!(quorum.written().len() >= 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_broker_waits_until_its_old_registration_is_fenced() {
+    let quorum = FakeQuorum::new(Some(1));
+    let controller = start(&quorum);
+    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
+    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
+    controller.heartbeat(beat(1, e1)).await.unwrap();
+    controller.heartbeat(beat(2, e2)).await.unwrap();
+    let topic_id = create_topic(&quorum, vec![1, 2]);
+    quorum.written();
+
+    // Broker 1 restarts (a new incarnation) long before its session expires.
+    let restarted = BrokerRegistrationRequest { incarnation_id: Uuid::from_u128(101), ..registration(1) };
+    advance(Duration::from_millis(1_000)).await;
+    let refused = controller.register(restarted.clone()).await.unwrap_err();
+    assert_eq!(refused, ControllerError::DuplicateRegistration { broker_id: 1 });
+    assert!(quorum.written().is_empty());
+    assert_eq!(quorum.image().topics[&topic_id].partitions[0].leader, Some(1), "the old incarnation still leads");
+
+    // The same incarnation retrying its registration is not a duplicate.
+    assert!(controller.register(registration(2)).await.is_ok());
+    quorum.written();
+
+    controller.heartbeat(beat(2, quorum.image().brokers[&2].broker_epoch)).await.unwrap();
+    assert_eq!(quorum.written().len(), 1, "the new registration of broker 2 is unfenced");
+    advance(Duration::from_millis(8_200)).await;
+    let fenced = quorum.written();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    assert_eq!(fenced[0].records[0], MetadataRecord::FenceBroker { broker_id: 1, broker_epoch: e1 });
+    assert_eq!(quorum.image().topics[&topic_id].partitions[0].leader, Some(2), "the leadership moved before the new incarnation registers");
+    let again = controller.register(restarted).await.unwrap().broker_epoch;
+    assert!(again > e1);
+}

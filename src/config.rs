@@ -552,7 +552,7 @@ impl Config {
         NodeOptions {
             data_dir: self.storage.data_dir.clone(),
             node_id: self.node.id,
-            cluster_id: self.node.cluster_id.clone(),
+            cluster_id: self.node.cluster_id.clone().or_else(|| self.cluster.as_ref().map(|c| cluster::default_cluster_id(&c.voters))),
             topic_defaults: self.topic_defaults(),
             default_partitions: self.log.num_partitions,
             maintenance_interval: Duration::from_millis(self.log.retention_check_interval_ms),

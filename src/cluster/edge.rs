@@ -9,13 +9,13 @@
 //! first step; [`ClusterEdge::serve`] the second.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use openraft::{BasicNode, Raft};
-use silt_actors::metadata::quorum::{AppliedState, BrokerId, Endpoint, MetadataBatch, MetadataResponse, MetadataTypeConfig};
+use silt_actors::metadata::quorum::{AppliedState, BrokerId, Endpoint, MetadataBatch, MetadataTypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::broker_session::{self, BrokerSessionOptions, BrokerSessionState};
 use super::client::{ClientOptions, Peers};
+use super::message::ForwardedCommit;
 use super::raft_network::ClusterNetwork;
 use super::server::{serve, ServerOptions};
 use super::service::{forward_proposal, spawn_session_controller, ForwardCallError, VoterService};
@@ -33,6 +34,8 @@ pub struct ClusterEdge {
     config: ClusterConfig,
     listener: TcpListener,
     peers: Arc<Peers>,
+    /// This node's applied image, once the quorum runs (see [`ClusterForwarder`]).
+    applied: Arc<OnceLock<watch::Receiver<Arc<AppliedState>>>>,
 }
 
 /// Why the cluster edge could not start.
@@ -58,7 +61,7 @@ impl ClusterEdge {
 
     /// The edge on a listener bound elsewhere (tests bind port 0 first).
     pub fn with_listener(config: ClusterConfig, listener: TcpListener) -> ClusterEdge {
-        ClusterEdge { config, listener, peers: Arc::new(Peers::new(ClientOptions::default())) }
+        ClusterEdge { config, listener, peers: Arc::new(Peers::new(ClientOptions::default())), applied: Arc::new(OnceLock::new()) }
     }
 
     /// The address the listener is bound to.
@@ -78,7 +81,7 @@ impl ClusterEdge {
 
     /// Sends proposals to whichever voter leads.
     pub fn forwarder(&self) -> ClusterForwarder {
-        ClusterForwarder { voters: self.voters(), peers: self.peers.clone() }
+        ClusterForwarder { voters: self.voters(), peers: self.peers.clone(), applied: self.applied.clone() }
     }
 
     /// Serves the listener with this voter's handlers and starts the broker
@@ -93,6 +96,7 @@ impl ClusterEdge {
     ) -> RunningEdge {
         // The session controller's timeout: Kafka's, from [broker].
         let node_id = self.config.node_id as u64;
+        let _ = self.applied.set(image.clone());
         let (stop, shutdown) = watch::channel(false);
         let mut tasks = Vec::new();
         let sessions = if self.config.is_controller() {
@@ -147,11 +151,21 @@ impl RunningEdge {
 
 /// Forwards proposals to the voter that leads the quorum (metastore's
 /// `ProposalForwarder` is implemented on it).
+///
+/// The node answers an admin request from its own image once the proposal is
+/// committed, and a follower's image lags the leader's a little. So a
+/// forwarded commit is answered only once this node has applied its log index
+/// (waiting at most [`APPLY_WAIT`]; after that the commit is answered anyway,
+/// as it did happen).
 #[derive(Debug, Clone)]
 pub struct ClusterForwarder {
     voters: BTreeMap<u64, BasicNode>,
     peers: Arc<Peers>,
+    applied: Arc<OnceLock<watch::Receiver<Arc<AppliedState>>>>,
 }
+
+/// The longest wait for this node to apply a forwarded commit.
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// A leader id that is not among the voters.
 #[derive(Debug, thiserror::Error)]
@@ -159,12 +173,21 @@ pub struct ClusterForwarder {
 pub struct UnknownVoter(pub u64);
 
 impl ClusterForwarder {
-    /// Hands `batch` to voter `leader` and waits for its commit.
-    pub fn forward_to(&self, leader: u64, batch: MetadataBatch) -> BoxFuture<'static, Result<MetadataResponse, ForwardToError>> {
+    /// Hands `batch` to voter `leader`, waits for its commit and for this node
+    /// to apply it.
+    pub fn forward_to(&self, leader: u64, batch: MetadataBatch) -> BoxFuture<'static, Result<ForwardedCommit, ForwardToError>> {
         let client = self.voters.get(&leader).map(|node| self.peers.client(&node.addr));
+        let applied = self.applied.get().cloned();
         async move {
             let client = client.ok_or(ForwardToError::UnknownVoter(UnknownVoter(leader)))?;
-            Ok(forward_proposal(&client, batch, None).await?)
+            let commit = forward_proposal(&client, batch, None).await?;
+            if let Some(mut applied) = applied {
+                let caught_up = applied.wait_for(|s| s.last_applied.is_some_and(|id| id.index >= commit.log_index));
+                if tokio::time::timeout(APPLY_WAIT, caught_up).await.is_err() {
+                    tracing::warn!(log_index = commit.log_index, "a forwarded commit is not applied here yet; answering anyway");
+                }
+            }
+            Ok(commit)
         }
         .boxed()
     }

@@ -57,6 +57,15 @@ pub enum ForwardError {
     Failed(String),
 }
 
+/// A forwarded proposal's outcome and the log index it was committed at, so
+/// the proposer can wait until its own image has applied that far before it
+/// answers from that image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedCommit {
+    pub response: MetadataResponse,
+    pub log_index: u64,
+}
+
 /// The answer to one [`Request`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
@@ -65,7 +74,7 @@ pub enum Response {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     RegisterBroker(Result<BrokerRegistrationReply, ControllerError>),
     BrokerHeartbeat(Result<BrokerHeartbeatReply, ControllerError>),
-    ForwardProposal(Result<MetadataResponse, ForwardError>),
+    ForwardProposal(Result<ForwardedCommit, ForwardError>),
     /// This node does not serve that request (the reason says why).
     Unsupported(String),
 }

@@ -129,6 +129,7 @@ mod tests {
     use super::*;
     use crate::cluster::client::{ClientOptions, PeerClient};
     use crate::cluster::frame::FRAME_VERSION;
+    use crate::cluster::message::ForwardedCommit;
 
     /// Answers every forwarded proposal as applied; nothing else.
     struct Echo;
@@ -136,7 +137,7 @@ mod tests {
     impl Dispatch for Echo {
         fn dispatch(&self, request: Request) -> BoxFuture<'static, Response> {
             let response = match request {
-                Request::ForwardProposal(_) => Response::ForwardProposal(Ok(MetadataResponse::Empty)),
+                Request::ForwardProposal(_) => Response::ForwardProposal(Ok(ForwardedCommit { response: MetadataResponse::Empty, log_index: 1 })),
                 other => Response::Unsupported(format!("{} is not served here", other.kind())),
             };
             async move { response }.boxed()
@@ -165,7 +166,10 @@ mod tests {
         let (address, _stop) = start(1024).await;
         let client = PeerClient::new(address.clone(), ClientOptions::default());
         let proposal = Request::ForwardProposal(MetadataBatch { records: vec![] });
-        assert!(matches!(client.call(&proposal, None).await.unwrap(), Response::ForwardProposal(Ok(MetadataResponse::Empty))));
+        assert!(matches!(
+            client.call(&proposal, None).await.unwrap(),
+            Response::ForwardProposal(Ok(ForwardedCommit { response: MetadataResponse::Empty, .. }))
+        ));
 
         bad_frame_is_closed(&address, &[0, 0, 0, 4, FRAME_VERSION, b'n', b'o', b'!']).await;
         bad_frame_is_closed(&address, &[0, 0, 0, 3, 42, b'{', b'}']).await;
@@ -177,9 +181,12 @@ mod tests {
         bad_frame_is_closed(&address, &huge).await;
 
         // The listener and the pooled connection still serve.
-        assert!(matches!(client.call(&proposal, None).await.unwrap(), Response::ForwardProposal(Ok(MetadataResponse::Empty))));
+        assert!(matches!(
+            client.call(&proposal, None).await.unwrap(),
+            Response::ForwardProposal(Ok(ForwardedCommit { response: MetadataResponse::Empty, .. }))
+        ));
         let fresh = PeerClient::new(address, ClientOptions::default());
-        assert!(matches!(fresh.call(&proposal, None).await.unwrap(), Response::ForwardProposal(Ok(MetadataResponse::Empty))));
+        assert!(matches!(fresh.call(&proposal, None).await.unwrap(), Response::ForwardProposal(Ok(ForwardedCommit { response: MetadataResponse::Empty, .. }))));
         let unsupported = fresh.call(&Request::Vote(openraft::raft::VoteRequest::new(openraft::Vote::new(1, 1), None)), None).await;
         assert!(matches!(unsupported, Err(crate::cluster::client::CallError::Unsupported { .. })), "{unsupported:?}");
     }

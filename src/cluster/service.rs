@@ -19,7 +19,7 @@ use silt_actors::metadata::controller::{ControllerQuorum, ProposeError, SessionC
 use silt_actors::metadata::quorum::{MetadataBatch, MetadataResponse, MetadataTypeConfig};
 
 use super::client::{CallError, PeerClient};
-use super::message::{ForwardError, Request, Response};
+use super::message::{ForwardError, ForwardedCommit, Request, Response};
 use super::server::Dispatch;
 
 type C = MetadataTypeConfig;
@@ -40,9 +40,9 @@ impl VoterService {
 }
 
 /// Commits `batch` on `raft` if it leads; the error names the leader otherwise.
-pub async fn commit(raft: &Raft<C>, node_id: u64, batch: MetadataBatch) -> Result<MetadataResponse, ForwardError> {
+pub async fn commit(raft: &Raft<C>, node_id: u64, batch: MetadataBatch) -> Result<ForwardedCommit, ForwardError> {
     match raft.client_write(batch).await {
-        Ok(written) => Ok(written.data),
+        Ok(written) => Ok(ForwardedCommit { response: written.data, log_index: written.log_id.index }),
         Err(e) => match e.forward_to_leader::<openraft::BasicNode>() {
             Some(forward) => Err(ForwardError::NotLeader { node_id, leader: forward.leader_id }),
             None => Err(ForwardError::Failed(e.to_string())),
@@ -86,7 +86,7 @@ pub enum ForwardCallError {
 
 /// Hands `batch` to the voter behind `leader` (which should lead the quorum)
 /// and waits up to `timeout` for its commit.
-pub async fn forward_proposal(leader: &PeerClient, batch: MetadataBatch, timeout: Option<Duration>) -> Result<MetadataResponse, ForwardCallError> {
+pub async fn forward_proposal(leader: &PeerClient, batch: MetadataBatch, timeout: Option<Duration>) -> Result<ForwardedCommit, ForwardCallError> {
     match leader.call(&Request::ForwardProposal(batch), timeout).await? {
         Response::ForwardProposal(result) => Ok(result?),
         other => Err(CallError::UnexpectedResponse { address: leader.address().to_owned(), sent: "ForwardProposal", got: other.kind() }.into()),
@@ -104,7 +104,7 @@ impl ControllerQuorum for RaftQuorum {
     fn propose(&self, batch: MetadataBatch) -> BoxFuture<'static, Result<MetadataResponse, ProposeError>> {
         let (raft, node_id) = (self.raft.clone(), self.node_id);
         async move {
-            commit(&raft, node_id, batch).await.map_err(|e| match e {
+            commit(&raft, node_id, batch).await.map(|commit| commit.response).map_err(|e| match e {
                 ForwardError::NotLeader { leader, .. } => ProposeError::NotLeader { leader },
                 ForwardError::Failed(reason) => ProposeError::Failed(reason),
             })

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::broker_session::{self, BrokerSessionOptions, BrokerSessionState};
 use super::client::{ClientOptions, Peers};
 use super::edge::{BrokerIdentity, ClusterEdge, ClusterForwarder, RunningEdge};
-use super::message::ForwardError;
+use super::message::{ForwardError, ForwardedCommit};
 use super::service::{commit, forward_proposal, ForwardCallError};
 use crate::config::{BrokerSection, ClusterConfig, Role};
 
@@ -115,8 +115,9 @@ fn register(broker_id: i32) -> MetadataBatch {
     MetadataBatch::one(MetadataRecord::RegisterBroker { broker_id, incarnation_id: Uuid::from_u128(broker_id as u128), endpoints: vec![], rack: None })
 }
 
-fn epoch_of(response: &MetadataResponse) -> u64 {
-    match response {
+fn epoch_of(commit: &ForwardedCommit) -> u64 {
+    assert!(matches!(&commit.response, MetadataResponse::Applied { broker_epochs, .. } if broker_epochs[0].1 == commit.log_index));
+    match &commit.response {
         MetadataResponse::Applied { broker_epochs, .. } => broker_epochs[0].1,
         other => panic!("not applied: {other:?}"),
     }
@@ -177,6 +178,8 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
     let refused = commit(&follower.raft, follower.id, register(3)).await.expect_err("a follower does not commit");
     assert!(matches!(refused, ForwardError::NotLeader { leader: Some(l), .. } if l == new_leader), "{refused:?}");
     let forwarded = follower.forwarder.forward_to(new_leader, register(3)).await.expect("forwarded to the leader");
+    let applied = follower.image.borrow().last_applied.map_or(0, |id| id.index);
+    assert!(applied >= forwarded.log_index, "the forwarder answers once its own image has applied the commit: {applied} < {}", forwarded.log_index);
     let not_leading = forward_proposal(&peers.client(&follower.address), register(4), None).await.expect_err("a follower does not commit");
     assert!(matches!(&not_leading, ForwardCallError::Refused(ForwardError::NotLeader { leader: Some(l), .. }) if *l == new_leader), "{not_leading:?}");
     let third = epoch_of(&forwarded);

@@ -171,6 +171,21 @@ pub fn resolve(section: &ClusterSection, node_id: i32) -> Result<ClusterConfig, 
     Ok(ClusterConfig { node_id, listen: section.listen.clone(), advertised, voters, roles })
 }
 
+/// The cluster id a fresh data directory of a cluster node gets when
+/// `node.cluster_id` is unset: derived from the voter list (order and spaces
+/// aside), so every node configured with the same voters writes the same id
+/// without a separate formatting step. 22 hex digits, like a random one.
+pub fn default_cluster_id(voters: &[String]) -> String {
+    let mut sorted: Vec<&str> = voters.iter().map(|v| v.trim()).collect();
+    sorted.sort_unstable();
+    let text = sorted.join(",");
+    // FNV-1a, twice with different offsets: stable across builds and platforms
+    // (std's hasher promises neither).
+    let fnv = |offset: u64| text.bytes().fold(offset, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    let id = format!("{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+    id[..22].to_owned()
+}
+
 /// Checks `[broker]`.
 pub fn validate_broker(section: &BrokerSection) -> Result<(), ConfigError> {
     if section.heartbeat_interval_ms == 0 {
@@ -248,6 +263,16 @@ mod tests {
         let mut s = section(&["1@a:1"], &["controller"]);
         s.listen = "nowhere".into();
         assert!(err(&s, 1).contains("cluster.listen"));
+    }
+
+    #[test]
+    fn every_node_of_a_voter_list_derives_the_same_cluster_id() {
+        let a = default_cluster_id(&["1@a:9093".into(), "2@b:9093".into(), "3@c:9093".into()]);
+        let b = default_cluster_id(&[" 3@c:9093".into(), "1@a:9093".into(), "2@b:9093 ".into()]);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, default_cluster_id(&["1@a:9093".into(), "2@b:9093".into(), "4@d:9093".into()]));
+        assert_eq!(a, "276f0f1475b4c17065a6ee", "stable across builds: a node upgraded later must derive the same id");
     }
 
     #[test]

@@ -78,7 +78,11 @@ pub fn spawn(
         loop {
             // A broker that is not registered, or lost its controller, tries
             // again soon rather than a whole heartbeat interval later.
-            let wait = if session.round().await { session.options.heartbeat_interval } else { retry };
+            let answered = tokio::select! {
+                answered = session.round() => answered,
+                _ = super::server::stopped(&mut shutdown) => break,
+            };
+            let wait = if answered { session.options.heartbeat_interval } else { retry };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = super::server::stopped(&mut shutdown) => break,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use silt_actors::group::GroupCoordinator;
+use silt_actors::metadata::quorum::Endpoint;
 use silt_actors::NodeHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
@@ -57,19 +58,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let node =
-        NodeHandle::start(config.node_options(archive)).await.with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
-    // Every group is loaded before the listener serves a request.
-    let groups = GroupCoordinator::start(node.clone(), config.groups_config()).await.context("loading consumer groups from __consumer_offsets")?;
     let kafka_addr = kafka_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (advertised_host, advertised_port) = advertised(&config, kafka_addr);
+    let mut node_options = config.node_options(archive);
+    node_options.endpoints = vec![Endpoint {
+        listener: "PLAINTEXT".into(),
+        host: advertised_host.clone(),
+        port: u16::try_from(advertised_port).with_context(|| format!("the advertised port {advertised_port} is not a TCP port"))?,
+    }];
+    let node = NodeHandle::start(node_options).await.with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
+    // Every group is loaded before the listener serves a request.
+    let groups = GroupCoordinator::start(node.clone(), config.groups_config()).await.context("loading consumer groups from __consumer_offsets")?;
     let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
     let broker =
         Arc::new(Broker { node: node.clone(), groups, metrics, request_memory: Arc::new(Semaphore::new(queued)), config, advertised_host, advertised_port });
     let (shutdown, _) = broadcast::channel(1);
-    let kafka = tokio::spawn(crate::server::serve(kafka_listener, broker.clone(), shutdown.clone()));
-    let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.clone()));
+    // Subscribed here, not in the tasks: a SIGTERM right after start would
+    // otherwise be sent before a task subscribed, and it would never stop.
+    let kafka = tokio::spawn(crate::server::serve(kafka_listener, broker.clone(), shutdown.clone(), shutdown.subscribe()));
+    let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.subscribe()));
     tracing::info!(kafka_listener = %kafka_addr, http_listener = %http_addr, node_id = node.node_id, cluster_id = %node.cluster_id, "broker ready");
 
     signals.wait().await;

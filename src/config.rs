@@ -562,6 +562,10 @@ impl Config {
                 check_interval: Duration::from_millis(self.tiering.upload_check_interval_ms),
                 retry_backoff_max: Duration::from_millis(self.tiering.upload_retry_backoff_max_ms),
             }),
+            // The broker fills in its advertised listener once it is bound.
+            endpoints: Vec::new(),
+            rack: None,
+            cluster: Default::default(),
         }
     }
 }

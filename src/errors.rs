@@ -2,6 +2,7 @@
 //! exhaustive so that a new error variant forces a decision here.
 
 use kafka_protocol::error::ResponseError;
+use silt_actors::error::MetadataError;
 use silt_actors::group::GroupError;
 use silt_actors::Error;
 use silt_tiering::{ArchiveError, BatchError, LogError};
@@ -23,7 +24,11 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::Archive(archive) => archive_error_code(archive),
         // Retriable: the client refreshes metadata and tries again.
         Error::Unavailable(..) => ResponseError::LeaderNotAvailable,
+        Error::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+        Error::StalePartitionEpoch { .. } => ResponseError::InvalidUpdateVersion,
         Error::ShuttingDown => ResponseError::BrokerNotAvailable,
+        Error::Metadata(MetadataError::NotController { .. }) => ResponseError::NotController,
+        Error::Metadata(MetadataError::ProposalTimeout { .. }) => ResponseError::RequestTimedOut,
         Error::Metadata(_) => ResponseError::KafkaStorageError,
         Error::Group(group) => group_error_code(group),
     }
@@ -118,7 +123,7 @@ mod tests {
         assert_eq!(error_code(&too_large).code(), 10);
         let crc = Error::Log(LogError::InvalidBatch(BatchError::CrcMismatch { stored: 1, computed: 2 }));
         assert_eq!(error_code(&crc).code(), 2);
-        assert_eq!(error_code(&Error::InvalidReplicationFactor(3)).code(), 38);
+        assert_eq!(error_code(&Error::InvalidReplicationFactor("Replication factor: 3 larger than available brokers: 1.".into())).code(), 38);
         let range = Error::Log(LogError::OffsetOutOfRange { offset: 9, log_start_offset: 0, log_end_offset: 1 });
         assert_eq!(error_code(&range).code(), 1);
         let generation = Error::Group(GroupError::IllegalGeneration { group_id: "g".into(), generation_id: 1, current: 2 });

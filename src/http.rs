@@ -16,10 +16,10 @@ use tokio::sync::broadcast;
 
 use crate::broker::Broker;
 
-/// Serves until `shutdown` fires.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadcast::Sender<()>) {
+/// Serves until `stop` fires (subscribed by the caller before spawning this,
+/// so a shutdown sent before the task first runs is not missed).
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut stop: broadcast::Receiver<()>) {
     let app = Router::new().route("/metrics", get(metrics)).route("/health", get(health)).route("/ready", get(ready)).with_state(broker);
-    let mut stop = shutdown.subscribe();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.recv().await;

@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // openraft logs every vote and state change at info: a line per step of
+        // each metadata-quorum election. Its warnings and errors still show.
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()))
         // A log line that cannot be written (stderr's reader went away: EPIPE) is
         // dropped. By default tracing reports it with eprintln!, which panics on the
         // same broken pipe and took the broker down (tests/test_log_sink.py).

@@ -28,10 +28,11 @@ const REQUEST_HEADER_MIN_BYTES: usize = 8;
 /// client that announces a large request and stalls holds no large buffer.
 const INITIAL_READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Accepts connections until `shutdown` fires; each connection runs on its own task.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadcast::Sender<()>) {
+/// Accepts connections until `stop` (a subscription to `shutdown`, taken by
+/// the caller before spawning this, so a shutdown sent before the task first
+/// runs is not missed) fires; each connection runs on its own task.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadcast::Sender<()>, mut stop: broadcast::Receiver<()>) {
     let connections = Arc::new(Semaphore::new(broker.config.kafka.max_connections));
-    let mut stop = shutdown.subscribe();
     let mut next_thread = 0usize;
     loop {
         let accepted = tokio::select! {

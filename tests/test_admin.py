@@ -226,6 +226,32 @@ def test_confluent_describe_cluster(module_broker):
     assert desc.cluster_id, "DescribeCluster returned no cluster id"
 
 
+def test_metadata_reports_leaders_replicas_and_isr(module_broker, topic_name):
+    """Every partition of a single broker is led by it, with it as the only
+    replica and ISR member, as a one-broker Kafka answers."""
+    create_topic(module_broker, topic_name, 3)
+    md = admin_client(module_broker).list_topics(topic_name, timeout=CLIENT_TIMEOUT_S)
+    assert list(md.brokers) == [0], f"brokers {md.brokers}"
+    assert (md.brokers[0].host, md.brokers[0].port) == module_broker.kafka_addr
+    assert md.controller_id == 0
+    partitions = md.topics[topic_name].partitions
+    assert sorted(partitions) == [0, 1, 2]
+    for p in partitions.values():
+        assert (p.error, p.leader, p.replicas, p.isrs) == (None, 0, [0], [0]), f"partition {p.id}: {p}"
+
+
+def test_replication_factor_above_the_broker_count_names_both(module_broker, topic_name):
+    """INVALID_REPLICATION_FACTOR names the factor asked for and the brokers
+    available (Kafka's wording differs between ZooKeeper and KRaft; both do)."""
+    admin = admin_client(module_broker)
+    fs = admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=3)])
+    with pytest.raises(KafkaException) as excinfo:
+        future_result(fs[topic_name], "CreateTopics replication_factor=3")
+    err = excinfo.value.args[0]
+    assert err.code() == KafkaError.INVALID_REPLICATION_FACTOR, err
+    assert re.search(r"\b3\b", err.str()) and re.search(r"\b1\b", err.str()), f"message {err.str()!r}"
+
+
 def test_topic_recreated_after_delete_is_empty(module_broker, topic_name):
     """A deleted topic's data must not resurface in a new topic of the same name."""
     from confluent_kafka import Producer

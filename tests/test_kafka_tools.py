@@ -329,8 +329,9 @@ def test_producer_and_consumer_perf_tests(tools, module_broker, topic_name):
     records = 20_000
     out = tools.producer_perf("--topic", topic_name, "--num-records", str(records), "--record-size", "512",
                               "--throughput", "-1", "--command-property", "acks=all", "compression.type=lz4").stdout
-    summary = re.search(r"^(\d+) records sent, [\d.]+ records/sec", out, re.M)
-    assert summary and int(summary.group(1)) == records, out
+    # A slow run prints progress lines ("N records sent" every 5 s) before the final summary.
+    sent = re.findall(r"^(\d+) records sent, [\d.]+ records/sec", out, re.M)
+    assert sent and int(sent[-1]) == records, out
     assert sum(tools.end_offsets(topic_name).values()) == records, "every record is in the log"
 
     out = tools.consumer_perf("--topic", topic_name, "--num-records", str(records), "--timeout", "60000").stdout

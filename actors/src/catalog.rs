@@ -1,10 +1,9 @@
-//! The durable catalog of a node: the topics it hosts and the producer-id
-//! allocation high mark, in `<data_dir>/meta/catalog.json`. It also carries
-//! the cluster id, a copy of the one in `meta.properties`
-//! ([`crate::meta_properties`]), which is checked against it at start.
+//! The catalog of a data directory from before the metadata log: the topics
+//! it hosted and the producer-id allocation high mark, in
+//! `<data_dir>/meta/catalog.json`, with a copy of the cluster id.
 //!
-//! It changes only through the [`crate::node::Node`] actor, which writes it
-//! atomically (temporary file, fsync, rename) before answering an admin request.
+//! Read once: the first start of such a directory writes it into the metadata
+//! log and renames it ([`crate::node::migration`]). Topic name rules live here too.
 
 use std::path::{Path, PathBuf};
 

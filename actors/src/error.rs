@@ -19,8 +19,9 @@ pub enum Error {
     InvalidTopic { name: String, reason: String },
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
-    #[error("replication factor {0} is not possible on this single-node cluster")]
-    InvalidReplicationFactor(i32),
+    /// Kafka's wording, e.g. "Replication factor: 3 larger than available brokers: 1."
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
     #[error("invalid config {key}={value:?}: {reason}")]
     InvalidConfig { key: String, value: String, reason: String },
     #[error("acks=all needs {required} in-sync replicas (min.insync.replicas) but {available} are in sync")]
@@ -33,6 +34,12 @@ pub enum Error {
     FencedLeaderEpoch { partition: String, epoch: i32, current: i32 },
     #[error("partition {partition}: leader epoch {epoch} is newer than the current {current}")]
     UnknownLeaderEpoch { partition: String, epoch: i32, current: i32 },
+    /// An ISR change based on an older partition epoch (Kafka's INVALID_UPDATE_VERSION).
+    #[error("partition {partition}: partition epoch {epoch} is not the current {current}")]
+    StalePartitionEpoch { partition: String, epoch: i32, current: i32 },
+    /// This broker holds no replica of the partition, or does not lead it.
+    #[error("this broker is not the leader of partition {partition} (leader: {leader:?})")]
+    NotLeaderOrFollower { partition: String, leader: Option<i32> },
     #[error("partition {0} is unavailable: {1}")]
     Unavailable(String, String),
     #[error("the node is shutting down")]
@@ -68,6 +75,20 @@ pub enum MetadataError {
     Task { source: tokio::task::JoinError },
     #[error("partitions failed to close: {}", describe_failures(failed))]
     PartitionsNotClosed { failed: Vec<(TopicPartition, Error)> },
+    #[error("metadata quorum store: {0}")]
+    Store(#[from] crate::metadata::quorum::StoreError),
+    #[error("metadata quorum: cannot {action}: {reason}")]
+    Raft { action: &'static str, reason: String },
+    /// This node does not lead the metadata quorum and has no way to forward.
+    #[error("this node is not the active controller (leader: {leader:?})")]
+    NotController { leader: Option<u64> },
+    #[error("the metadata change was not committed within {after:?}")]
+    ProposalTimeout { after: std::time::Duration },
+    /// The quorum refused the change (replicated, so every voter refused it).
+    #[error("the metadata change was refused: {0}")]
+    Rejected(crate::metadata::quorum::ApplyError),
+    #[error("catalog.json could not be migrated into the metadata log: {reason}")]
+    Migration { reason: String },
 }
 
 impl MetadataError {

@@ -3,13 +3,13 @@
 //! | module | owns |
 //! |---|---|
 //! | [`partition`] | [`partition::PartitionActor`]: one partition's log, behind domain messages |
-//! | [`node`] | [`node::Node`]: the supervisor of partitions and the topic catalog |
-//! | [`catalog`] | the durable list of topics and the producer-id high mark |
+//! | [`node`] | [`node::Node`]: admin requests as metadata proposals, the replica manager, the registry |
+//! | [`catalog`] | the pre-quorum `catalog.json`, read once to migrate it; topic name rules |
 //! | [`meta_properties`] | the data directory's identity: node id and cluster id (`meta.properties`) |
 //! | [`group`] | consumer groups: the classic protocol, committed offsets and the `__consumer_offsets` topic |
 //! | [`topic_config`] | Kafka-named topic configs, validated and resolved into log settings |
 //! | [`replication`] | the seams between metadata and data planes: partition roles, replica fetchers, ISR changes |
-//! | [`metadata`] | the metadata quorum: records, the metadata image, openraft's stores |
+//! | [`metadata`] | the metadata quorum (records, image, openraft's stores) and the `MetadataStore` |
 //! | [`error`] | the domain errors every message answers with |
 //!
 //! The Kafka wire protocol never reaches this crate: `src/` turns requests into

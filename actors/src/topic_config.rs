@@ -161,6 +161,11 @@ impl TopicConfigs {
         self.0.get(key).map(String::as_str)
     }
 
+    /// The overrides, by key.
+    pub fn pairs(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
     fn number(&self, key: &str) -> Option<i64> {
         // Values were validated on the way in.
         self.get(key).and_then(|v| v.parse().ok())

@@ -1,4 +1,4 @@
-//! DescribeCluster: this node is the whole cluster and its controller.
+//! DescribeCluster: the live brokers of the metadata image and the active controller.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -15,8 +15,9 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let broker = &ctx.broker;
-    let mut response =
-        DescribeClusterResponse::default().with_cluster_id(wire(broker.node.cluster_id.clone())).with_controller_id(BrokerId(broker.node.node_id));
+    let mut response = DescribeClusterResponse::default()
+        .with_cluster_id(wire(broker.node.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.node.controller_id().unwrap_or(-1)));
     if ctx.version >= ENDPOINT_TYPE_SINCE_VERSION {
         response.endpoint_type = request.endpoint_type;
         if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
@@ -28,9 +29,9 @@ pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> 
     if request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = authorized_operations::CLUSTER;
     }
-    response.brokers = vec![DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.node.node_id))
-        .with_host(wire(broker.advertised_host.clone()))
-        .with_port(broker.advertised_port)];
+    response.brokers = super::metadata::live_brokers(ctx)
+        .into_iter()
+        .map(|b| DescribeClusterBroker::default().with_broker_id(BrokerId(b.id)).with_host(wire(b.host)).with_port(b.port).with_rack(b.rack.map(wire)))
+        .collect();
     response
 }

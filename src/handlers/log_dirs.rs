@@ -37,6 +37,7 @@ pub async fn describe(ctx: &RequestContext, request: DescribeLogDirsRequest) -> 
         let partitions = topic
             .partitions
             .iter()
+            .filter_map(|p| p.local.as_ref())
             .filter(|p| asked.is_none_or(|asked| asked.contains(&p.tp.partition)))
             .filter_map(|p| {
                 let marks = p.watermarks();

@@ -1,6 +1,8 @@
 //! Metadata: brokers, topics and partition leaders. Unknown topics are
 //! created when the client allows it and `log.auto_create_topics` is on.
 
+use std::collections::BTreeSet;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
@@ -21,16 +23,43 @@ const NULL_TOPICS_SINCE_VERSION: i16 = 1;
 /// Metadata v4 added the client's consent to auto-creation; before it, consent is implied.
 const ALLOW_AUTO_CREATE_SINCE_VERSION: i16 = 4;
 
+/// A broker clients may connect to: registered, unfenced, with its Kafka endpoint.
+pub(super) struct LiveBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// The live brokers of the metadata image, by id. This broker's own endpoint
+/// falls back to the advertised listener if it registered none.
+pub(super) fn live_brokers(ctx: &RequestContext) -> Vec<LiveBroker> {
+    let broker = &ctx.broker;
+    let mut live: Vec<LiveBroker> = broker
+        .node
+        .brokers()
+        .into_iter()
+        .filter_map(|b| {
+            let endpoint = b.endpoints.first().map(|e| (e.host.clone(), i32::from(e.port)));
+            let (host, port) = endpoint.or_else(|| (b.id == broker.node.node_id).then(|| (broker.advertised_host.clone(), broker.advertised_port)))?;
+            Some(LiveBroker { id: b.id, host, port, rack: b.rack })
+        })
+        .collect();
+    if live.is_empty() {
+        // Before this broker's registration is applied: it still answers for itself.
+        live.push(LiveBroker { id: broker.node.node_id, host: broker.advertised_host.clone(), port: broker.advertised_port, rack: None });
+    }
+    live
+}
+
 pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
     let node = &broker.node;
-    let node_id = BrokerId(node.node_id);
-    let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node_id)
-            .with_host(wire(broker.advertised_host.clone()))
-            .with_port(broker.advertised_port)])
-        .with_controller_id(node_id);
+    let brokers = live_brokers(ctx)
+        .into_iter()
+        .map(|b| MetadataResponseBroker::default().with_node_id(BrokerId(b.id)).with_host(wire(b.host)).with_port(b.port).with_rack(b.rack.map(wire)))
+        .collect();
+    let mut response = MetadataResponse::default().with_brokers(brokers).with_controller_id(BrokerId(node.controller_id().unwrap_or(-1)));
     if ctx.version >= CLUSTER_ID_SINCE_VERSION {
         response.cluster_id = Some(wire(node.cluster_id.clone()));
     }
@@ -91,15 +120,24 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
 }
 
 fn describe_topic(ctx: &RequestContext, topic: &TopicView, authorized_operations: Option<i32>) -> MetadataResponseTopic {
-    let node_id = BrokerId(ctx.broker.node.node_id);
-    let partitions = (0..topic.partitions.len() as i32)
-        .map(|index| {
+    let live: BTreeSet<i32> = ctx.broker.node.brokers().iter().map(|b| b.id).collect();
+    let ids = |ids: &[i32]| ids.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .zip(0..)
+        .map(|(p, index)| {
+            let offline: Vec<i32> = p.replicas.iter().copied().filter(|id| !live.contains(id)).collect();
+            // Kafka answers an offline partition (no leader) with LEADER_NOT_AVAILABLE.
+            let error = if p.leader.is_none() { ctx.count(ResponseError::LeaderNotAvailable.code()) } else { 0 };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(index)
-                .with_leader_id(node_id)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+                .with_leader_id(BrokerId(p.leader.unwrap_or(-1)))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     let mut out = MetadataResponseTopic::default()

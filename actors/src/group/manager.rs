@@ -127,7 +127,12 @@ impl GroupCoordinator {
                 node.create_topic(create).await?
             }
         };
-        let coordinator = Arc::new(GroupCoordinator { node, config, partitions: view.partitions, arbiter: Arbiter::new(), groups: Mutex::new(HashMap::new()) });
+        // Groups are coordinated where every offsets partition is local (a
+        // single node); coordinating per led partition comes with clusters.
+        let partitions = view
+            .local_partitions()
+            .ok_or_else(|| Error::Unavailable(OFFSETS_TOPIC.into(), "this node does not hold every partition of the offsets topic".into()))?;
+        let coordinator = Arc::new(GroupCoordinator { node, config, partitions, arbiter: Arbiter::new(), groups: Mutex::new(HashMap::new()) });
         let loaded = coordinator.load().await?;
         let count = loaded.len();
         for (group_id, (stored, offsets)) in loaded {
@@ -338,6 +343,9 @@ mod tests {
             maintenance_interval: Duration::from_secs(60),
             partition_threads: 1,
             archive: None,
+            endpoints: vec![],
+            rack: None,
+            cluster: Default::default(),
         }
     }
 

@@ -129,6 +129,17 @@ impl Handler<Counted<Reconfigure>> for PartitionActor {
     }
 }
 
+/// The replica manager tells partitions their new role in image order; a
+/// refused role is logged by the actor.
+impl Handler<Counted<crate::replication::SetRole>> for PartitionActor {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, counted: Counted<crate::replication::SetRole>, ctx: &mut Context<Self>) -> Self::Result {
+        let Counted { msg, _queued } = counted;
+        <PartitionActor as Handler<crate::replication::SetRole>>::handle(self, msg, ctx)
+    }
+}
+
 /// Lets [`PartitionHandle::ask`] flatten `Result<T, Error>` message results.
 pub trait ResultInner {
     type Ok;

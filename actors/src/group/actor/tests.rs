@@ -50,6 +50,9 @@ async fn fixture(initial_rebalance_delay_ms: u64) -> Fixture {
         maintenance_interval: Duration::from_secs(60),
         partition_threads: 1,
         archive: None,
+        endpoints: vec![],
+        rack: None,
+        cluster: Default::default(),
     };
     let node = NodeHandle::start(options).await.expect("the node starts");
     let offsets = CreateTopic { name: "offsets".into(), partitions: Some(1), replication_factor: None, configs: vec![], validate_only: false };
@@ -62,7 +65,7 @@ async fn fixture(initial_rebalance_delay_ms: u64) -> Fixture {
         consumer_session_timeout_ms: SESSION_MS,
     };
     let (tx, summary) = watch::channel(GroupSummary::default());
-    let log = view.partitions[0].clone();
+    let log = view.partitions[0].local.clone().expect("a local partition");
     let group = GroupActor::new("g".into(), None, Offsets::new(), timers, log, tx).start();
     Fixture { _dir: dir, _node: node, group, summary }
 }

@@ -5,50 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, Config, Raft};
 use uuid::Uuid;
 
 use super::*;
-
-/// The transport a single voter never needs: every call fails as unreachable.
-struct NoNetwork;
-
-#[derive(Debug, thiserror::Error)]
-#[error("a single-voter metadata quorum has no peers to call")]
-struct NoPeers;
-
-impl RaftNetworkFactory<MetadataTypeConfig> for NoNetwork {
-    type Network = NoNetwork;
-
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> Self::Network {
-        NoNetwork
-    }
-}
-
-impl RaftNetwork<MetadataTypeConfig> for NoNetwork {
-    async fn append_entries(
-        &mut self,
-        _rpc: AppendEntriesRequest<MetadataTypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoPeers)))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<MetadataTypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoPeers)))
-    }
-
-    async fn vote(&mut self, _rpc: VoteRequest<u64>, _option: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(RPCError::Unreachable(Unreachable::new(&NoPeers)))
-    }
-}
+use crate::metadata::store::SingleVoterNetwork as NoNetwork;
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -1,0 +1,336 @@
+//! Admin requests as proposals. Each handler makes the controller's decisions
+//! from the current image (topic id, replica placement over the live brokers,
+//! config diffs, a producer-id block), proposes them as one atomic batch to the
+//! [`MetadataStore`](crate::metadata::MetadataStore), and answers once the batch
+//! is committed and this node's replica manager has applied it, so a topic
+//! returned by `CreateTopic` already has its partition actors.
+//!
+//! [`AlterIsr`] is the leader's ISR change (the node's [`AlterPartition`]):
+//! the epochs it was based on are checked against the image before the
+//! `PartitionChange` is proposed. The check runs on the proposing node, so a
+//! change committed by another controller between the check and the commit
+//! is not caught; an apply-time guard needs the epochs in the record.
+//!
+//! The handlers answer `AtomicResponse`s: the node handles one admin change at
+//! a time, as before, so two creations of one name cannot both pass the check.
+
+use actix::prelude::*;
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use super::placement::{live_brokers, place};
+use super::registry::{PartitionView, TopicView};
+use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, PARTITIONS_MAX};
+use crate::catalog::{self, PRODUCER_ID_BLOCK};
+use crate::error::{Error, MetadataError};
+use crate::metadata::quorum::{ApplyError, BrokerId, ConfigResource, MetadataBatch, MetadataImage, MetadataRecord, MetadataResponse, TopicImage};
+use crate::replication::{AlterPartition, IsrChange};
+use crate::topic_config::TopicConfigs;
+
+type AdminFuture<T> = ResponseActFuture<Node, Result<T, Error>>;
+
+fn ready<T: 'static>(result: Result<T, Error>) -> AdminFuture<T> {
+    Box::pin(actix::fut::ready(result))
+}
+
+/// The domain error for a batch the image refused.
+fn refused(error: ApplyError) -> Error {
+    match error {
+        ApplyError::TopicExists(name) => Error::TopicAlreadyExists(name),
+        ApplyError::UnknownTopic(name) => Error::UnknownTopicOrPartition(name),
+        ApplyError::UnknownTopicId(id) => Error::UnknownTopicId(id),
+        other => MetadataError::Rejected(other).into(),
+    }
+}
+
+/// `Ok` with the response of an applied batch, the domain error of a refused one.
+pub(super) fn expect_applied(response: MetadataResponse) -> Result<MetadataResponse, Error> {
+    match response {
+        MetadataResponse::Rejected { error, .. } => Err(refused(error)),
+        other => Ok(other),
+    }
+}
+
+/// The records that create a topic: the topic, its partitions (the first
+/// replica leads, every replica in sync) and its config overrides.
+pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[Vec<BrokerId>], configs: &TopicConfigs) -> MetadataBatch {
+    let mut records = vec![MetadataRecord::Topic { name: name.to_owned(), topic_id }];
+    records.extend(partition_records(topic_id, 0, replicas));
+    records.extend(configs.pairs().iter().map(|(k, v)| MetadataRecord::Config {
+        resource: ConfigResource::Topic(name.to_owned()),
+        name: k.clone(),
+        value: Some(v.clone()),
+    }));
+    MetadataBatch { records }
+}
+
+fn partition_records(topic_id: Uuid, first: i32, replicas: &[Vec<BrokerId>]) -> impl Iterator<Item = MetadataRecord> + '_ {
+    replicas.iter().zip(first..).map(move |(replicas, partition)| MetadataRecord::Partition {
+        topic_id,
+        partition,
+        replicas: replicas.clone(),
+        isr: replicas.clone(),
+        leader: replicas.first().copied(),
+    })
+}
+
+fn image_topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a TopicImage, Error> {
+    image.topic(name).ok_or_else(|| Error::UnknownTopicOrPartition(name.to_owned()))
+}
+
+fn topic_configs(topic: &TopicImage) -> Result<TopicConfigs, Error> {
+    TopicConfigs::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+impl Node {
+    fn image(&self) -> std::sync::Arc<crate::metadata::quorum::AppliedState> {
+        self.store.image().borrow().clone()
+    }
+
+    /// Proposes `batch`; once it is committed and applied here, runs `then`
+    /// with the response.
+    fn propose_then<T: 'static>(
+        &mut self,
+        batch: MetadataBatch,
+        then: impl FnOnce(&mut Node, MetadataResponse) -> Result<T, Error> + 'static,
+    ) -> AdminFuture<T> {
+        let store = self.store.clone();
+        let proposed = async move {
+            let (response, index) = store.propose_at(batch).await?;
+            if let Some(index) = index {
+                store.wait_applied(index).await?;
+            }
+            Ok(response)
+        };
+        Box::pin(proposed.into_actor(self).then(move |answer: Result<MetadataResponse, Error>, node, _| match answer.and_then(expect_applied) {
+            Err(e) => ready(Err(e)),
+            Ok(response) => Box::pin(node.apply_image().map(move |(), node, _| then(node, response))) as AdminFuture<T>,
+        }))
+    }
+
+    fn refuse_if_shutting_down(&self) -> Result<(), Error> {
+        if self.shutting_down {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn view(&self, name: &str) -> Result<TopicView, Error> {
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        registry.topics.get(name).cloned().ok_or_else(|| Error::Unavailable(name.to_owned(), "created, not yet in this node's metadata".into()))
+    }
+}
+
+impl Handler<CreateTopic> for Node {
+    type Result = AtomicResponse<Self, Result<TopicView, Error>>;
+
+    fn handle(&mut self, msg: CreateTopic, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let prepared = (|| {
+            self.refuse_if_shutting_down()?;
+            catalog::validate_topic_name(&msg.name)?;
+            if state.image.topic(&msg.name).is_some() {
+                return Err(Error::TopicAlreadyExists(msg.name.clone()));
+            }
+            let partitions = match msg.partitions {
+                None | Some(-1) => self.options.default_partitions,
+                Some(n) if (1..=PARTITIONS_MAX).contains(&n) => n,
+                Some(n) => return Err(Error::InvalidPartitions(format!("{n} partitions; must be 1..={PARTITIONS_MAX}"))),
+            };
+            let replication_factor = match msg.replication_factor {
+                None | Some(-1) => 1,
+                Some(n) => n,
+            };
+            let configs = TopicConfigs::from_pairs(msg.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let id = Uuid::new_v4();
+            let replicas = place(&live_brokers(&state.image), id, 0, partitions, replication_factor)?;
+            Ok((id, replicas, configs))
+        })();
+        let (id, replicas, configs) = match prepared {
+            Ok(p) => p,
+            Err(e) => return AtomicResponse::new(ready(Err(e))),
+        };
+        if msg.validate_only {
+            let partitions = replicas
+                .into_iter()
+                .map(|r| PartitionView { leader: r.first().copied(), isr: r.clone(), replicas: r, leader_epoch: 0, partition_epoch: 0, local: None })
+                .collect();
+            return AtomicResponse::new(ready(Ok(TopicView { name: msg.name.as_str().into(), id, configs, partitions })));
+        }
+        let batch = topic_batch(&msg.name, id, &replicas, &configs);
+        let name = msg.name;
+        AtomicResponse::new(self.propose_then(batch, move |node, _| {
+            tracing::info!(topic = %name, partitions = replicas.len(), "topic created");
+            node.view(&name)
+        }))
+    }
+}
+
+impl Handler<DeleteTopic> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: DeleteTopic, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let topic_id = match self.refuse_if_shutting_down().and_then(|()| image_topic(&state.image, &msg.name).map(|t| t.topic_id)) {
+            Ok(id) => id,
+            Err(e) => return AtomicResponse::new(ready(Err(e))),
+        };
+        AtomicResponse::new(self.propose_then(MetadataBatch::one(MetadataRecord::RemoveTopic { topic_id }), |_, _| Ok(())))
+    }
+}
+
+impl Handler<CreatePartitions> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: CreatePartitions, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let checked = (|| {
+            self.refuse_if_shutting_down()?;
+            let topic = image_topic(&state.image, &msg.name)?;
+            let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+            if msg.count <= current {
+                return Err(Error::InvalidPartitions(format!("topic {} has {current} partitions; the new count {} must be larger", msg.name, msg.count)));
+            }
+            if msg.count > PARTITIONS_MAX {
+                return Err(Error::InvalidPartitions(format!("{} partitions; must be at most {PARTITIONS_MAX}", msg.count)));
+            }
+            let factor = topic.partitions.first().map_or(1, |p| i32::try_from(p.replicas.len()).unwrap_or(i32::MAX));
+            let replicas = place(&live_brokers(&state.image), topic.topic_id, current, msg.count - current, factor)?;
+            Ok(MetadataBatch { records: partition_records(topic.topic_id, current, &replicas).collect() })
+        })();
+        match checked {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(_) if msg.validate_only => AtomicResponse::new(ready(Ok(()))),
+            Ok(batch) => AtomicResponse::new(self.propose_then(batch, |_, _| Ok(()))),
+        }
+    }
+}
+
+impl Handler<AlterTopicConfigs> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: AlterTopicConfigs, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let changed = (|| {
+            self.refuse_if_shutting_down()?;
+            let topic = image_topic(&state.image, &msg.name)?;
+            let current = topic_configs(topic)?;
+            let mut configs = if msg.replace_all { TopicConfigs::default() } else { current.clone() };
+            for change in &msg.changes {
+                match change {
+                    ConfigChange::Set(k, v) => configs.set(k, v)?,
+                    ConfigChange::Delete(k) => configs.remove(k)?,
+                }
+            }
+            let resource = || ConfigResource::Topic(msg.name.clone());
+            let set = configs.pairs().iter().filter(|(k, v)| current.get(k) != Some(v.as_str())).map(|(k, v)| MetadataRecord::Config {
+                resource: resource(),
+                name: k.clone(),
+                value: Some(v.clone()),
+            });
+            let deleted = current.pairs().keys().filter(|k| configs.get(k).is_none()).map(|k| MetadataRecord::Config {
+                resource: resource(),
+                name: k.clone(),
+                value: None,
+            });
+            Ok(MetadataBatch { records: set.chain(deleted).collect() })
+        })();
+        match changed {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(batch) if msg.validate_only || batch.records.is_empty() => AtomicResponse::new(ready(Ok(()))),
+            Ok(batch) => AtomicResponse::new(self.propose_then(batch, |_, _| Ok(()))),
+        }
+    }
+}
+
+impl Handler<AllocateProducerId> for Node {
+    type Result = AtomicResponse<Self, Result<i64, Error>>;
+
+    fn handle(&mut self, _msg: AllocateProducerId, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(id) = self.producer_ids.take() {
+            return AtomicResponse::new(ready(Ok(id)));
+        }
+        let state = self.image();
+        let Some(broker) = state.image.brokers.get(&self.options.node_id) else {
+            return AtomicResponse::new(ready(Err(Error::Unavailable("producer ids".into(), "this broker is not registered yet".into()))));
+        };
+        let record = MetadataRecord::ProducerIds { broker_id: broker.broker_id, broker_epoch: broker.broker_epoch, block_size: PRODUCER_ID_BLOCK };
+        AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |node, response| {
+            let block = match response {
+                MetadataResponse::Applied { producer_ids, .. } => producer_ids.first().copied(),
+                _ => None,
+            };
+            let block = block.ok_or_else(|| Error::from(MetadataError::Raft { action: "allocate producer ids", reason: "no block in the answer".into() }))?;
+            node.producer_ids = ProducerIds { next: block.first_producer_id, end: block.first_producer_id.saturating_add(block.size) };
+            node.producer_ids.take().ok_or_else(|| Error::from(MetadataError::Raft { action: "allocate producer ids", reason: "an empty block".into() }))
+        }))
+    }
+}
+
+/// The producer-id block this broker hands out from: `[next, end)`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ProducerIds {
+    next: i64,
+    end: i64,
+}
+
+impl ProducerIds {
+    fn take(&mut self) -> Option<i64> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+}
+
+/// A leader's ISR change (Kafka's AlterPartition), proposed as a
+/// `PartitionChange` once the epochs it was based on are still current.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct AlterIsr(pub IsrChange);
+
+impl Handler<AlterIsr> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, AlterIsr(change): AlterIsr, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let checked = (|| {
+            self.refuse_if_shutting_down()?;
+            let topic = state.image.topics.get(&change.topic_id).ok_or(Error::UnknownTopicId(change.topic_id))?;
+            let name = format!("{}-{}", topic.name, change.partition);
+            let p = usize::try_from(change.partition).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(|| Error::UnknownTopicOrPartition(name.clone()))?;
+            if change.leader_epoch != p.leader_epoch {
+                return Err(Error::FencedLeaderEpoch { partition: name, epoch: change.leader_epoch, current: p.leader_epoch });
+            }
+            if change.partition_epoch != p.partition_epoch {
+                return Err(Error::StalePartitionEpoch { partition: name, epoch: change.partition_epoch, current: p.partition_epoch });
+            }
+            if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
+                return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!(
+                    "the ISR {:?} must hold the leader {:?}",
+                    change.new_isr, p.leader
+                )))
+                .into());
+            }
+            Ok(MetadataRecord::PartitionChange {
+                topic_id: change.topic_id,
+                partition: change.partition,
+                leader: None,
+                isr: Some(change.new_isr.clone()),
+                replicas: None,
+            })
+        })();
+        match checked {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(record) => AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |_, _| Ok(()))),
+        }
+    }
+}
+
+impl AlterPartition for super::NodeHandle {
+    fn alter_partition(&self, change: IsrChange) -> BoxFuture<'static, Result<(), Error>> {
+        let node = self.clone();
+        Box::pin(async move { node.ask(AlterIsr(change)).await? })
+    }
+}

@@ -564,7 +564,7 @@ impl Config {
             }),
             // The broker fills in its advertised listener once it is bound.
             endpoints: Vec::new(),
-            rack: None,
+            rack: self.broker.rack.clone(),
             cluster: Default::default(),
         }
     }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use openraft::{BasicNode, Raft};
-use silt_actors::metadata::quorum::{AppliedState, BrokerId, Endpoint, MetadataBatch, MetadataTypeConfig};
+use silt_actors::error::MetadataError;
+use silt_actors::metadata::quorum::{AppliedState, BrokerId, Endpoint, MetadataBatch, MetadataResponse, MetadataTypeConfig};
+use silt_actors::metadata::ProposalForwarder;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,7 +25,7 @@ use uuid::Uuid;
 
 use super::broker_session::{self, BrokerSessionOptions, BrokerSessionState};
 use super::client::{ClientOptions, Peers};
-use super::message::ForwardedCommit;
+use super::message::{ForwardError, ForwardedCommit};
 use super::raft_network::ClusterNetwork;
 use super::server::{serve, ServerOptions};
 use super::service::{forward_proposal, spawn_session_controller, ForwardCallError, VoterService};
@@ -188,6 +190,24 @@ impl ClusterForwarder {
                 }
             }
             Ok(commit)
+        }
+        .boxed()
+    }
+}
+
+impl ProposalForwarder for ClusterForwarder {
+    fn forward(&self, leader: u64, batch: MetadataBatch) -> BoxFuture<'static, Result<MetadataResponse, silt_actors::Error>> {
+        let forwarded = self.forward_indexed(leader, batch);
+        async move { forwarded.await.map(|(response, _)| response) }.boxed()
+    }
+
+    fn forward_indexed(&self, leader: u64, batch: MetadataBatch) -> BoxFuture<'static, Result<(MetadataResponse, Option<u64>), silt_actors::Error>> {
+        let forwarded = self.forward_to(leader, batch);
+        async move {
+            forwarded.await.map(|commit| (commit.response, Some(commit.log_index))).map_err(|e| match e {
+                ForwardToError::Forward(ForwardCallError::Refused(ForwardError::NotLeader { leader, .. })) => MetadataError::NotController { leader }.into(),
+                e => MetadataError::Raft { action: "forward a proposal to the active controller", reason: e.to_string() }.into(),
+            })
         }
         .boxed()
     }

@@ -130,6 +130,11 @@ async fn start_node(config: &Config, mut options: silt_actors::NodeOptions) -> a
     let Some(cluster) = config.cluster_config()? else {
         return Ok((NodeHandle::start(options).await.with_context(opened)?, None));
     };
+    if !cluster.is_controller() {
+        // A broker that is not a voter must follow the metadata log as an
+        // openraft learner, which the controller does not add yet.
+        anyhow::bail!("cluster.roles = [\"broker\"] (a broker that is not one of cluster.voters) is not supported yet: every node must include the controller role");
+    }
     let edge = ClusterEdge::bind(cluster).await?;
     let identity = BrokerIdentity { endpoints: options.endpoints.clone(), rack: options.rack.clone() };
     options.cluster.voters = edge.voters();

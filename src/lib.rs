@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod perf;
 pub mod protocol;
 pub mod replay;
+pub mod replication;
 pub mod server;
 #[allow(unsafe_code, reason = "BufMut is an unsafe trait")]
 pub mod shared_frame;

@@ -26,6 +26,8 @@ pub enum Error {
     InvalidConfig { key: String, value: String, reason: String },
     #[error("acks=all needs {required} in-sync replicas (min.insync.replicas) but {available} are in sync")]
     NotEnoughReplicas { required: i32, available: i32 },
+    #[error("the batch was written but the ISR shrank to {available}, below min.insync.replicas {required}, before it was committed")]
+    NotEnoughReplicasAfterAppend { required: i32, available: i32 },
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("archive: {0}")]
@@ -37,9 +39,11 @@ pub enum Error {
     /// An ISR change based on an older partition epoch (Kafka's INVALID_UPDATE_VERSION).
     #[error("partition {partition}: partition epoch {epoch} is not the current {current}")]
     StalePartitionEpoch { partition: String, epoch: i32, current: i32 },
-    /// This broker holds no replica of the partition, or does not lead it.
-    #[error("this broker is not the leader of partition {partition} (leader: {leader:?})")]
-    NotLeaderOrFollower { partition: String, leader: Option<i32> },
+    /// This broker holds no replica of the partition, or does not lead it
+    /// (`reason` says which); `leader` is the leader it knows of, if any: the
+    /// new-leader hint of the Kafka answer.
+    #[error("this broker is not the leader of partition {partition}: {reason} (leader: {leader:?})")]
+    NotLeaderOrFollower { partition: String, leader: Option<i32>, reason: &'static str },
     #[error("partition {0} is unavailable: {1}")]
     Unavailable(String, String),
     #[error("the node is shutting down")]

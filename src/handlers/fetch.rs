@@ -5,6 +5,14 @@
 //! published watermarks and reads only partitions with data past the fetch
 //! offset. Fetch sessions (KIP-227) are not kept: every response carries
 //! session id 0, which tells clients to send full fetch requests.
+//!
+//! A fetch with a replica id (a follower's, `ReplicaState` since v15) reads
+//! up to the log end rather than the high watermark, and its first read of
+//! every partition goes to the actor even without new data: the fetch
+//! offset is the follower's log end, which may move the high watermark.
+//! Every read carries the client's `current_leader_epoch` (FENCED_LEADER_EPOCH
+//! / UNKNOWN_LEADER_EPOCH) and a follower refuses consumers with
+//! NOT_LEADER_OR_FOLLOWER (no fetching from followers yet).
 
 use std::time::Duration;
 
@@ -13,7 +21,8 @@ use futures::future::{select_all, FutureExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
-use silt_actors::partition::Read;
+use silt_actors::partition::Watermarks;
+use silt_actors::partition::{CheckedRead, Read, ReplicaFetch};
 use silt_actors::PartitionHandle;
 use tokio::time::Instant;
 
@@ -25,6 +34,8 @@ const FETCH_SESSION_SINCE_VERSION: i16 = 7;
 
 /// Fetch v13 names topics by id instead of by name.
 const TOPIC_IDS_SINCE_VERSION: i16 = 13;
+/// Fetch v15 moved the replica id into `ReplicaState` (KIP-903).
+const REPLICA_STATE_SINCE_VERSION: i16 = 15;
 /// The longest a fetch may wait, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
 
@@ -33,7 +44,11 @@ struct Slot {
     partition: i32,
     handle: Result<PartitionHandle, silt_actors::Error>,
     fetch_offset: i64,
+    /// The client's view of the leader epoch (`None`: -1, no check).
+    current_leader_epoch: Option<i32>,
     partition_max_bytes: usize,
+    /// Whether the actor has been asked once (a follower's fetch always is).
+    asked: bool,
     records: Option<Bytes>,
     error: Option<silt_actors::Error>,
     high_watermark: i64,
@@ -73,7 +88,9 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
                     partition: p.partition,
                     handle: if unknown_id { Err(silt_actors::Error::UnknownTopicId(topic.topic_id)) } else { node.partition(&name, p.partition) },
                     fetch_offset: p.fetch_offset,
+                    current_leader_epoch: (p.current_leader_epoch >= 0).then_some(p.current_leader_epoch),
                     partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                    asked: false,
                     records: None,
                     error: None,
                     high_watermark: -1,
@@ -84,17 +101,19 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
         })
         .collect();
 
+    let replica_id = if ctx.version >= REPLICA_STATE_SINCE_VERSION { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+    let replica = (replica_id >= 0).then_some(replica_id);
     let max_bytes = if request.max_bytes <= 0 { i32::MAX as usize } else { request.max_bytes as usize };
     let min_bytes = request.min_bytes.max(0) as usize;
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     loop {
-        let gathered = read_available(&mut topics, max_bytes).await;
+        let gathered = read_available(&mut topics, max_bytes, replica).await;
         let any_error = topics.iter().flat_map(|t| &t.slots).any(|s| s.error.is_some() || s.handle.is_err());
         if gathered >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             break;
         }
-        if !wait_for_data(&topics, deadline).await {
+        if !wait_for_data(&topics, deadline, replica).await {
             break;
         }
     }
@@ -139,9 +158,17 @@ pub async fn handle(ctx: &RequestContext, request: FetchRequest) -> FetchRespons
     response
 }
 
+/// Whether a slot has an answer now, by its partition's published watermarks.
+fn would_answer(marks: &Watermarks, slot: &Slot, replica: Option<i32>) -> bool {
+    match replica {
+        Some(_) => !slot.asked || marks.replica_fetch_would_answer(slot.fetch_offset),
+        None => marks.refuses(slot.current_leader_epoch) || marks.fetch_would_answer(slot.fetch_offset),
+    }
+}
+
 /// Reads every partition that has data past its fetch offset and has not been
 /// read yet, within the response's byte budget. Returns the bytes gathered so far.
-async fn read_available(topics: &mut [TopicSlots], max_bytes: usize) -> usize {
+async fn read_available(topics: &mut [TopicSlots], max_bytes: usize, replica: Option<i32>) -> usize {
     let mut gathered: usize = topics.iter().flat_map(|t| &t.slots).filter_map(|s| s.records.as_ref()).map(Bytes::len).sum();
     for slot in topics.iter_mut().flat_map(|t| t.slots.iter_mut()) {
         let Ok(handle) = &slot.handle else { continue };
@@ -151,7 +178,7 @@ async fn read_available(topics: &mut [TopicSlots], max_bytes: usize) -> usize {
         if slot.records.is_some() || slot.error.is_some() {
             continue;
         }
-        if !marks.fetch_would_answer(slot.fetch_offset) {
+        if !would_answer(&marks, slot, replica) {
             continue; // nothing new yet
         }
         // Always let the first partition with data return one batch, even past max_bytes (KIP-74).
@@ -159,7 +186,14 @@ async fn read_available(topics: &mut [TopicSlots], max_bytes: usize) -> usize {
         if budget == 0 && gathered > 0 {
             continue;
         }
-        match handle.ask(Read { offset: slot.fetch_offset, max_bytes: budget.max(1) }).await {
+        let read = Read { offset: slot.fetch_offset, max_bytes: budget.max(1) };
+        slot.asked = true;
+        let current_leader_epoch = slot.current_leader_epoch;
+        let answer = match replica {
+            Some(replica) => handle.ask(ReplicaFetch { replica, offset: read.offset, max_bytes: read.max_bytes, current_leader_epoch }).await,
+            None => handle.ask(CheckedRead { read, current_leader_epoch }).await,
+        };
+        match answer {
             Ok(read) => {
                 slot.high_watermark = read.high_watermark;
                 slot.log_start_offset = read.log_start_offset;
@@ -176,20 +210,20 @@ async fn read_available(topics: &mut [TopicSlots], max_bytes: usize) -> usize {
 
 /// Waits until a partition without data publishes new watermarks, or the
 /// deadline. Returns false at the deadline.
-async fn wait_for_data(topics: &[TopicSlots], deadline: Instant) -> bool {
+async fn wait_for_data(topics: &[TopicSlots], deadline: Instant, replica: Option<i32>) -> bool {
     let mut receivers: Vec<_> = topics
         .iter()
         .flat_map(|t| &t.slots)
         .filter(|s| s.records.is_none())
-        .filter_map(|s| s.handle.as_ref().ok().map(|h| (h.watermarks.clone(), s.fetch_offset)))
+        .filter_map(|s| s.handle.as_ref().ok().map(|h| (h.watermarks.clone(), s)))
         .collect();
     if receivers.is_empty() {
         tokio::time::sleep_until(deadline).await;
         return false;
     }
     // Data may have arrived since the partitions were read: check before sleeping.
-    for (rx, fetch_offset) in &mut receivers {
-        if rx.borrow_and_update().fetch_would_answer(*fetch_offset) {
+    for (rx, slot) in &mut receivers {
+        if would_answer(&rx.borrow_and_update(), slot, replica) {
             return true;
         }
     }

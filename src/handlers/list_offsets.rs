@@ -3,7 +3,7 @@
 use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use silt_actors::partition::{ListOffset, OffsetSpec};
+use silt_actors::partition::{CheckedListOffset, OffsetSpec};
 
 use crate::protocol::RequestContext;
 
@@ -28,9 +28,11 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
         let name = topic.name.0.as_str();
         let partitions = join_all(topic.partitions.iter().map(|p| async move {
             let mut out = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
-            let result = match node.partition(name, p.partition_index) {
-                Ok(handle) => handle.ask(ListOffset(offset_spec(p.timestamp))).await,
-                Err(e) => Err(e),
+            // -1 (v4+; the default before) asks for no leader-epoch check.
+            let current_leader_epoch = (p.current_leader_epoch >= 0).then_some(p.current_leader_epoch);
+            let (result, leader_epoch) = match node.partition(name, p.partition_index) {
+                Ok(handle) => (handle.ask(CheckedListOffset { spec: offset_spec(p.timestamp), current_leader_epoch }).await, handle.watermarks().leader_epoch),
+                Err(e) => (Err(e), -1),
             };
             match result {
                 Ok(Some((offset, timestamp))) => {
@@ -38,7 +40,7 @@ pub async fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> ListOf
                     out.timestamp = timestamp;
                     // ListOffsets v4 added the leader epoch; older versions must leave it unset.
                     if ctx.version >= LEADER_EPOCH_SINCE_VERSION {
-                        out.leader_epoch = 0;
+                        out.leader_epoch = leader_epoch;
                     }
                 }
                 Ok(None) => {}

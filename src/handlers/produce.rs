@@ -1,5 +1,8 @@
 //! Produce: append producers' record batches to partitions.
 
+use std::future::Future;
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError;
@@ -24,6 +27,18 @@ fn required_acks(acks: i16) -> Option<RequiredAcks> {
     }
 }
 
+/// Waits for an append, for at most `timeout` when it waits for the ISR
+/// (acks=all): `None` when the time ran out (REQUEST_TIMED_OUT; the batch is
+/// written and may still be committed, as in Kafka). A timeout of 0 does not
+/// bound the wait: a sole replica answers as soon as it has written, and
+/// Kafka's own zero-timeout produce completes whatever is already satisfied.
+async fn within<T>(timeout: Duration, acks: RequiredAcks, append: impl Future<Output = T>) -> Option<T> {
+    if acks != RequiredAcks::All || timeout.is_zero() {
+        return Some(append.await);
+    }
+    tokio::time::timeout(timeout, append).await.ok()
+}
+
 /// Handles a produce request; `None` when acks=0 asks for no response.
 pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = required_acks(request.acks);
@@ -35,6 +50,7 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
     } else {
         None
     };
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let node = &ctx.broker.node;
     let metrics = &ctx.broker.metrics;
     let topics = join_all(request.topic_data.into_iter().map(|topic| async move {
@@ -58,9 +74,21 @@ pub async fn handle(ctx: &RequestContext, request: ProduceRequest) -> Option<Pro
                     return out;
                 };
                 let records = p.records.unwrap_or_else(Bytes::new);
+                let Some(acks) = acks else { return out };
                 let appended = match node.partition(&name, p.index) {
-                    Ok(handle) => handle.ask(Append { records, acks: acks.expect("checked above") }).await,
-                    Err(e) => Err(e),
+                    Ok(handle) => within(timeout, acks, handle.ask(Append { records, acks })).await,
+                    Err(e) => Some(Err(e)),
+                };
+                let appended = match appended {
+                    Some(appended) => appended,
+                    None => {
+                        fail(
+                            &mut out,
+                            ResponseError::RequestTimedOut.code(),
+                            &"the batch was not replicated to the in-sync replicas within the request's timeout",
+                        );
+                        return out;
+                    }
                 };
                 match appended {
                     Ok(result) => {

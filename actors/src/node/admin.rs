@@ -24,6 +24,7 @@ use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartition
 use crate::catalog::{self, PRODUCER_ID_BLOCK};
 use crate::error::{Error, MetadataError};
 use crate::metadata::quorum::{ApplyError, BrokerId, ConfigResource, MetadataBatch, MetadataImage, MetadataRecord, MetadataResponse, TopicImage};
+use crate::metadata::store::MetadataStore;
 use crate::replication::{AlterPartition, IsrChange};
 use crate::topic_config::TopicConfigs;
 
@@ -295,32 +296,7 @@ impl Handler<AlterIsr> for Node {
 
     fn handle(&mut self, AlterIsr(change): AlterIsr, _ctx: &mut Context<Self>) -> Self::Result {
         let state = self.image();
-        let checked = (|| {
-            self.refuse_if_shutting_down()?;
-            let topic = state.image.topics.get(&change.topic_id).ok_or(Error::UnknownTopicId(change.topic_id))?;
-            let name = format!("{}-{}", topic.name, change.partition);
-            let p = usize::try_from(change.partition).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(|| Error::UnknownTopicOrPartition(name.clone()))?;
-            if change.leader_epoch != p.leader_epoch {
-                return Err(Error::FencedLeaderEpoch { partition: name, epoch: change.leader_epoch, current: p.leader_epoch });
-            }
-            if change.partition_epoch != p.partition_epoch {
-                return Err(Error::StalePartitionEpoch { partition: name, epoch: change.partition_epoch, current: p.partition_epoch });
-            }
-            if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
-                return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!(
-                    "the ISR {:?} must hold the leader {:?}",
-                    change.new_isr, p.leader
-                )))
-                .into());
-            }
-            Ok(MetadataRecord::PartitionChange {
-                topic_id: change.topic_id,
-                partition: change.partition,
-                leader: None,
-                isr: Some(change.new_isr.clone()),
-                replicas: None,
-            })
-        })();
+        let checked = self.refuse_if_shutting_down().and_then(|()| isr_change_record(&state.image, &change));
         match checked {
             Err(e) => AtomicResponse::new(ready(Err(e))),
             Ok(record) => AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |_, _| Ok(()))),
@@ -328,9 +304,50 @@ impl Handler<AlterIsr> for Node {
     }
 }
 
+/// The `PartitionChange` record for a leader's ISR change, if the epochs it
+/// was based on are still the image's and the new ISR holds the leader.
+fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<MetadataRecord, Error> {
+    let topic = image.topics.get(&change.topic_id).ok_or(Error::UnknownTopicId(change.topic_id))?;
+    let name = format!("{}-{}", topic.name, change.partition);
+    let p = usize::try_from(change.partition).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(|| Error::UnknownTopicOrPartition(name.clone()))?;
+    if change.leader_epoch != p.leader_epoch {
+        return Err(Error::FencedLeaderEpoch { partition: name, epoch: change.leader_epoch, current: p.leader_epoch });
+    }
+    if change.partition_epoch != p.partition_epoch {
+        return Err(Error::StalePartitionEpoch { partition: name, epoch: change.partition_epoch, current: p.partition_epoch });
+    }
+    if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
+        return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!("the ISR {:?} must hold the leader {:?}", change.new_isr, p.leader))).into());
+    }
+    Ok(MetadataRecord::PartitionChange {
+        topic_id: change.topic_id,
+        partition: change.partition,
+        leader: None,
+        isr: Some(change.new_isr.clone()),
+        replicas: None,
+    })
+}
+
 impl AlterPartition for super::NodeHandle {
     fn alter_partition(&self, change: IsrChange) -> BoxFuture<'static, Result<(), Error>> {
         let node = self.clone();
         Box::pin(async move { node.ask(AlterIsr(change)).await? })
+    }
+}
+
+/// The partitions' way to the controller: an ISR change checked against the
+/// local image and proposed straight to the metadata store. Partition actors
+/// start before the node actor exists, so they hold this rather than a
+/// [`NodeHandle`](super::NodeHandle); the change reaches them back as a new
+/// role once the record is applied.
+pub(super) struct StoreAlterPartition(pub MetadataStore);
+
+impl AlterPartition for StoreAlterPartition {
+    fn alter_partition(&self, change: IsrChange) -> BoxFuture<'static, Result<(), Error>> {
+        let store = self.0.clone();
+        Box::pin(async move {
+            let record = isr_change_record(&store.image().borrow().image, &change)?;
+            expect_applied(store.propose(MetadataBatch::one(record)).await?).map(|_| ())
+        })
     }
 }

@@ -294,6 +294,7 @@ impl NodeHandle {
             maintenance_interval: options.maintenance_interval,
             archive: options.archive.clone(),
             fetchers: cluster.fetchers.clone(),
+            alter_partition: Some(Arc::new(admin::StoreAlterPartition(store.clone()))),
         };
         let mut manager = ReplicaManager::new(manager_options, options.partition_threads, registry.clone(), prepared.clean);
         let state = store.image().borrow().clone();
@@ -399,7 +400,7 @@ impl NodeHandle {
         let view = registry.topics.get(topic).and_then(|t| usize::try_from(partition).ok().and_then(|p| t.partitions.get(p)));
         match view {
             Some(PartitionView { local: Some(handle), .. }) => Ok(handle.clone()),
-            Some(p) => Err(Error::NotLeaderOrFollower { partition: format!("{topic}-{partition}"), leader: p.leader }),
+            Some(p) => Err(Error::NotLeaderOrFollower { partition: format!("{topic}-{partition}"), leader: p.leader, reason: "it holds no replica of it" }),
             None => Err(Error::UnknownTopicOrPartition(format!("{topic}-{partition}"))),
         }
     }

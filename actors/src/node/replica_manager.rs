@@ -33,8 +33,11 @@ use uuid::Uuid;
 use super::registry::{BrokerView, PartitionView, Registry, TopicView};
 use super::{is_internal, NodeArchiveOptions, DELETED_SUFFIX};
 use crate::metadata::quorum::{AppliedState, BrokerId, MetadataImage, PartitionImage, TopicImage};
-use crate::partition::{ArchiveOptions, ArchiveStatus, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, Retire, Watermarks};
-use crate::replication::{FollowedPartition, LeaderEndpoint, PartitionRole, ReplicaFetchers, SetRole};
+use crate::partition::{
+    ArchiveOptions, ArchiveStatus, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, ReplicationOptions, Retire, Watermarks,
+    REPLICA_LAG_TIME_MAX_DEFAULT,
+};
+use crate::replication::{AlterPartition, FollowedPartition, LeaderEndpoint, PartitionRole, ReplicaFetchers, SetRole};
 use crate::topic_config::{TopicConfigs, TopicDefaults};
 use crate::TopicPartition;
 
@@ -50,6 +53,8 @@ pub(super) struct ManagerOptions {
     pub maintenance_interval: Duration,
     pub archive: Option<NodeArchiveOptions>,
     pub fetchers: Option<Arc<dyn ReplicaFetchers>>,
+    /// How leaders ask the controller to change their ISR.
+    pub alter_partition: Option<Arc<dyn AlterPartition>>,
 }
 
 /// One partition actor of this node.
@@ -244,6 +249,12 @@ impl ReplicaManager {
             maintenance_interval: self.maintenance_interval(configs),
             archive,
             role,
+            replication: ReplicationOptions {
+                local_broker: self.options.node_id,
+                topic_id: topic.topic_id,
+                alter_partition: self.options.alter_partition.clone(),
+                replica_lag_time_max: REPLICA_LAG_TIME_MAX_DEFAULT,
+            },
         };
         let (tx, rx) = watch::channel(Watermarks::default());
         let restarts = self.restarts.clone();

@@ -15,6 +15,9 @@ impl Handler<DeleteRecords> for PartitionActor {
 
     fn handle(&mut self, msg: DeleteRecords, ctx: &mut Context<Self>) -> Self::Result {
         AtomicResponse::new(self.guarded(ctx, |act, _| {
+            if let Err(e) = act.check_leader(None) {
+                return Box::pin(actix::fut::ready(Err(e)));
+            }
             let archive = act.ready_archive();
             let local = act.with_log(move |log| {
                 // -1 means "up to the high watermark", as in Kafka.

@@ -13,10 +13,10 @@ use crate::error::Error;
 use crate::{now_ms, TopicPartition};
 
 /// The high watermark rule of a partition whose only in-sync replica is this
-/// one (every partition today): what the leader has written is committed, so
-/// the high watermark moves to the log end, as Kafka's leader does when its
-/// ISR is itself. The log keeps the two apart; replication will move the
-/// high watermark to the smallest log end in the ISR instead.
+/// one (every partition of a single node): what the leader has written is
+/// committed, so the high watermark moves to the log end, as Kafka's leader
+/// does when its ISR is itself. With followers in the ISR the HW is the
+/// smallest log end among them instead (`leader.rs`).
 pub(super) fn commit_sole_replica(log: &mut PartitionLog) {
     let leo = log.log_end_offset();
     log.set_high_watermark(leo);
@@ -36,8 +36,15 @@ impl Handler<Append> for PartitionActor {
     type Result = ResponseActFuture<Self, Result<AppendResult, Error>>;
 
     fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
+        // With followers in the ISR, acks=all waits for the HW; the sole
+        // replica's appends are committed as they are written.
+        let wait_for_followers = msg.acks == RequiredAcks::All && !self.is_sole();
         // A panic holding the log lock poisons it; the restart reopens the log.
-        self.guarded(ctx, |act, ctx| act.append(msg, ctx))
+        let appended = self.guarded(ctx, |act, ctx| act.append(msg, ctx));
+        if !wait_for_followers {
+            return appended;
+        }
+        Box::pin(appended.then(|appended, act, _| act.await_commit(appended)))
     }
 }
 
@@ -50,6 +57,9 @@ impl PartitionActor {
     /// an append that `flush.messages` makes wait for an fsync joins the next
     /// group commit while later appends go on.
     pub(super) fn append(&mut self, msg: Append, ctx: &mut Context<Self>) -> LogFuture<AppendResult> {
+        if !self.role.is_leader() {
+            return Box::pin(actix::fut::ready(Err(self.not_leader())));
+        }
         if msg.acks == RequiredAcks::All {
             let required = self.options.min_insync_replicas;
             if self.in_sync_replicas() < required {
@@ -75,7 +85,9 @@ impl PartitionActor {
         }
         let appended = guard.append_buffered(&msg.records, epoch, now_ms());
         let leo = guard.log_end_offset();
-        commit_sole_replica(&mut guard);
+        if self.is_sole() {
+            commit_sole_replica(&mut guard);
+        }
         publish(&self.watermarks, Watermarks::of(&guard));
         let flush_due = guard.flush_due_by_messages();
         drop(guard);
@@ -104,10 +116,13 @@ impl PartitionActor {
     /// mailbox order.
     fn append_on_blocking_pool(&mut self, msg: Append, ctx: &mut Context<Self>) -> LogFuture<AppendResult> {
         let epoch = self.leader_epoch();
+        let sole = self.is_sole();
         let (answer, answered) = oneshot::channel();
         let appending = self.with_log(move |log| {
             let result = log.append(&msg.records, epoch, now_ms())?;
-            commit_sole_replica(log);
+            if sole {
+                commit_sole_replica(log);
+            }
             Ok(result)
         });
         ctx.wait(appending.map(move |result, _, _| {

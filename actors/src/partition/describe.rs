@@ -23,28 +23,12 @@ pub struct EndOffsetForEpoch {
 #[rtype(result = "Result<Vec<ActiveProducer>, Error>")]
 pub struct DescribeProducers;
 
-impl PartitionActor {
-    /// Kafka's leader-epoch fencing: an asker behind the leader is fenced, one
-    /// ahead of it knows of an epoch this broker has not seen yet.
-    fn check_leader_epoch(&self, current_leader_epoch: Option<i32>) -> Result<(), Error> {
-        let Some(asked) = current_leader_epoch else { return Ok(()) };
-        let current = self.leader_epoch();
-        if asked < current {
-            Err(Error::FencedLeaderEpoch { partition: self.tp.to_string(), epoch: asked, current })
-        } else if asked > current {
-            Err(Error::UnknownLeaderEpoch { partition: self.tp.to_string(), epoch: asked, current })
-        } else {
-            Ok(())
-        }
-    }
-}
-
 impl Handler<EndOffsetForEpoch> for PartitionActor {
     type Result = ResponseActFuture<Self, Result<Option<(i32, i64)>, Error>>;
 
     fn handle(&mut self, msg: EndOffsetForEpoch, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |act, _| {
-            if let Err(e) = act.check_leader_epoch(msg.current_leader_epoch) {
+            if let Err(e) = act.check_leader(msg.current_leader_epoch) {
                 return Box::pin(actix::fut::ready(Err(e)));
             }
             // Kafka's leader writes its epoch into the cache when it becomes

@@ -27,11 +27,15 @@
 //! | `read.rs` | reads and ListOffsets, locally or from the archive |
 //! | `admin.rs` | DeleteRecords, reconfiguration, close and retire |
 //! | `archiving.rs` | uploads to the archive and its retention |
+//! | `role.rs` | the role in the replica set (leader or follower) and leader-epoch checks |
+//! | `replicas.rs` | the leader's replica-set state: follower LEOs, ISR lag, waiting `acks=all` produces |
+//! | `leader.rs` | follower fetches, the high watermark, ISR changes through the controller |
+//! | `follower.rs` | appending the leader's batches and truncating a divergent tail |
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,9 +52,14 @@ mod admin;
 mod append;
 mod archiving;
 mod describe;
+mod follower;
 mod handle;
+mod leader;
 mod messages;
 mod read;
+mod replicas;
+#[cfg(test)]
+mod replication_tests;
 mod role;
 #[cfg(test)]
 mod tests;
@@ -61,9 +70,14 @@ pub use archiving::{ArchiveOptions, ArchiveStatus};
 use archiving::{ArchiveState, UploadSchedule, UPLOAD_BACKOFF_MIN};
 pub use describe::{DescribeProducers, EndOffsetForEpoch};
 pub use handle::{Counted, PartitionHandle, ResultInner};
-pub use messages::{Append, Close, DeleteRecords, ListOffset, OffsetSpec, Read, Reconfigure, RequiredAcks, Retire};
-use watermarks::publish;
+pub use messages::{
+    Append, AppendAsFollower, CheckedListOffset, CheckedRead, Close, DeleteRecords, GetReplicaPosition, ListOffset, OffsetSpec, Read, Reconfigure,
+    ReplicaFetch, ReplicaPosition, RequiredAcks, Retire, TruncateTo, TruncateToLeader, Truncation,
+};
+use replicas::ReplicaSet;
+pub use replicas::{ReplicationOptions, PENDING_ACKS_MAX, REPLICA_LAG_TIME_MAX_DEFAULT};
 pub use watermarks::Watermarks;
+use watermarks::{publish, publish_role};
 
 /// Messages a partition queues before senders wait (backpressure on producers).
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -82,6 +96,8 @@ pub struct PartitionOptions {
     pub archive: Option<ArchiveOptions>,
     /// The role the partition starts in; [`SetRole`](crate::replication::SetRole) changes it.
     pub role: PartitionRole,
+    /// This node's id, the topic's id, the way to the controller and the ISR lag limit.
+    pub replication: ReplicationOptions,
 }
 
 enum LogState {
@@ -99,6 +115,12 @@ pub struct PartitionActor {
     state: LogState,
     /// Leader or follower, with the epochs and replica set the metadata gave.
     role: PartitionRole,
+    /// The leader's view of its followers and its waiting `acks=all` produces.
+    replicas: ReplicaSet,
+    /// The most the HW may be by the ISR's followers, as of the latest role
+    /// and follower fetch. Log operations on the blocking pool read it under
+    /// the log lock, so a HW move never uses a view older than the ISR.
+    hw_bound: Arc<AtomicI64>,
     maintenance_running: bool,
     /// Published from inside the log lock, so snapshots reach watchers in the
     /// order the log changed (a read finishing after a later append must not
@@ -122,6 +144,9 @@ impl PartitionActor {
         archive_status: Arc<ArchiveStatus>,
     ) -> Self {
         let role = options.role.clone();
+        let mut replicas = ReplicaSet::default();
+        replicas.set_role(&role, options.replication.local_broker, true, 0, Instant::now());
+        publish_role(&watermarks, role.is_leader(), role.leader_epoch());
         PartitionActor {
             archive: if options.archive.is_some() { ArchiveState::Loading } else { ArchiveState::Off },
             uploads: UploadSchedule { in_flight: false, not_before: Instant::now(), backoff: UPLOAD_BACKOFF_MIN },
@@ -130,6 +155,8 @@ impl PartitionActor {
             options,
             state: LogState::Opening,
             role,
+            replicas,
+            hw_bound: Arc::new(AtomicI64::new(i64::MIN)),
             maintenance_running: false,
             watermarks: Arc::new(watermarks),
             restarts,
@@ -159,9 +186,11 @@ impl PartitionActor {
         ctx.wait(opening.into_actor(self).map(|opened, act, _ctx| match opened {
             Ok(Ok((mut log, report))) => {
                 // The log reopens at its checkpointed high watermark; as the
-                // sole replica this actor has everything it wrote committed.
+                // sole in-sync replica this actor has everything it wrote committed.
                 let checkpointed = log.high_watermark();
-                append::commit_sole_replica(&mut log);
+                if act.is_sole() {
+                    append::commit_sole_replica(&mut log);
+                }
                 let leo = log.log_end_offset();
                 tracing::info!(topic = %act.tp.topic, partition = act.tp.partition, log_end_offset = leo, high_watermark_checkpoint = checkpointed,
                     segments = report.segments, validated = report.segments_validated, truncated_bytes = report.truncated_bytes, "partition log open");
@@ -267,8 +296,10 @@ impl Actor for PartitionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.refresh_hw_bound();
         self.open_log(ctx);
         ctx.run_interval(self.options.maintenance_interval, |act, ctx| act.maintain(ctx));
+        ctx.run_interval(leader::isr_check_interval(self.options.replication.replica_lag_time_max), |act, ctx| act.check_isr(ctx));
         if let Some(archive) = &self.options.archive {
             ctx.run_interval(archive.check_interval, |act, ctx| act.archive_tick(ctx));
         }
@@ -288,5 +319,7 @@ impl Supervised for PartitionActor {
         // Appends still waiting for an fsync are answered "unavailable" (their
         // senders drop): the log reopens from disk and they may not be durable.
         self.flush = GroupCommit::default();
+        let tp = self.tp.to_string();
+        self.replicas.fail_pending(|| Error::Unavailable(tp.clone(), "the partition restarted".into()));
     }
 }

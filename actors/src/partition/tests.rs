@@ -71,7 +71,7 @@ impl Handler<HoldHighWatermark> for PartitionActor {
 
 /// A minimal valid magic v2 batch with `n` empty-ish records (header only is
 /// validated by the log; records_count must match last_offset_delta + 1).
-fn batch(n: i32) -> Bytes {
+pub(super) fn batch(n: i32) -> Bytes {
     let mut b = vec![0u8; 61];
     b[8..12].copy_from_slice(&(61 - 12i32).to_be_bytes());
     b[16] = 2;
@@ -100,6 +100,7 @@ fn start_with(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>, log: LogCo
         maintenance_interval: Duration::from_secs(60),
         archive: None,
         role: PartitionRole::sole_leader(1),
+        replication: ReplicationOptions::single_node(1, uuid::Uuid::nil()),
     };
     let tp2 = tp.clone();
     let status = Arc::new(ArchiveStatus::default());

@@ -20,6 +20,11 @@ pub struct Watermarks {
     pub segments: usize,
     /// Offsets below this are in sealed segments (the active segment's base).
     pub sealed_end_offset: i64,
+    /// Whether this replica leads, and at which leader epoch (set by the
+    /// actor's role, kept by every log snapshot): a fetch handler sees a
+    /// follower or a fenced epoch without asking.
+    pub leader: bool,
+    pub leader_epoch: i32,
 }
 
 impl Watermarks {
@@ -33,6 +38,21 @@ impl Watermarks {
         !self.open || !in_range || fetch_offset < self.high_watermark
     }
 
+    /// Whether a follower's fetch at `fetch_offset` has an answer now: records
+    /// below the log end (a follower reads past the HW), or an error.
+    pub fn replica_fetch_would_answer(&self, fetch_offset: i64) -> bool {
+        let in_range = fetch_offset >= self.local_log_start_offset && fetch_offset <= self.log_end_offset;
+        !self.open || !in_range || fetch_offset < self.log_end_offset
+    }
+
+    /// Whether a client-facing request with this view of the leader epoch
+    /// must be refused (this replica follows, or the epochs differ): the
+    /// actor then answers with the precise error.
+    pub fn refuses(&self, current_leader_epoch: Option<i32>) -> bool {
+        self.open && (!self.leader || current_leader_epoch.is_some_and(|e| e != self.leader_epoch))
+    }
+
+    /// A log snapshot (the role fields are the publisher's to keep).
     pub(super) fn of(log: &PartitionLog) -> Watermarks {
         Watermarks {
             open: true,
@@ -43,15 +63,28 @@ impl Watermarks {
             size_bytes: log.size_bytes(),
             segments: log.segment_count(),
             sealed_end_offset: log.active_segment_base_offset(),
+            leader: false,
+            leader_epoch: 0,
         }
     }
 }
 
-/// Publishes a snapshot, waking watchers only when it changed.
+/// Publishes a log snapshot, keeping the role, waking watchers only when it changed.
 pub(super) fn publish(sender: &watch::Sender<Watermarks>, marks: Watermarks) {
     sender.send_if_modified(|current| {
+        let marks = Watermarks { leader: current.leader, leader_epoch: current.leader_epoch, ..marks };
         let changed = *current != marks;
         *current = marks;
+        changed
+    });
+}
+
+/// Publishes a new role (leadership and leader epoch).
+pub(super) fn publish_role(sender: &watch::Sender<Watermarks>, leader: bool, leader_epoch: i32) {
+    sender.send_if_modified(|current| {
+        let changed = current.leader != leader || current.leader_epoch != leader_epoch;
+        current.leader = leader;
+        current.leader_epoch = leader_epoch;
         changed
     });
 }

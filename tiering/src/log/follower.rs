@@ -11,9 +11,9 @@
 //! as the next leader it answers OffsetForLeaderEpoch and idempotent retries
 //! as the old leader would have.
 //!
-//! Truncation ([`PartitionLog::truncate_to`]) removes whole batches, the
-//! epochs that start past the new end and the producer state of removed
-//! batches.
+//! Truncation ([`PartitionLog::truncate_to`]) removes whole batches and the
+//! epochs that start past the new end, and rebuilds the producer state from
+//! the batches kept.
 
 use bytes::Bytes;
 
@@ -111,7 +111,11 @@ impl PartitionLog {
         let leo = self.active_mut().truncate_to(target)?;
         self.leader_epochs.truncate_from(leo);
         self.leader_epochs.write(&self.dir.join(LEADER_EPOCH_FILE))?;
-        self.producers.truncate_from(leo);
+        // Rebuilt from the kept batches rather than cut: the removed tail may
+        // have bumped a producer's epoch, and the table remembers only the
+        // latest epoch's batches (Kafka's truncateAndReload). A replay from the
+        // producer snapshot, or the log start: truncations are rare.
+        self.rebuild_producer_state()?;
         if self.log_start_offset > leo {
             // The log start fell inside a removed batch: the log is now empty at its end.
             self.log_start_offset = leo;
@@ -197,6 +201,34 @@ mod tests {
         assert_eq!((retry.base_offset, retry.last_offset, retry.records_appended), (2, 5, 0), "deduplicated");
         let gap = make_idempotent_batch(1, 0, Compression::None, 42, 0, 9);
         assert!(matches!(log.append(&gap, 2, 0), Err(LogError::OutOfOrderSequence { .. })));
+    }
+
+    #[test]
+    fn producer_state_after_truncation_is_what_the_kept_batches_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        let first = make_idempotent_batch(2, 0, Compression::None, 42, 0, 0);
+        let second = make_idempotent_batch(2, 0, Compression::None, 42, 0, 2);
+        let bumped = make_idempotent_batch(1, 0, Compression::None, 42, 1, 0);
+        log.append_as_follower(&batch::stamp(&first, 0, 1, None), 0).unwrap();
+        log.append_as_follower(&batch::stamp(&second, 2, 1, None), 0).unwrap();
+        // The divergent tail: the producer's epoch was bumped there.
+        log.append_as_follower(&batch::stamp(&bumped, 4, 2, None), 0).unwrap();
+        log.truncate_to(4).unwrap();
+        // Promoted, this replica answers the old epoch's retry with the original offsets...
+        let retry = log.append(&second, 3, 0).unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset, retry.records_appended), (2, 3, 0), "deduplicated after truncation");
+        // ...and takes its next sequence, then the epoch bump again.
+        let next = make_idempotent_batch(1, 0, Compression::None, 42, 0, 4);
+        assert_eq!(log.append(&next, 3, 0).unwrap().base_offset, 4);
+        assert_eq!(log.append(&bumped, 3, 0).unwrap().base_offset, 5);
+
+        // Cut back past the second batch: its retry is new data again, written once.
+        log.truncate_to(2).unwrap();
+        let rewritten = log.append(&second, 3, 0).unwrap();
+        assert_eq!((rewritten.base_offset, rewritten.records_appended), (2, 2));
+        let again = log.append(&second, 3, 0).unwrap();
+        assert_eq!((again.base_offset, again.records_appended), (2, 0), "and deduplicated from then on");
     }
 
     #[test]

@@ -133,7 +133,9 @@ async fn start_node(config: &Config, mut options: silt_actors::NodeOptions) -> a
     if !cluster.is_controller() {
         // A broker that is not a voter must follow the metadata log as an
         // openraft learner, which the controller does not add yet.
-        anyhow::bail!("cluster.roles = [\"broker\"] (a broker that is not one of cluster.voters) is not supported yet: every node must include the controller role");
+        anyhow::bail!(
+            "cluster.roles = [\"broker\"] (a broker that is not one of cluster.voters) is not supported yet: every node must include the controller role"
+        );
     }
     let edge = ClusterEdge::bind(cluster).await?;
     let identity = BrokerIdentity { endpoints: options.endpoints.clone(), rack: options.rack.clone() };
@@ -141,6 +143,11 @@ async fn start_node(config: &Config, mut options: silt_actors::NodeOptions) -> a
     options.cluster.forwarder = Some(Arc::new(edge.forwarder()));
     options.cluster.register_self = false;
     options.cluster.timing = CLUSTER_RAFT_TIMING;
+    // Followers copy their leaders' logs: one fetcher per source broker.
+    if options.cluster.fetchers.is_none() {
+        let pool = crate::replication::ReplicaFetcherPool::new(options.node_id, tokio::runtime::Handle::current(), Default::default());
+        options.cluster.fetchers = Some(Arc::new(pool));
+    }
     let node = NodeHandle::start_with(options, edge.network()).await.with_context(opened)?;
     let store = node.metadata_store();
     tracing::info!(cluster_listener = ?edge.local_address(), voters = ?edge.voters().keys().collect::<Vec<_>>(), "joining the cluster");

@@ -110,6 +110,10 @@ class Tools:
         return self.run("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", self.bootstrap,
                         *args, **kw)
 
+    def metadata_quorum(self, *args, **kw):
+        return self.run("org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-server", self.bootstrap,
+                        *args, **kw)
+
     def broker_api_versions(self, *args, **kw):
         return self.run("org.apache.kafka.tools.BrokerApiVersionsCommand", "--bootstrap-server", self.bootstrap,
                         *args, **kw)
@@ -386,8 +390,23 @@ def test_leader_election_finds_nothing_to_do(tools, module_broker, topic_name):
     assert missing.returncode != 0 and "UnknownTopicOrPartitionException" in missing.stdout + missing.stderr, missing
 
 
+def test_metadata_quorum_describes_the_single_voter(tools):
+    status = tools.metadata_quorum("describe", "--status").stdout
+    fields = dict(line.split(":", 1) for line in lines(status) if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    leader = int(fields["LeaderId"])
+    assert leader >= 0 and int(fields["LeaderEpoch"]) >= 1 and int(fields["HighWatermark"]) > 0, status
+    voters = json.loads(fields["CurrentVoters"])
+    assert [v["id"] for v in voters] == [leader], status
+    assert fields["CurrentObservers"] == "[]", status
+    replication = lines(tools.metadata_quorum("describe", "--replication").stdout)
+    assert replication[0].split()[:2] == ["NodeId", "DirectoryId"], replication
+    leader_rows = [r.split() for r in replication[1:] if r.split()[0] == str(leader)]
+    assert len(leader_rows) == 1 and "Leader" in leader_rows[0], replication
+
+
 def test_broker_api_versions_lists_what_the_tools_use(tools):
     out = tools.broker_api_versions().stdout
     for api in ("AlterConfigs(33)", "DescribeLogDirs(35)", "ElectLeaders(43)", "DescribeProducers(61)",
-                "OffsetForLeaderEpoch(23)", "IncrementalAlterConfigs(44)"):
+                "OffsetForLeaderEpoch(23)", "IncrementalAlterConfigs(44)", "DescribeQuorum(55)"):
         assert re.search(rf"{re.escape(api)}: \d+( to \d+)? \[usable: \d+\]", out), f"{api} not usable:\n{out}"

@@ -17,6 +17,7 @@ pub mod offsets;
 pub mod produce;
 pub mod producer_id;
 pub mod producers;
+pub mod quorum;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

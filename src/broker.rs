@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use silt_actors::group::GroupCoordinator;
 use silt_actors::metadata::quorum::Endpoint;
+use silt_actors::metadata::RaftTiming;
 use silt_actors::NodeHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 
+use crate::cluster::broker_session::BrokerSessionState;
+use crate::cluster::edge::{BrokerIdentity, ClusterEdge, RunningEdge};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -67,7 +70,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         host: advertised_host.clone(),
         port: u16::try_from(advertised_port).with_context(|| format!("the advertised port {advertised_port} is not a TCP port"))?,
     }];
-    let node = NodeHandle::start(node_options).await.with_context(|| format!("cannot open storage.data_dir {}", config.storage.data_dir.display()))?;
+    let (node, edge) = start_node(&config, node_options).await?;
+    if let Some(session) = edge.as_ref().and_then(RunningEdge::broker_session) {
+        // As a KRaft broker does, serve nothing before the controller has
+        // unfenced this broker: before that it can lead no partition, and the
+        // group coordinator's offsets topic has nowhere to be placed.
+        tokio::select! {
+            unfenced = wait_unfenced(session, node.metadata_store().image(), node.node_id) => unfenced?,
+            _ = signals.wait() => {
+                tracing::info!("stopped while waiting for the controller to unfence this broker");
+                if let Some(edge) = edge {
+                    edge.shutdown().await;
+                }
+                node.shutdown().await.context("flushing partitions on shutdown")?;
+                return Ok(());
+            }
+        }
+    }
     // Every group is loaded before the listener serves a request.
     let groups = GroupCoordinator::start(node.clone(), config.groups_config()).await.context("loading consumer groups from __consumer_offsets")?;
     let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
@@ -89,9 +108,80 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = http.await;
+    if let Some(edge) = edge {
+        edge.shutdown().await;
+    }
     node.shutdown().await.context("flushing partitions on shutdown")?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// openraft's timers in a cluster: Kafka's KRaft elects within about a second
+/// (`controller.quorum.election.timeout.ms` 1000). openraft's defaults (heartbeat
+/// 50 ms, election 150..300 ms) suit one voter, but three nodes sharing busy
+/// cores would hold needless elections with them.
+const CLUSTER_RAFT_TIMING: RaftTiming = RaftTiming { heartbeat_interval_ms: 250, election_timeout_min_ms: 1_000, election_timeout_max_ms: 2_000 };
+
+/// Starts the node: the embedded single node without `[cluster]`; with it, a
+/// member of the cluster whose metadata quorum runs over the node-to-node
+/// transport, with broker sessions instead of registering itself.
+async fn start_node(config: &Config, mut options: silt_actors::NodeOptions) -> anyhow::Result<(NodeHandle, Option<RunningEdge>)> {
+    let opened = || format!("cannot open storage.data_dir {}", config.storage.data_dir.display());
+    let Some(cluster) = config.cluster_config()? else {
+        return Ok((NodeHandle::start(options).await.with_context(opened)?, None));
+    };
+    if !cluster.is_controller() {
+        // A broker that is not a voter must follow the metadata log as an
+        // openraft learner, which the controller does not add yet.
+        anyhow::bail!(
+            "cluster.roles = [\"broker\"] (a broker that is not one of cluster.voters) is not supported yet: every node must include the controller role"
+        );
+    }
+    let edge = ClusterEdge::bind(cluster).await?;
+    let identity = BrokerIdentity { endpoints: options.endpoints.clone(), rack: options.rack.clone() };
+    options.cluster.voters = edge.voters();
+    options.cluster.forwarder = Some(Arc::new(edge.forwarder()));
+    options.cluster.register_self = false;
+    options.cluster.timing = CLUSTER_RAFT_TIMING;
+    // Followers copy their leaders' logs: one fetcher per source broker.
+    if options.cluster.fetchers.is_none() {
+        let pool = crate::replication::ReplicaFetcherPool::new(options.node_id, tokio::runtime::Handle::current(), Default::default());
+        options.cluster.fetchers = Some(Arc::new(pool));
+    }
+    let node = NodeHandle::start_with(options, edge.network()).await.with_context(opened)?;
+    let store = node.metadata_store();
+    tracing::info!(cluster_listener = ?edge.local_address(), voters = ?edge.voters().keys().collect::<Vec<_>>(), "joining the cluster");
+    let edge = edge.serve(store.raft().clone(), store.image(), &config.broker, identity);
+    Ok((node, Some(edge)))
+}
+
+/// How often the wait for the controller's unfencing says it is still waiting.
+const UNFENCE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Waits until the active controller has registered and unfenced this broker,
+/// and this node's own metadata image shows it (admin requests read that
+/// image: placing a topic's replicas needs the unfenced brokers in it).
+async fn wait_unfenced(
+    mut session: tokio::sync::watch::Receiver<BrokerSessionState>,
+    mut image: tokio::sync::watch::Receiver<Arc<silt_actors::metadata::quorum::AppliedState>>,
+    broker_id: i32,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let unfenced = tokio::time::timeout(UNFENCE_LOG_INTERVAL, async {
+            session.wait_for(|s| matches!(s, BrokerSessionState::Registered { fenced: false, .. })).await.map(|_| ())?;
+            image.wait_for(|state| state.image.brokers.get(&broker_id).is_some_and(|b| !b.fenced)).await.map(|_| ())
+        })
+        .await;
+        match unfenced {
+            Ok(Ok(())) => {
+                tracing::info!(waited = ?started.elapsed(), "the controller unfenced this broker");
+                return Ok(());
+            }
+            Ok(Err(_)) => anyhow::bail!("the broker session or the metadata quorum stopped before the controller unfenced this broker"),
+            Err(_) => tracing::info!(waited = ?started.elapsed(), state = ?*session.borrow(), "waiting for the active controller to unfence this broker"),
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, caught from the moment `install` returns.

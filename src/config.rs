@@ -15,6 +15,9 @@ use silt_actors::topic_config::TopicDefaults;
 use silt_actors::NodeOptions;
 use silt_tiering::LogConfig;
 
+pub mod cluster;
+pub use cluster::{BrokerSection, ClusterConfig, ClusterSection, Role, Voter};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +30,10 @@ pub struct Config {
     pub groups: GroupsSection,
     pub tiering: TieringSection,
     pub metrics: MetricsSection,
+    /// Node-to-node traffic and the metadata quorum; absent: the embedded single node.
+    pub cluster: Option<ClusterSection>,
+    /// The broker's rack and its session with the active controller.
+    pub broker: BrokerSection,
 }
 
 /// This broker's identity.
@@ -390,6 +397,8 @@ impl Config {
             return Err(invalid("log.retention_check_interval_ms", 0, "must be positive"));
         }
         self.validate_tiering()?;
+        cluster::validate_broker(&self.broker)?;
+        self.cluster_config()?;
         let g = &self.groups;
         if g.initial_rebalance_delay_ms > 600_000 {
             return Err(invalid("groups.initial_rebalance_delay_ms", g.initial_rebalance_delay_ms, "must be 0..=600000"));
@@ -449,6 +458,11 @@ impl Config {
             return Err(invalid("tiering.zstd_level", t.zstd_level, "must be 1..=22"));
         }
         Ok(())
+    }
+
+    /// The `[cluster]` section parsed, or `None` for the embedded single node.
+    pub fn cluster_config(&self) -> Result<Option<ClusterConfig>, ConfigError> {
+        self.cluster.as_ref().map(|section| cluster::resolve(section, self.node.id)).transpose()
     }
 
     /// The archive's location: the configured URL, or `<data dir>-archive`.
@@ -538,7 +552,7 @@ impl Config {
         NodeOptions {
             data_dir: self.storage.data_dir.clone(),
             node_id: self.node.id,
-            cluster_id: self.node.cluster_id.clone(),
+            cluster_id: self.node.cluster_id.clone().or_else(|| self.cluster.as_ref().map(|c| cluster::default_cluster_id(&c.voters))),
             topic_defaults: self.topic_defaults(),
             default_partitions: self.log.num_partitions,
             maintenance_interval: Duration::from_millis(self.log.retention_check_interval_ms),
@@ -550,7 +564,7 @@ impl Config {
             }),
             // The broker fills in its advertised listener once it is bound.
             endpoints: Vec::new(),
-            rack: None,
+            rack: self.broker.rack.clone(),
             cluster: Default::default(),
         }
     }
@@ -576,6 +590,15 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let config: Config = toml_from(&text);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_cluster_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml");
+        let config: Config = toml_from(&std::fs::read_to_string(&path).unwrap());
+        config.validate().unwrap();
+        let cluster = config.cluster_config().unwrap().expect("a [cluster] section");
+        assert_eq!((cluster.node_id, cluster.voters.len()), (1, 3));
     }
 
     fn toml_from(text: &str) -> Config {
@@ -632,6 +655,38 @@ mod tests {
         assert_eq!(ignored, ["SILT_BIN"]);
         let (config, _) = from_env(&[("SILT_KAFK__LISTEN", "127.0.0.1:1")]);
         assert!(config.unwrap_err().to_string().contains("kafk"), "an unknown section is refused too");
+    }
+
+    #[test]
+    fn a_cluster_comes_from_the_environment_and_no_section_is_a_single_node() {
+        assert!(Config::default().cluster_config().unwrap().is_none(), "no [cluster] section: the embedded single node");
+        let (config, _) = from_env(&[
+            ("SILT_NODE__ID", "2"),
+            ("SILT_CLUSTER__VOTERS", "1@127.0.0.1:19093,2@127.0.0.1:29093,3@127.0.0.1:39093"),
+            ("SILT_CLUSTER__LISTEN", "127.0.0.1:29093"),
+            ("SILT_BROKER__RACK", "r2"),
+            ("SILT_BROKER__SESSION_TIMEOUT_MS", "6000"),
+        ]);
+        let config = config.unwrap();
+        config.validate().unwrap();
+        let cluster = config.cluster_config().unwrap().unwrap();
+        assert_eq!(cluster.voters.len(), 3);
+        assert_eq!(cluster.voters[2].to_string(), "3@127.0.0.1:39093");
+        assert!(cluster.is_controller() && cluster.is_broker(), "both roles by default");
+        assert_eq!(config.broker.rack.as_deref(), Some("r2"));
+        assert_eq!(config.broker.session_timeout_ms, 6000);
+        let (config, _) = from_env(&[("SILT_NODE__ID", "4"), ("SILT_CLUSTER__VOTERS", "1@127.0.0.1:19093"), ("SILT_CLUSTER__ROLES", "broker")]);
+        let cluster = config.unwrap().cluster_config().unwrap().unwrap();
+        assert!(!cluster.is_controller());
+    }
+
+    #[test]
+    fn a_cluster_file_section_parses_and_is_checked() {
+        let config = toml_from("[node]\nid = 1\n[cluster]\nlisten = \"127.0.0.1:9093\"\nvoters = [\"1@127.0.0.1:9093\", \"2@h:9093\"]\n");
+        config.validate().unwrap();
+        let config = toml_from("[node]\nid = 5\n[cluster]\nvoters = [\"1@127.0.0.1:9093\"]\n");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.voters") && err.contains("node.id"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! | [`alloc`] | the process allocator (hostile length prefixes cannot abort the process) |
 //! | [`config`] | configuration: file + `SILT_*` environment, validated |
 //! | [`broker`] | assembling a node and shutting it down |
+//! | [`cluster`] | the node-to-node transport: Raft's network, broker sessions, forwarded proposals |
 //! | [`server`] | the Kafka listener: connections and request framing |
 //! | [`protocol`] | decoding requests, version checks, dispatch, encoding responses |
 //! | [`shared_frame`] | Fetch response frames that share record batches instead of copying them |
@@ -20,6 +21,7 @@
 #[allow(unsafe_code, reason = "a GlobalAlloc is unsafe to implement")]
 pub mod alloc;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod errors;
 pub mod handlers;

@@ -55,6 +55,7 @@ fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         GroupError::CoordinatorLoading => ResponseError::CoordinatorLoadInProgress,
+        GroupError::NotCoordinator { .. } => ResponseError::NotCoordinator,
         GroupError::CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
         GroupError::FencedMemberEpoch { .. } => ResponseError::FencedMemberEpoch,
         GroupError::StaleMemberEpoch { .. } => ResponseError::StaleMemberEpoch,

@@ -101,7 +101,10 @@ pub async fn heartbeat(ctx: &RequestContext, request: ConsumerGroupHeartbeatRequ
             };
             // A leave of a group that does not exist must not create it.
             let leaving = matches!(request.member_epoch, LEAVE_GROUP_MEMBER_EPOCH | LEAVE_GROUP_STATIC_MEMBER_EPOCH);
-            if leaving && ctx.broker.groups.existing(&group_id).is_none() {
+            let existing = if leaving { ctx.broker.groups.existing(&group_id).map(|a| a.is_some()) } else { Ok(true) };
+            if let Err(e) = existing {
+                Err(e)
+            } else if matches!(existing, Ok(false)) {
                 Err(GroupError::UnknownMemberId { group_id: group_id.clone(), member_id: heartbeat.member_id.clone() }.into())
             } else {
                 let node = ctx.broker.node.clone();

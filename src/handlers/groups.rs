@@ -74,24 +74,34 @@ fn known_group(ctx: &RequestContext, group_id: &str, member_id: &str) -> Result<
     if group_id.is_empty() {
         return Err(invalid_group_id(group_id));
     }
-    match ctx.broker.groups.existing(group_id) {
+    match ctx.broker.groups.existing(group_id)? {
         Some(_) => Ok(()),
         None => Err(GroupError::UnknownMemberId { group_id: group_id.to_owned(), member_id: member_id.to_owned() }.into()),
     }
 }
 
-/// One coordinator lookup: this node for groups, none for transactions.
-fn coordinator_for(ctx: &RequestContext, key_type: i8) -> Result<(), (i16, String)> {
+/// One coordinator lookup: for a group, the broker that leads its offsets
+/// partition (Kafka's `abs(hash(group)) % partitions`); none for transactions.
+fn coordinator_for(ctx: &RequestContext, key_type: i8, key: &str) -> Result<(i32, String, i32), (i16, String)> {
     match key_type {
-        KEY_TYPE_GROUP => Ok(()),
+        KEY_TYPE_GROUP => {
+            let leader = ctx.broker.groups.coordinator_of(key).map_err(|e| (ctx.error_code(&e.clone().into()), e.to_string()))?;
+            let broker = &ctx.broker;
+            if leader == broker.node.node_id {
+                return Ok((leader, broker.advertised_host.clone(), broker.advertised_port));
+            }
+            super::metadata::live_brokers(ctx)
+                .into_iter()
+                .find(|b| b.id == leader)
+                .map(|b| (b.id, b.host, b.port))
+                .ok_or_else(|| (ctx.count(ResponseError::CoordinatorNotAvailable.code()), format!("the coordinator, broker {leader}, is not live")))
+        }
         KEY_TYPE_TRANSACTION => Err((ctx.count(ResponseError::CoordinatorNotAvailable.code()), "transactions are not supported".to_owned())),
         other => Err((ctx.count(ResponseError::InvalidRequest.code()), format!("unknown coordinator key type {other}"))),
     }
 }
 
 pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let broker = &ctx.broker;
-    let node_id = BrokerId(broker.node.node_id);
     let mut response = FindCoordinatorResponse::default();
     if ctx.version >= FIND_BATCHED_SINCE_VERSION {
         response.coordinators = request
@@ -99,8 +109,8 @@ pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequ
             .iter()
             .map(|key| {
                 let out = Coordinator::default().with_key(key.clone());
-                match coordinator_for(ctx, request.key_type) {
-                    Ok(()) => out.with_node_id(node_id).with_host(wire(broker.advertised_host.clone())).with_port(broker.advertised_port),
+                match coordinator_for(ctx, request.key_type, key.as_str()) {
+                    Ok((id, host, port)) => out.with_node_id(BrokerId(id)).with_host(wire(host)).with_port(port),
                     Err((code, msg)) => out.with_node_id(BrokerId(-1)).with_port(-1).with_error_code(code).with_error_message(Some(wire(msg))),
                 }
             })
@@ -108,11 +118,11 @@ pub async fn find_coordinator(ctx: &RequestContext, request: FindCoordinatorRequ
         return response;
     }
     let key_type = if ctx.version >= FIND_KEY_TYPE_SINCE_VERSION { request.key_type } else { KEY_TYPE_GROUP };
-    match coordinator_for(ctx, key_type) {
-        Ok(()) => {
-            response.node_id = node_id;
-            response.host = wire(broker.advertised_host.clone());
-            response.port = broker.advertised_port;
+    match coordinator_for(ctx, key_type, request.key.as_str()) {
+        Ok((id, host, port)) => {
+            response.node_id = BrokerId(id);
+            response.host = wire(host);
+            response.port = port;
         }
         Err((code, msg)) => {
             response.error_code = code;
@@ -375,8 +385,9 @@ pub async fn delete(ctx: &RequestContext, request: DeleteGroupsRequest) -> Delet
     for group_id in &request.groups_names {
         let id = group_id.as_str();
         let result = match coordinator.existing(id) {
-            None => Err(silt_actors::Error::from(GroupError::GroupIdNotFound(id.to_owned()))),
-            Some(addr) => match addr.send(DeleteGroup).await {
+            Err(e) => Err(e),
+            Ok(None) => Err(silt_actors::Error::from(GroupError::GroupIdNotFound(id.to_owned()))),
+            Ok(Some(addr)) => match addr.send(DeleteGroup).await {
                 Ok(result) => result,
                 Err(e) => Err(GroupError::CoordinatorNotAvailable(e.to_string()).into()),
             },
@@ -426,7 +437,7 @@ fn versioned<T: Encodable>(value: &T) -> Bytes {
 /// actor that cannot answer (restarting) is COORDINATOR_NOT_AVAILABLE, not a
 /// dead or missing group, so the client retries.
 pub(crate) async fn describe_live(ctx: &RequestContext, group_id: &str) -> Result<Option<GroupDescription>, i16> {
-    let Some(addr) = ctx.broker.groups.existing(group_id) else { return Ok(None) };
+    let Some(addr) = ctx.broker.groups.existing(group_id).map_err(|e| ctx.error_code(&e))? else { return Ok(None) };
     match addr.send(Describe).await {
         Ok(d) => Ok(Some(d).filter(|d| d.phase != Phase::Dead)),
         Err(e) => Err(ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into())),

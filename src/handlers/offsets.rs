@@ -105,7 +105,8 @@ pub async fn commit(ctx: &RequestContext, request: OffsetCommitRequest) -> Offse
 /// that would send consumers back to their reset policy.
 async fn fetch_group(ctx: &RequestContext, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Result<PerTopic<Option<Committed>>, i16> {
     let wanted: Option<Vec<TopicPartition>> = topics.as_ref().map(|t| t.iter().flat_map(|(name, parts)| parts.iter().map(move |p| tp(name, *p))).collect());
-    let found = match ctx.broker.groups.existing(group_id) {
+    let existing = ctx.broker.groups.existing(group_id).map_err(|e| ctx.error_code(&e))?;
+    let found = match existing {
         Some(addr) => match addr.send(FetchOffsets(wanted.clone())).await {
             Ok(found) => found,
             Err(e) => return Err(ctx.error_code(&GroupError::CoordinatorNotAvailable(e.to_string()).into())),
@@ -217,9 +218,16 @@ fn subscribed_topics(metadata: &bytes::Bytes) -> Vec<String> {
 pub async fn delete(ctx: &RequestContext, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let mut response = OffsetDeleteResponse::default();
     let group_id = request.group_id.0.to_string();
-    let Some(addr) = ctx.broker.groups.existing(&group_id) else {
-        response.error_code = ctx.error_code(&GroupError::GroupIdNotFound(group_id).into());
-        return response;
+    let addr = match ctx.broker.groups.existing(&group_id) {
+        Ok(Some(addr)) => addr,
+        Ok(None) => {
+            response.error_code = ctx.error_code(&GroupError::GroupIdNotFound(group_id).into());
+            return response;
+        }
+        Err(e) => {
+            response.error_code = ctx.error_code(&e);
+            return response;
+        }
     };
     let description = match addr.send(Describe).await {
         Ok(d) => d,

@@ -153,6 +153,13 @@ pub struct DeleteGroup;
 #[rtype(result = "Result<(), Error>")]
 pub struct Rewrite;
 
+/// The coordinator lost leadership of the group's offsets partition: the
+/// group stops its timers, fails its waiting joins and syncs, and stops once
+/// no one holds its address.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unload;
+
 /// Resolves a topic name to its id and partition count (`None`: no such topic).
 pub type TopicLookup = Box<dyn Fn(&str) -> Option<(uuid::Uuid, i32)> + Send>;
 /// Lists every topic name (for members that subscribe by regex).
@@ -188,6 +195,25 @@ pub struct GroupActor {
     revocation_timers: HashMap<String, SpawnHandle>,
     /// The origin of [`GroupActor::clock_ms`].
     created: tokio::time::Instant,
+    /// Set by [`Unload`]: another broker coordinates the group now.
+    unloaded: bool,
+}
+
+/// How long a write to the offsets topic waits for the ISR (Kafka's `offsets.commit.timeout.ms`).
+pub const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The coordinator error for a failed write to the offsets partition, as
+/// Kafka's `GroupMetadataManager` maps it: the partition led elsewhere now is
+/// NOT_COORDINATOR; too few in-sync replicas or an offline partition is
+/// COORDINATOR_NOT_AVAILABLE (the client retries).
+pub fn append_error(group_id: &str, partition: i32, e: Error) -> Error {
+    match e {
+        Error::NotLeaderOrFollower { .. } | Error::FencedLeaderEpoch { .. } => GroupError::NotCoordinator { group_id: group_id.to_owned(), partition }.into(),
+        Error::NotEnoughReplicas { .. } | Error::NotEnoughReplicasAfterAppend { .. } | Error::Unavailable(..) | Error::UnknownTopicOrPartition(_) => {
+            GroupError::CoordinatorNotAvailable(format!("group {group_id}: {e}")).into()
+        }
+        other => other,
+    }
 }
 
 fn not_available(group_id: &str) -> GroupError {
@@ -248,6 +274,7 @@ impl GroupActor {
             consumer,
             revocation_timers: HashMap::new(),
             created: tokio::time::Instant::now(),
+            unloaded: false,
         }
     }
 
@@ -315,13 +342,29 @@ impl GroupActor {
 
     /// Appends records to the group's offsets partition, in batches of at most
     /// [`RECORDS_PER_BATCH_MAX`].
+    ///
+    /// Each batch is written with `acks=all` and answered once the ISR has it
+    /// (the partition's high watermark passed it), within
+    /// [`OFFSETS_COMMIT_TIMEOUT`]; partition errors become the coordinator
+    /// errors Kafka answers ([`append_error`]).
     fn append(&self, records: Vec<OffsetsRecord>) -> LocalBoxFuture<'static, Result<(), Error>> {
         let log = self.log.clone();
+        let group_id = self.state.group_id.clone();
         Box::pin(async move {
             for chunk in records.chunks(RECORDS_PER_BATCH_MAX) {
                 let pairs: Vec<(Bytes, Option<Bytes>)> = chunk.iter().map(OffsetsRecord::encode).collect();
                 let batch = silt_tiering::batch::encode_key_values(&pairs, now_ms()).map_err(|e| Error::Log(LogError::InvalidBatch(e)))?;
-                log.ask(Append { records: batch, acks: RequiredAcks::All }).await?;
+                let append = log.ask(Append { records: batch, acks: RequiredAcks::All });
+                match tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, append).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(append_error(&group_id, log.tp.partition, e)),
+                    Err(_) => {
+                        return Err(GroupError::CoordinatorNotAvailable(format!(
+                            "group {group_id}: the offsets write was not replicated within {OFFSETS_COMMIT_TIMEOUT:?}"
+                        ))
+                        .into())
+                    }
+                }
             }
             Ok(())
         })
@@ -512,8 +555,11 @@ impl Actor for GroupActor {
         ctx.run_interval(OFFSETS_EXPIRY_CHECK_INTERVAL, |act, ctx| {
             // A deleted group stops once the coordinator has forgotten it (stopping
             // while addresses remain would make the supervisor restart it).
-            if act.state.phase == Phase::Dead && !ctx.connected() {
+            if (act.state.phase == Phase::Dead || act.unloaded) && !ctx.connected() {
                 ctx.stop();
+                return;
+            }
+            if act.unloaded {
                 return;
             }
             act.expire_offsets(ctx);
@@ -776,6 +822,21 @@ impl Handler<DeleteGroup> for GroupActor {
             tracing::info!(group = %group, "group deleted");
             Ok(())
         })))
+    }
+}
+
+impl Handler<Unload> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Unload, ctx: &mut Context<Self>) {
+        self.unloaded = true;
+        let timers = self.session_timers.drain().chain(self.revocation_timers.drain()).map(|(_, t)| t);
+        for timer in timers.chain(self.rebalance_timer.take()).chain(self.delay_timer.take()).collect::<Vec<_>>() {
+            ctx.cancel_future(timer);
+        }
+        // Their senders drop: the waiting members get COORDINATOR_NOT_AVAILABLE and look the coordinator up again.
+        self.join_waiters.clear();
+        self.sync_waiters.clear();
     }
 }
 

@@ -32,6 +32,8 @@ pub enum GroupError {
     OffsetMetadataTooLarge { size: usize, max: usize },
     #[error("group {group_id} is subscribed to topic {topic}")]
     GroupSubscribedToTopic { group_id: String, topic: String },
+    #[error("this broker does not coordinate group {group_id} (it does not lead partition {partition} of __consumer_offsets)")]
+    NotCoordinator { group_id: String, partition: i32 },
     #[error("the group coordinator is loading")]
     CoordinatorLoading,
     #[error("the group coordinator is not available: {0}")]

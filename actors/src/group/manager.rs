@@ -1,8 +1,16 @@
 //! [`GroupCoordinator`]: this node's group coordinator. It creates the
-//! `__consumer_offsets` topic, loads every group from it before serving,
-//! starts a supervised [`GroupActor`] per group on demand, answers questions
-//! across groups (ListGroups, metrics) from the groups' published summaries,
-//! and keeps the offsets topic bounded.
+//! `__consumer_offsets` topic, starts a supervised [`GroupActor`] per group
+//! on demand, answers questions across groups (ListGroups, metrics) from the
+//! groups' published summaries, and keeps the offsets topic bounded.
+//!
+//! Leadership, as in Kafka (`GroupCoordinator.onElection`/`onResignation`):
+//! the coordinator serves only the groups whose offsets partition
+//! (`abs(hash(group)) % partitions`) this node leads. It watches the node's
+//! registry; when it gains a partition it replays it ([`super::load`]) and
+//! its groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile; when it loses
+//! one it unloads its groups. Groups of partitions it does not lead answer
+//! NOT_COORDINATOR. On a single node it leads every partition and loads
+//! them all before serving.
 //!
 //! Compaction: when a partition of the offsets topic holds more than
 //! [`COMPACT_AFTER_RECORDS`] records, the coordinator notes its log end
@@ -19,24 +27,23 @@ use actix::prelude::*;
 use futures::future::join_all;
 use tokio::sync::watch;
 
-use super::actor::{GroupActor, GroupSummary, GroupTimers, Rewrite};
+use super::actor::{GroupActor, GroupSummary, GroupTimers, Rewrite, Unload};
 use super::error::GroupError;
-use super::offsets::{Offsets, OffsetsRecord, StoredGroup};
+use super::leadership::{changes, led_partitions, Led};
+use super::load::load;
+use super::offsets::{Offsets, StoredGroup};
 use super::state::Limits;
 use super::{offsets_partition, OFFSETS_TOPIC};
 use crate::error::Error;
+use crate::metadata::quorum::BrokerId;
 use crate::node::{CreateTopic, NodeHandle};
-use crate::partition::{DeleteRecords, Read};
+use crate::partition::DeleteRecords;
 use crate::{PartitionHandle, TopicPartition};
 
 /// Records in an offsets partition that trigger its compaction.
 pub const COMPACT_AFTER_RECORDS: i64 = 100_000;
 /// How often the offsets partitions are checked for compaction.
 pub const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// Bytes per read while loading the offsets topic.
-const LOAD_READ_BYTES: usize = 4 * 1024 * 1024;
-/// How long loading waits for an offsets partition's log to open.
-const LOAD_OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Segment size of the offsets topic (small, so compaction frees space soon).
 const OFFSETS_SEGMENT_BYTES: &str = "16777216";
 
@@ -80,16 +87,40 @@ struct Entry {
 /// A group's id and its published summary.
 pub type GroupListing = (String, GroupSummary);
 
+/// An offsets partition this node leads: its groups are loading or served.
+#[derive(Clone)]
+enum Slot {
+    Loading { leader_epoch: i32 },
+    Loaded { leader_epoch: i32, log: PartitionHandle },
+}
+
+impl Slot {
+    fn leader_epoch(&self) -> i32 {
+        match self {
+            Slot::Loading { leader_epoch } | Slot::Loaded { leader_epoch, .. } => *leader_epoch,
+        }
+    }
+}
+
+/// The served partitions and their groups, under one lock so that a group
+/// is never started in a partition being unloaded.
+#[derive(Default)]
+struct Served {
+    slots: HashMap<i32, Slot>,
+    groups: HashMap<String, Entry>,
+}
+
 /// The group coordinator. See the module docs.
 pub struct GroupCoordinator {
     node: NodeHandle,
     config: GroupsConfig,
-    partitions: Vec<PartitionHandle>,
+    /// The offsets topic's partition count (fixed at creation).
+    partition_count: i32,
     /// The thread group actors run on (request handlers run on tokio's
     /// workers, outside any arbiter, so actors must be started on one).
     arbiter: Arbiter,
     /// Never held across an await.
-    groups: Mutex<HashMap<String, Entry>>,
+    served: Mutex<Served>,
 }
 
 fn timers(config: &GroupsConfig) -> GroupTimers {
@@ -106,39 +137,48 @@ fn timers(config: &GroupsConfig) -> GroupTimers {
     }
 }
 
+/// The offsets topic's settings at creation.
+fn create_offsets_topic(config: &GroupsConfig) -> CreateTopic {
+    CreateTopic {
+        name: OFFSETS_TOPIC.to_owned(),
+        partitions: Some(config.offsets_topic_partitions),
+        replication_factor: None,
+        configs: vec![("retention.ms".into(), "-1".into()), ("retention.bytes".into(), "-1".into()), ("segment.bytes".into(), OFFSETS_SEGMENT_BYTES.into())],
+        validate_only: false,
+    }
+}
+
 impl GroupCoordinator {
-    /// Creates the offsets topic if missing, loads every group from it and
-    /// starts the compaction task. Must run inside an actix `System`.
+    /// Creates the offsets topic if missing, loads the groups of the offsets
+    /// partitions this node leads (every one on a single node), then follows
+    /// leadership changes and starts the compaction task. Must run inside an
+    /// actix `System`.
     pub async fn start(node: NodeHandle, config: GroupsConfig) -> Result<Arc<GroupCoordinator>, Error> {
         let view = match node.topic(OFFSETS_TOPIC) {
             Some(view) => view,
-            None => {
-                let create = CreateTopic {
-                    name: OFFSETS_TOPIC.to_owned(),
-                    partitions: Some(config.offsets_topic_partitions),
-                    replication_factor: None,
-                    configs: vec![
-                        ("retention.ms".into(), "-1".into()),
-                        ("retention.bytes".into(), "-1".into()),
-                        ("segment.bytes".into(), OFFSETS_SEGMENT_BYTES.into()),
-                    ],
-                    validate_only: false,
-                };
-                node.create_topic(create).await?
-            }
+            None => node.create_topic(create_offsets_topic(&config)).await?,
         };
-        // Groups are coordinated where every offsets partition is local (a
-        // single node); coordinating per led partition comes with clusters.
-        let partitions = view
-            .local_partitions()
-            .ok_or_else(|| Error::Unavailable(OFFSETS_TOPIC.into(), "this node does not hold every partition of the offsets topic".into()))?;
-        let coordinator = Arc::new(GroupCoordinator { node, config, partitions, arbiter: Arbiter::new(), groups: Mutex::new(HashMap::new()) });
-        let loaded = coordinator.load().await?;
-        let count = loaded.len();
-        for (group_id, (stored, offsets)) in loaded {
-            coordinator.spawn(group_id, stored, offsets);
+        let partition_count = i32::try_from(view.partitions.len()).unwrap_or(i32::MAX);
+        let mut changes = node.registry_changes();
+        changes.mark_unchanged();
+        let coordinator = Arc::new(GroupCoordinator { node, config, partition_count, arbiter: Arbiter::new(), served: Mutex::new(Served::default()) });
+        // The partitions led at start are loaded before serving (on a single node: all of them).
+        let loads = coordinator.reconcile();
+        for result in join_all(loads.into_iter().map(|(p, led)| coordinator.load_partition(p, led))).await {
+            result?;
         }
-        tracing::info!(groups = count, partitions = coordinator.partitions.len(), "group coordinator loaded");
+        let (groups, partitions) = {
+            let served = coordinator.lock();
+            (served.groups.len(), served.slots.len())
+        };
+        tracing::info!(groups, partitions, "group coordinator loaded");
+        let weak = Arc::downgrade(&coordinator);
+        actix::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(coordinator) = weak.upgrade() else { break };
+                coordinator.on_leadership_change();
+            }
+        });
         let weak = Arc::downgrade(&coordinator);
         actix::spawn(async move {
             let mut tick = tokio::time::interval(COMPACTION_CHECK_INTERVAL);
@@ -157,95 +197,132 @@ impl GroupCoordinator {
         topic == OFFSETS_TOPIC
     }
 
-    /// Reads every partition of the offsets topic; the last record of a key wins.
-    async fn load(&self) -> Result<BTreeMap<String, (Option<StoredGroup>, Offsets)>, Error> {
-        let mut groups: BTreeMap<String, (Option<StoredGroup>, Offsets)> = BTreeMap::new();
-        for partition in &self.partitions {
-            let mut offset = partition.watermarks().log_start_offset;
-            // Wait for the partition's log to open (it publishes its watermarks then).
-            let mut opened = partition.watermarks.clone();
-            let deadline = tokio::time::Instant::now() + LOAD_OPEN_TIMEOUT;
-            let mut end = loop {
-                match partition.ask(crate::partition::ListOffset(crate::partition::OffsetSpec::Latest)).await {
-                    Ok(Some((end, _))) => break end,
-                    Ok(None) => break 0,
-                    Err(e @ Error::Unavailable(..)) if tokio::time::Instant::now() >= deadline => return Err(e),
-                    Err(Error::Unavailable(..)) => {
-                        if tokio::time::timeout(Duration::from_secs(1), opened.changed()).await.is_ok_and(|r| r.is_err()) {
-                            return Err(Error::Unavailable(partition.tp.to_string(), "closed while loading groups".into()));
-                        }
-                    }
-                    Err(e) => return Err(e),
+    /// Unloads the partitions lost and loads those gained in the background
+    /// (their groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+    fn on_leadership_change(self: &Arc<Self>) {
+        for (partition, led) in self.reconcile() {
+            let coordinator = self.clone();
+            actix::spawn(async move {
+                if let Err(e) = coordinator.load_partition(partition, led).await {
+                    tracing::warn!(partition, cause = %e, "could not load the groups of an offsets partition");
+                    coordinator.drop_loading(partition);
                 }
-            };
-            offset = offset.max(partition.watermarks().log_start_offset);
-            while offset < end {
-                let read = partition.ask(Read { offset, max_bytes: LOAD_READ_BYTES }).await?;
-                end = read.high_watermark;
-                let Some(records) = read.records else { break };
-                let decoded = silt_tiering::batch::decode_key_values(&records).map_err(|e| Error::Log(silt_tiering::LogError::InvalidBatch(e)))?;
-                let Some(last) = decoded.last() else { break };
-                offset = last.offset + 1;
-                for kv in decoded {
-                    let Some(key) = kv.key else { continue };
-                    match OffsetsRecord::decode(&key, kv.value.as_deref()) {
-                        Ok(Some(OffsetsRecord::Offset { group, tp, committed })) => {
-                            let entry = groups.entry(group).or_default();
-                            match committed {
-                                Some(c) => {
-                                    entry.1.insert(tp, c);
-                                }
-                                None => {
-                                    entry.1.remove(&tp);
-                                }
-                            }
-                        }
-                        Ok(Some(OffsetsRecord::Group { group, value })) => match value {
-                            Some(v) => groups.entry(group).or_default().0 = Some(v),
-                            None => {
-                                groups.remove(&group);
-                            }
-                        },
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(partition = %partition.tp, offset = kv.offset, cause = %e, "skipping an undecodable offsets record"),
-                    }
-                }
-            }
+            });
         }
-        groups.retain(|_, (stored, offsets)| stored.is_some() || !offsets.is_empty());
-        Ok(groups)
     }
 
-    fn spawn(&self, group_id: String, stored: Option<StoredGroup>, offsets: Offsets) -> Entry {
-        let partition = offsets_partition(&group_id, self.partitions.len() as i32);
-        let log = self.partitions[partition as usize].clone();
+    /// Compares the offsets partitions led now with those served: unloads
+    /// the lost ones and marks the gained ones loading. Answers the loads to run.
+    fn reconcile(&self) -> Vec<(i32, Led)> {
+        let led = match self.node.topic(OFFSETS_TOPIC) {
+            Some(view) => led_partitions(&view, self.node.node_id),
+            None => BTreeMap::new(),
+        };
+        let mut served = self.lock();
+        let epochs: BTreeMap<i32, i32> = served.slots.iter().map(|(p, s)| (*p, s.leader_epoch())).collect();
+        let changes = changes(&epochs, led);
+        let mut unloaded = Vec::new();
+        for partition in changes.lost.iter().copied().chain(changes.gained.iter().map(|(p, _)| *p)) {
+            if served.slots.remove(&partition).is_some() {
+                let gone: Vec<String> = served.groups.iter().filter(|(_, e)| e.partition == partition).map(|(g, _)| g.clone()).collect();
+                unloaded.extend(gone.iter().filter_map(|g| served.groups.remove(g)).map(|e| e.addr));
+                tracing::info!(partition, groups = gone.len(), "unloaded the groups of an offsets partition");
+            }
+        }
+        for (partition, led) in &changes.gained {
+            served.slots.insert(*partition, Slot::Loading { leader_epoch: led.leader_epoch });
+        }
+        drop(served);
+        for addr in unloaded {
+            addr.do_send(Unload);
+        }
+        changes.gained
+    }
+
+    /// Replays one offsets partition and serves its groups, unless its
+    /// leadership changed meanwhile.
+    async fn load_partition(&self, partition: i32, led: Led) -> Result<(), Error> {
+        let loaded = load(&led.handle).await?;
+        let mut served = self.lock();
+        match served.slots.get(&partition) {
+            Some(Slot::Loading { leader_epoch }) if *leader_epoch == led.leader_epoch => {}
+            _ => return Ok(()),
+        }
+        served.slots.insert(partition, Slot::Loaded { leader_epoch: led.leader_epoch, log: led.handle.clone() });
+        let count = loaded.len();
+        for (group_id, (stored, offsets)) in loaded {
+            let entry = self.spawn(group_id.clone(), stored, offsets, partition, led.handle.clone());
+            served.groups.insert(group_id, entry);
+        }
+        tracing::info!(partition, leader_epoch = led.leader_epoch, groups = count, "loaded the groups of an offsets partition");
+        Ok(())
+    }
+
+    /// A load that failed: the partition is not served until leadership changes again.
+    fn drop_loading(&self, partition: i32) {
+        let mut served = self.lock();
+        if matches!(served.slots.get(&partition), Some(Slot::Loading { .. })) {
+            served.slots.remove(&partition);
+        }
+    }
+
+    fn spawn(&self, group_id: String, stored: Option<StoredGroup>, offsets: Offsets, partition: i32, log: PartitionHandle) -> Entry {
         let (tx, rx) = watch::channel(GroupSummary::default());
         let timers = timers(&self.config);
-        let actor = GroupActor::new(group_id.clone(), stored, offsets, timers, log, tx);
+        let actor = GroupActor::new(group_id, stored, offsets, timers, log, tx);
         // Published before the actor runs, so that listings see the group at once.
         actor.publish();
         let addr = Supervisor::start_in_arbiter(&self.arbiter.handle(), move |_| actor);
-        let entry = Entry { addr, summary: rx, partition };
-        self.lock().insert(group_id, entry.clone());
-        entry
+        Entry { addr, summary: rx, partition }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Served> {
+        self.served.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The actor of `group_id`, started if the group is new.
-    pub fn group(&self, group_id: &str) -> Addr<GroupActor> {
-        let existing = self.lock().get(group_id).filter(|e| e.addr.connected()).cloned();
-        match existing {
-            Some(entry) => entry.addr,
-            None => self.spawn(group_id.to_owned(), None, Offsets::new()).addr,
+    /// The log of `group_id`'s offsets partition if this node serves it:
+    /// NOT_COORDINATOR when it does not lead the partition,
+    /// COORDINATOR_LOAD_IN_PROGRESS while its groups load.
+    fn served_log(served: &Served, group_id: &str, partition: i32) -> Result<PartitionHandle, GroupError> {
+        match served.slots.get(&partition) {
+            Some(Slot::Loaded { log, .. }) => Ok(log.clone()),
+            Some(Slot::Loading { .. }) => Err(GroupError::CoordinatorLoading),
+            None => Err(GroupError::NotCoordinator { group_id: group_id.to_owned(), partition }),
         }
     }
 
-    /// The actor of `group_id` if the group exists (without creating it).
-    pub fn existing(&self, group_id: &str) -> Option<Addr<GroupActor>> {
-        self.lock().get(group_id).filter(|e| e.addr.connected()).map(|e| e.addr.clone())
+    /// The actor of `group_id`, started if the group is new.
+    pub fn group(&self, group_id: &str) -> Result<Addr<GroupActor>, Error> {
+        let partition = offsets_partition(group_id, self.partition_count);
+        let mut served = self.lock();
+        let log = Self::served_log(&served, group_id, partition)?;
+        if let Some(entry) = served.groups.get(group_id).filter(|e| e.addr.connected()) {
+            return Ok(entry.addr.clone());
+        }
+        let entry = self.spawn(group_id.to_owned(), None, Offsets::new(), partition, log);
+        served.groups.insert(group_id.to_owned(), entry.clone());
+        Ok(entry.addr)
+    }
+
+    /// The actor of `group_id` if the group exists (without creating it);
+    /// the same errors as [`GroupCoordinator::group`] if this node does not serve it.
+    pub fn existing(&self, group_id: &str) -> Result<Option<Addr<GroupActor>>, Error> {
+        let partition = offsets_partition(group_id, self.partition_count);
+        let served = self.lock();
+        Self::served_log(&served, group_id, partition)?;
+        Ok(served.groups.get(group_id).filter(|e| e.addr.connected()).map(|e| e.addr.clone()))
+    }
+
+    /// The broker that coordinates `group_id`: the leader of its offsets
+    /// partition (COORDINATOR_NOT_AVAILABLE while it has none).
+    pub fn coordinator_of(&self, group_id: &str) -> Result<BrokerId, GroupError> {
+        let partition = offsets_partition(group_id, self.partition_count);
+        let view = self.node.topic(OFFSETS_TOPIC).ok_or_else(|| GroupError::CoordinatorNotAvailable(format!("{OFFSETS_TOPIC} does not exist")))?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| view.partitions.get(p))
+            .and_then(|p| p.leader)
+            .ok_or_else(|| GroupError::CoordinatorNotAvailable(format!("partition {partition} of {OFFSETS_TOPIC} has no leader")))
     }
 
     /// Sends a message to a group's actor.
@@ -255,18 +332,19 @@ impl GroupCoordinator {
         M::Result: Send,
         GroupActor: Handler<M>,
     {
-        self.group(group_id).send(msg).await.map_err(|e| GroupError::CoordinatorNotAvailable(format!("group {group_id}: {e}")).into())
+        self.group(group_id)?.send(msg).await.map_err(|e| GroupError::CoordinatorNotAvailable(format!("group {group_id}: {e}")).into())
     }
 
     /// Forgets a deleted group.
     pub fn forget(&self, group_id: &str) {
-        self.lock().remove(group_id);
+        self.lock().groups.remove(group_id);
     }
 
     /// Every live group and its summary, sorted by id.
     pub fn list(&self) -> Vec<GroupListing> {
         let mut groups: Vec<GroupListing> = self
             .lock()
+            .groups
             .iter()
             .filter(|(_, e)| e.addr.connected())
             .map(|(id, e)| (id.clone(), e.summary.borrow().clone()))
@@ -276,9 +354,24 @@ impl GroupCoordinator {
         groups
     }
 
+    /// The offsets partitions whose groups this node serves, by partition.
+    fn loaded_logs(&self) -> Vec<PartitionHandle> {
+        let mut logs: Vec<PartitionHandle> = self
+            .lock()
+            .slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Loaded { log, .. } => Some(log.clone()),
+                Slot::Loading { .. } => None,
+            })
+            .collect();
+        logs.sort_by_key(|l| l.tp.partition);
+        logs
+    }
+
     /// Compacts every offsets partition that has grown past the threshold.
     pub async fn compact_if_due(&self) {
-        for partition in &self.partitions {
+        for partition in &self.loaded_logs() {
             let marks = partition.watermarks();
             if marks.high_watermark - marks.log_start_offset > COMPACT_AFTER_RECORDS {
                 if let Err(e) = self.compact(partition).await {
@@ -297,7 +390,7 @@ impl GroupCoordinator {
     pub async fn compact(&self, partition: &PartitionHandle) -> Result<(), Error> {
         let mark = partition.watermarks().high_watermark;
         let index = partition.tp.partition;
-        let addrs: Vec<Addr<GroupActor>> = self.lock().values().filter(|e| e.partition == index && e.addr.connected()).map(|e| e.addr.clone()).collect();
+        let addrs: Vec<Addr<GroupActor>> = self.lock().groups.values().filter(|e| e.partition == index && e.addr.connected()).map(|e| e.addr.clone()).collect();
         for result in join_all(addrs.iter().map(|a| a.send(Rewrite))).await {
             match result {
                 Ok(Ok(())) => {}
@@ -324,6 +417,10 @@ impl GroupCoordinator {
 }
 
 #[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod coordinator_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::group::actor::{Commit, FetchOffsets, Join};
@@ -333,7 +430,7 @@ mod tests {
     use crate::topic_config::TopicDefaults;
     use bytes::Bytes;
 
-    fn options(dir: &std::path::Path) -> NodeOptions {
+    pub(super) fn options(dir: &std::path::Path) -> NodeOptions {
         NodeOptions {
             data_dir: dir.to_owned(),
             node_id: 0,
@@ -398,10 +495,10 @@ mod tests {
         let joined = coordinator.ask("h", Join(join)).await.unwrap().unwrap();
         assert_eq!(joined.generation_id, 1);
 
-        let partition = &coordinator.partitions[offsets_partition("g", 2) as usize];
+        let partition = &coordinator.loaded_logs()[offsets_partition("g", 2) as usize];
         let before = partition.watermarks();
         assert!(before.log_end_offset >= 50, "{before:?}");
-        for p in coordinator.partitions.clone() {
+        for p in coordinator.loaded_logs() {
             coordinator.compact(&p).await.unwrap();
         }
         let after = partition.watermarks();

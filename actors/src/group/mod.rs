@@ -9,7 +9,9 @@
 //! | [`assignors`] | the consumer protocol's server-side assignors (`uniform`, `range`), pure functions |
 //! | [`offsets`] | committed offsets of a group and the `__consumer_offsets` record format |
 //! | [`actor`] | [`actor::GroupActor`]: one group's state, its timers and its pending joins and syncs |
-//! | [`manager`] | [`manager::GroupCoordinator`]: starts group actors on demand, loads them at startup, compacts the offsets topic |
+//! | [`manager`] | [`manager::GroupCoordinator`]: serves the groups of the offsets partitions this node leads, starts group actors on demand, compacts the offsets topic |
+//! | [`leadership`] | which offsets partitions this node leads, and what changed (gained: load; lost: unload) |
+//! | [`load`] | replaying one offsets partition into its groups |
 //! | [`error`] | [`GroupError`], the errors group requests answer with |
 //!
 //! A group is of one type at a time: "classic" (JoinGroup/SyncGroup) or
@@ -19,6 +21,8 @@ pub mod actor;
 pub mod assignors;
 pub mod consumer;
 pub mod error;
+pub mod leadership;
+pub mod load;
 pub mod manager;
 pub mod offsets;
 pub mod state;

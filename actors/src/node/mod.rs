@@ -221,6 +221,8 @@ pub struct Node {
 pub struct NodeHandle {
     pub addr: Addr<Node>,
     registry: Arc<RwLock<Registry>>,
+    /// Changes after every registry swap (see [`NodeHandle::registry_changes`]).
+    registry_changes: tokio::sync::watch::Receiver<u64>,
     store: MetadataStore,
     pub node_id: i32,
     pub cluster_id: String,
@@ -287,6 +289,7 @@ impl NodeHandle {
         }
 
         let registry = Arc::new(RwLock::new(Registry::default()));
+        let (published, registry_changes) = tokio::sync::watch::channel(0u64);
         let manager_options = ManagerOptions {
             node_id: options.node_id,
             data_dir: options.data_dir.clone(),
@@ -296,7 +299,7 @@ impl NodeHandle {
             fetchers: cluster.fetchers.clone(),
             alter_partition: Some(Arc::new(admin::StoreAlterPartition(store.clone()))),
         };
-        let mut manager = ReplicaManager::new(manager_options, options.partition_threads, registry.clone(), prepared.clean);
+        let mut manager = ReplicaManager::new(manager_options, options.partition_threads, registry.clone(), published, prepared.clean);
         let state = store.image().borrow().clone();
         if let Some(plan) = manager.plan(state) {
             let moved = replica_manager::prepare_dirs(&plan).await;
@@ -339,6 +342,7 @@ impl NodeHandle {
         Ok(NodeHandle {
             addr,
             registry,
+            registry_changes,
             store,
             node_id: options.node_id,
             cluster_id: prepared.cluster_id,
@@ -369,6 +373,13 @@ impl NodeHandle {
 
     pub fn topic_name(&self, id: Uuid) -> Option<Arc<str>> {
         self.read().names_by_id.get(&id).cloned()
+    }
+
+    /// A watch that changes after every swap of the registry (a new image
+    /// applied: leaders, ISRs, topics). Watchers re-read what they need, e.g.
+    /// the group coordinator the leadership of `__consumer_offsets`.
+    pub fn registry_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.registry_changes.clone()
     }
 
     /// All topics, sorted by name.

@@ -86,6 +86,9 @@ pub(super) struct ReplicaManager {
     next_arbiter: usize,
     restarts: Arc<AtomicU64>,
     registry: Arc<RwLock<Registry>>,
+    /// Bumped after every registry swap, so that leadership watchers (the
+    /// group coordinator) re-read it.
+    published: watch::Sender<u64>,
     local: HashMap<(Uuid, i32), Local>,
     /// Followed partitions and the leader each is followed from.
     following: HashMap<(Uuid, i32), BrokerId>,
@@ -121,13 +124,14 @@ fn topic_configs(topic: &TopicImage) -> TopicConfigs {
 }
 
 impl ReplicaManager {
-    pub(super) fn new(options: ManagerOptions, threads: usize, registry: Arc<RwLock<Registry>>, clean_start: bool) -> Self {
+    pub(super) fn new(options: ManagerOptions, threads: usize, registry: Arc<RwLock<Registry>>, published: watch::Sender<u64>, clean_start: bool) -> Self {
         ReplicaManager {
             options,
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,
             restarts: Arc::new(AtomicU64::new(0)),
             registry,
+            published,
             local: HashMap::new(),
             following: HashMap::new(),
             known_topics: HashMap::new(),
@@ -345,6 +349,7 @@ impl ReplicaManager {
             .map(|b| BrokerView { id: b.broker_id, endpoints: b.endpoints.clone(), rack: b.rack.clone() })
             .collect();
         *self.registry.write().unwrap_or_else(|p| p.into_inner()) = registry;
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

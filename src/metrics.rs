@@ -8,10 +8,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use silt_actors::group::GroupCoordinator;
 use silt_actors::NodeHandle;
+
+use crate::replication::FetcherStats;
 
 /// Every metric the broker exports.
 pub struct Metrics {
@@ -48,6 +51,90 @@ pub struct Metrics {
     groups: IntGaugeVec,
     group_rebalances: IntCounterVec,
     tiering: TieringMetrics,
+    cluster: ClusterMetrics,
+}
+
+/// Leadership, the metadata quorum and replication (Kafka's names where it has one).
+struct ClusterMetrics {
+    leader_count: IntGauge,
+    under_replicated: IntGauge,
+    offline: IntGauge,
+    active_controller: IntGauge,
+    raft_term: IntGauge,
+    raft_last_log_index: IntGauge,
+    raft_applied_index: IntGauge,
+    isr_shrinks: IntCounter,
+    isr_expands: IntCounter,
+    fetch_bytes: IntCounter,
+    fetcher_max_lag: IntGauge,
+    /// The replica fetchers' figures, once the broker runs fetchers.
+    fetchers: Option<Arc<FetcherStats>>,
+}
+
+impl ClusterMetrics {
+    fn new(registry: &Registry) -> ClusterMetrics {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        ClusterMetrics {
+            leader_count: gauge("silt_leader_partitions", "Partitions this node leads (Kafka's LeaderCount)."),
+            under_replicated: gauge(
+                "silt_under_replicated_partitions",
+                "Partitions this node leads whose ISR is smaller than their replica set (Kafka's UnderReplicatedPartitions).",
+            ),
+            offline: gauge(
+                "silt_offline_partitions",
+                "Partitions without a leader, reported by the active controller, 0 elsewhere (Kafka's OfflinePartitionsCount).",
+            ),
+            active_controller: gauge("silt_active_controller", "1 on the node leading the metadata quorum, else 0 (Kafka's ActiveControllerCount)."),
+            raft_term: gauge("silt_raft_current_term", "The metadata quorum's Raft term as this node knows it."),
+            raft_last_log_index: gauge("silt_raft_last_log_index", "Index of the last entry in this node's metadata Raft log."),
+            raft_applied_index: gauge("silt_raft_applied_index", "Index of the last metadata entry applied to this node's image."),
+            isr_shrinks: counter("silt_isr_shrinks_total", "ISR shrinks applied to partitions this node leads (Kafka's IsrShrinksPerSec)."),
+            isr_expands: counter("silt_isr_expands_total", "ISR expands applied to partitions this node leads (Kafka's IsrExpandsPerSec)."),
+            fetch_bytes: counter("silt_replica_fetch_bytes_total", "Record batch bytes this node's replica fetchers copied from leaders."),
+            fetcher_max_lag: gauge(
+                "silt_replica_fetcher_max_lag",
+                "Largest lag in records of a partition this node follows: leader HW minus own LEO at the last fetch (Kafka's MaxLag).",
+            ),
+            fetchers: None,
+        }
+    }
+
+    fn refresh(&self, node: &NodeHandle) {
+        let counts = node.partition_counts();
+        let quorum = node.quorum_status();
+        let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.leader_count.set(as_gauge(counts.leaders));
+        self.under_replicated.set(as_gauge(counts.under_replicated));
+        self.offline.set(if quorum.active_controller { as_gauge(counts.offline) } else { 0 });
+        self.active_controller.set(i64::from(quorum.active_controller));
+        self.raft_term.set(as_gauge(quorum.current_term));
+        self.raft_last_log_index.set(as_gauge(quorum.last_log_index));
+        self.raft_applied_index.set(as_gauge(quorum.applied_index));
+        mirror(&self.isr_shrinks, node.isr_changes.shrinks.load(Ordering::Relaxed));
+        mirror(&self.isr_expands, node.isr_changes.expands.load(Ordering::Relaxed));
+        self.refresh_fetchers();
+    }
+
+    fn refresh_fetchers(&self) {
+        if let Some(stats) = &self.fetchers {
+            mirror(&self.fetch_bytes, stats.bytes.load(Ordering::Relaxed));
+            self.fetcher_max_lag.set(stats.max_lag());
+        }
+    }
+}
+
+/// Raises `counter` to `total`, a count kept elsewhere that only grows.
+fn mirror(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 /// The archive's metrics (see `silt_tiering::archive`).
@@ -288,6 +375,7 @@ impl Metrics {
                 &["group"],
             ),
             tiering: TieringMetrics::new(&registry),
+            cluster: ClusterMetrics::new(&registry),
             request_duration,
             connections,
             partitions,
@@ -301,6 +389,12 @@ impl Metrics {
     /// Reports the size and free space of the filesystem holding `dir` (the data directory).
     pub fn watch_storage(mut self, dir: std::path::PathBuf) -> Metrics {
         self.storage_dir = Some(dir);
+        self
+    }
+
+    /// Reports the replica fetchers' bytes and lag.
+    pub fn watch_fetchers(mut self, stats: Arc<FetcherStats>) -> Metrics {
+        self.cluster.fetchers = Some(stats);
         self
     }
 
@@ -331,6 +425,7 @@ impl Metrics {
         self.refresh(node);
         self.refresh_groups(node, groups);
         self.tiering.refresh(node);
+        self.cluster.refresh(node);
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
@@ -463,6 +558,28 @@ mod tests {
         let (capacity, available) = filesystem_bytes(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).expect("statvfs");
         assert!(capacity > 0 && available <= capacity, "{capacity} {available}");
         assert!(filesystem_bytes(std::path::Path::new("/no/such/dir")).is_none());
+    }
+
+    #[test]
+    fn a_mirrored_counter_follows_its_total_and_never_goes_back() {
+        let m = Metrics::new();
+        let c = &m.cluster.isr_shrinks;
+        mirror(c, 3);
+        mirror(c, 5);
+        assert_eq!(c.get(), 5);
+        mirror(c, 2);
+        assert_eq!(c.get(), 5, "a counter never decreases");
+    }
+
+    #[test]
+    fn fetcher_figures_are_reported_once_watched() {
+        let stats = Arc::new(FetcherStats::default());
+        let m = Metrics::new().watch_fetchers(Arc::clone(&stats));
+        let tp = silt_actors::TopicPartition { topic: "t".into(), partition: 0 };
+        stats.fetched(&tp, 1234, 100, 60);
+        m.cluster.refresh_fetchers();
+        assert_eq!((m.cluster.fetch_bytes.get(), m.cluster.fetcher_max_lag.get()), (1234, 40));
+        assert!(Metrics::new().cluster.fetchers.is_none());
     }
 
     #[test]

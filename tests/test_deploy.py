@@ -104,7 +104,9 @@ def test_alert_rules_use_catalogued_metrics_and_cover_the_issue():
             assert name in catalogue, f"alert {rule['alert']} uses {name}, which docs/metrics.md does not list"
     alerts = {r["alert"] for r in rules}
     assert {"SiltBrokerDown", "SiltDiskAlmostFull", "SiltDiskFillingUp", "SiltConsumerLagHigh",
-            "SiltArchiveLagHigh", "SiltArchiveUploadsFailing", "SiltArchiveUploadErrors"} <= alerts, alerts
+            "SiltArchiveLagHigh", "SiltArchiveUploadsFailing", "SiltArchiveUploadErrors",
+            "SiltUnderReplicatedPartitions", "SiltOfflinePartitions", "SiltNoActiveController",
+            "SiltIsrShrinking"} <= alerts, alerts
 
 
 # --- Grafana ------------------------------------------------------------------------------
@@ -159,6 +161,37 @@ def test_compose_wires_silt_to_the_store_prometheus_and_grafana():
                 assert (compose_dir / source).exists(), f"{name} mounts {source}, which does not exist"
 
 
+def test_cluster_compose_gives_each_node_its_id_and_the_same_voters():
+    compose_dir = DEPLOY / "compose"
+    services = yaml.safe_load((compose_dir / "compose.cluster.yaml").read_text())["services"]
+    nodes = {name: s for name, s in services.items() if name.startswith("silt-")}
+    assert len(nodes) == 3, set(services)
+    voters = {s["environment"]["SILT_CLUSTER__VOTERS"] for s in nodes.values()}
+    assert len(voters) == 1, f"every node needs the same voter list: {voters}"
+    listen_port = {s["environment"]["SILT_CLUSTER__LISTEN"].rsplit(":", 1)[1] for s in nodes.values()}
+    parsed = {}
+    for voter in voters.pop().split(","):
+        node_id, addr = voter.split("@")
+        host, port = addr.rsplit(":", 1)
+        parsed[int(node_id)] = (host, port)
+        assert host in nodes, f"voter {voter} names no service"
+        assert {port} == listen_port, f"voter {voter} is not at the nodes' cluster.listen port"
+    ids = {int(s["environment"]["SILT_NODE__ID"]): name for name, s in nodes.items()}
+    assert set(ids) == set(parsed), "each node's id must be a voter id"
+    for node_id, name in ids.items():
+        env = nodes[name]["environment"]
+        assert parsed[node_id][0] == name, f"voter {node_id} must be the service with SILT_NODE__ID={node_id}"
+        assert env["SILT_CLUSTER__ADVERTISED"] == f"{name}:{parsed[node_id][1]}"
+        assert env["SILT_KAFKA__ADVERTISED_ADDRESS"].split(":")[0] == name, "peers fetch from the advertised Kafka address"
+    data_volumes = [v for s in nodes.values() for v in s["volumes"] if v.endswith(":/var/lib/silt")]
+    assert len(set(data_volumes)) == 3, f"each node needs its own data volume: {data_volumes}"
+    for name, service in nodes.items():
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (compose_dir / source).exists(), f"{name} mounts {source}, which does not exist"
+
+
 # --- Kubernetes ---------------------------------------------------------------------------
 
 def test_kustomization_resources_parse_with_the_expected_kinds(silt_bin):
@@ -183,6 +216,17 @@ def test_kustomization_resources_parse_with_the_expected_kinds(silt_bin):
     assert {e["secretRef"]["name"] for e in container["envFrom"]} == {kinds["Secret"][0]["metadata"]["name"]}
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= set(kinds["Secret"][0]["stringData"])
     assert "SILT_TIERING__ARCHIVE_URL" in {e["name"] for e in container["env"]}
+    # A voter per replica, named by pod ordinal under the headless Service; node id = ordinal.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SILT_NODE__ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    voters = env["SILT_CLUSTER__VOTERS"]["value"].split(",")
+    assert len(voters) == sts["spec"]["replicas"], voters
+    cluster_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "cluster")
+    assert "cluster" in {p["name"] for p in headless["spec"]["ports"]}
+    for ordinal, voter in enumerate(voters):
+        assert voter == (f"{ordinal}@{sts['metadata']['name']}-{ordinal}.{headless['metadata']['name']}"
+                         f".$(POD_NAMESPACE).svc.cluster.local:{cluster_port}"), voter
+    assert env["SILT_CLUSTER__LISTEN"]["value"].endswith(f":{cluster_port}")
     (pdb,) = kinds["PodDisruptionBudget"]
     assert pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
 

@@ -101,6 +101,35 @@ def test_promtool_accepts_metrics_and_they_match_the_catalogue(broker_factory, t
     assert 'silt_requests_total{api="Produce",version="' in text
 
 
+def gauge_value(text: str, name: str) -> float:
+    """The value of an unlabelled series in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exported")
+
+
+def test_a_single_node_leads_every_partition_and_is_the_active_controller(broker, topic_name):
+    create_topic(broker, topic_name, 3)
+
+    def leads_the_new_topic():
+        text = metrics_text(broker)
+        partitions = gauge_value(text, "silt_partitions")
+        return text if partitions >= 3 and gauge_value(text, "silt_leader_partitions") == partitions else None
+    text = wait_until(leads_the_new_topic, 30, "silt_leader_partitions to equal silt_partitions with the new topic",
+                      diagnostics=lambda: metrics_text(broker))
+    assert gauge_value(text, "silt_active_controller") == 1
+    assert gauge_value(text, "silt_under_replicated_partitions") == 0
+    assert gauge_value(text, "silt_offline_partitions") == 0
+    assert gauge_value(text, "silt_raft_current_term") >= 1
+    applied = gauge_value(text, "silt_raft_applied_index")
+    assert 1 <= applied <= gauge_value(text, "silt_raft_last_log_index")
+    # A single node has no followers: nothing to shrink, expand or fetch.
+    for name in ("silt_isr_shrinks_total", "silt_isr_expands_total", "silt_replica_fetch_bytes_total",
+                 "silt_replica_fetcher_max_lag"):
+        assert gauge_value(text, name) == 0, name
+
+
 def test_per_partition_series_are_off_by_default(broker, topic_name):
     create_topic(broker, topic_name, 3)
     text = metrics_text(broker)

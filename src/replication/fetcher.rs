@@ -98,6 +98,7 @@ impl Followed {
 pub(super) struct Shared {
     pub(super) partitions: Mutex<BTreeMap<TopicPartition, Followed>>,
     pub(super) changed: Notify,
+    pub(super) stats: Arc<super::FetcherStats>,
 }
 
 impl Shared {
@@ -333,9 +334,13 @@ async fn fetch(
             let Some((part, _)) = found else { continue };
             let next = if answer.error_code == 0 {
                 let records = answer.records.clone().unwrap_or_else(Bytes::new);
+                let bytes = records.len();
                 let appended = part.handle.ask(AppendAsFollower { records, leader_hw: answer.high_watermark, leader_log_start: answer.log_start_offset }).await;
                 match appended {
-                    Ok(position) => State::Fetching { offset: position.log_end_offset },
+                    Ok(position) => {
+                        shared.stats.fetched(&part.handle.tp, bytes, answer.high_watermark, position.log_end_offset);
+                        State::Fetching { offset: position.log_end_offset }
+                    }
                     Err(e @ silt_actors::Error::NotLeaderOrFollower { .. }) => {
                         tracing::info!(partition = %part.handle.tp, cause = %e, "no longer a follower");
                         State::Parked

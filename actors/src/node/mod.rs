@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::error::{Error, MetadataError};
 use crate::metadata::quorum::{BrokerId, Endpoint, MetadataBatch, MetadataRecord, MetadataResponse, MetadataTypeConfig};
 use crate::metadata::store::{MetadataStore, ProposalForwarder, RaftTiming, SingleVoterNetwork, StoreOptions, METADATA_DIR, PROPOSAL_TIMEOUT};
-use crate::partition::{ArchiveStatus, Close, PartitionHandle, Watermarks};
+use crate::partition::{ArchiveStatus, Close, IsrChangeCounts, PartitionHandle, Watermarks};
 use crate::replication::ReplicaFetchers;
 use crate::topic_config::TopicDefaults;
 use crate::TopicPartition;
@@ -51,7 +51,7 @@ pub mod replica_manager;
 mod tests;
 
 pub use admin::AlterIsr;
-pub use registry::{BrokerView, PartitionView, Registry, TopicView};
+pub use registry::{BrokerView, PartitionCounts, PartitionView, Registry, TopicView};
 
 use admin::ProducerIds;
 use replica_manager::{ManagerOptions, ReplicaManager};
@@ -230,8 +230,22 @@ pub struct NodeHandle {
     pub default_partitions: i32,
     /// Partition actor restarts since the node started.
     pub partition_restarts: Arc<AtomicU64>,
+    /// ISR shrinks and expands applied to partitions this node leads.
+    pub isr_changes: Arc<IsrChangeCounts>,
     /// The threads partition actors run on (see [`NodeHandle::partition_thread`]).
     partition_threads: Arc<[ArbiterHandle]>,
+}
+
+/// The metadata quorum as this node's Raft instance sees it, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumStatus {
+    /// Whether this node is the active controller (the quorum's leader).
+    pub active_controller: bool,
+    pub current_term: u64,
+    /// The index of the last entry in this node's Raft log (0 before any).
+    pub last_log_index: u64,
+    /// The index of the last entry applied to the metadata image (0 before any).
+    pub applied_index: u64,
 }
 
 fn blocking_error(e: tokio::task::JoinError) -> Error {
@@ -314,6 +328,7 @@ impl NodeHandle {
         tracing::info!(topics, clean_shutdown = prepared.clean, cluster_id = %prepared.cluster_id, "node started");
         let partition_threads: Arc<[ArbiterHandle]> = manager.arbiter_handles().into();
         let restarts = manager.restarts();
+        let isr_changes = manager.isr_changes();
         let mut changes = store.image();
         let node = Node {
             options: options.clone(),
@@ -349,6 +364,7 @@ impl NodeHandle {
             topic_defaults: options.topic_defaults,
             default_partitions: options.default_partitions,
             partition_restarts: restarts,
+            isr_changes,
             partition_threads,
         })
     }
@@ -397,6 +413,23 @@ impl NodeHandle {
     /// The active controller (the metadata quorum's leader), if known.
     pub fn controller_id(&self) -> Option<i32> {
         self.store.raft().metrics().borrow().current_leader.and_then(|id| i32::try_from(id).ok())
+    }
+
+    /// Term and indexes of the metadata quorum, read from Raft's metrics channel (no round trip).
+    pub fn quorum_status(&self) -> QuorumStatus {
+        let metrics = self.store.raft().metrics().borrow().clone();
+        QuorumStatus {
+            active_controller: metrics.current_leader == Some(self.store.node_id()),
+            current_term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+        }
+    }
+
+    /// Leaders, under-replicated and offline partitions as this node's image has them.
+    pub fn partition_counts(&self) -> PartitionCounts {
+        let registry = self.read();
+        PartitionCounts::of(self.node_id, registry.topics.values().flat_map(|t| t.partitions.iter()))
     }
 
     /// The metadata store, for the cluster transport's RPC server.

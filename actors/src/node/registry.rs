@@ -43,6 +43,38 @@ impl TopicView {
     }
 }
 
+/// Partition counts from this node's view of the image, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionCounts {
+    /// Partitions this node leads (Kafka's `LeaderCount`).
+    pub leaders: u64,
+    /// Partitions this node leads whose ISR is smaller than their replica set
+    /// (Kafka's `UnderReplicatedPartitions`, counted by the leader).
+    pub under_replicated: u64,
+    /// Partitions without a leader (Kafka's `OfflinePartitionsCount`).
+    pub offline: u64,
+}
+
+impl PartitionCounts {
+    /// Counts `partitions` as broker `node` sees them.
+    pub fn of<'a>(node: BrokerId, partitions: impl IntoIterator<Item = &'a PartitionView>) -> PartitionCounts {
+        let mut counts = PartitionCounts::default();
+        for p in partitions {
+            match p.leader {
+                None => counts.offline += 1,
+                Some(leader) if leader == node => {
+                    counts.leaders += 1;
+                    if p.isr.len() < p.replicas.len() {
+                        counts.under_replicated += 1;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        counts
+    }
+}
+
 /// A registered, unfenced broker: what Metadata and DescribeCluster list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerView {
@@ -63,5 +95,29 @@ impl Registry {
     pub(super) fn insert(&mut self, view: TopicView) {
         self.names_by_id.insert(view.id, view.name.clone());
         self.topics.insert(view.name.clone(), view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(leader: Option<BrokerId>, replicas: &[BrokerId], isr: &[BrokerId]) -> PartitionView {
+        PartitionView { leader, replicas: replicas.to_vec(), isr: isr.to_vec(), leader_epoch: 0, partition_epoch: 0, local: None }
+    }
+
+    #[test]
+    fn counts_leaders_under_replicated_and_offline_partitions() {
+        let partitions = [
+            view(Some(1), &[1, 2, 3], &[1, 2, 3]),
+            view(Some(1), &[1, 2, 3], &[1, 3]),
+            view(Some(2), &[1, 2, 3], &[2]),
+            view(None, &[1, 2, 3], &[1]),
+            view(Some(1), &[1], &[1]),
+        ];
+        let counts = PartitionCounts::of(1, &partitions);
+        assert_eq!(counts, PartitionCounts { leaders: 3, under_replicated: 1, offline: 1 }, "node 1 counts only what it leads as under-replicated");
+        assert_eq!(PartitionCounts::of(2, &partitions), PartitionCounts { leaders: 1, under_replicated: 1, offline: 1 });
+        assert_eq!(PartitionCounts::of(4, &[]), PartitionCounts::default());
     }
 }

@@ -34,7 +34,7 @@ use super::registry::{BrokerView, PartitionView, Registry, TopicView};
 use super::{is_internal, NodeArchiveOptions, DELETED_SUFFIX};
 use crate::metadata::quorum::{AppliedState, BrokerId, MetadataImage, PartitionImage, TopicImage};
 use crate::partition::{
-    ArchiveOptions, ArchiveStatus, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, ReplicationOptions, Retire, Watermarks,
+    ArchiveOptions, ArchiveStatus, IsrChangeCounts, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, ReplicationOptions, Retire, Watermarks,
     REPLICA_LAG_TIME_MAX_DEFAULT,
 };
 use crate::replication::{AlterPartition, FollowedPartition, LeaderEndpoint, PartitionRole, ReplicaFetchers, SetRole};
@@ -85,6 +85,7 @@ pub(super) struct ReplicaManager {
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
     restarts: Arc<AtomicU64>,
+    isr_changes: Arc<IsrChangeCounts>,
     registry: Arc<RwLock<Registry>>,
     /// Bumped after every registry swap, so that leadership watchers (the
     /// group coordinator) re-read it.
@@ -130,6 +131,7 @@ impl ReplicaManager {
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,
             restarts: Arc::new(AtomicU64::new(0)),
+            isr_changes: Arc::default(),
             registry,
             published,
             local: HashMap::new(),
@@ -142,6 +144,10 @@ impl ReplicaManager {
 
     pub(super) fn restarts(&self) -> Arc<AtomicU64> {
         self.restarts.clone()
+    }
+
+    pub(super) fn isr_changes(&self) -> Arc<IsrChangeCounts> {
+        self.isr_changes.clone()
     }
 
     pub(super) fn arbiter_handles(&self) -> Vec<ArbiterHandle> {
@@ -258,6 +264,7 @@ impl ReplicaManager {
                 topic_id: topic.topic_id,
                 alter_partition: self.options.alter_partition.clone(),
                 replica_lag_time_max: REPLICA_LAG_TIME_MAX_DEFAULT,
+                isr_changes: self.isr_changes.clone(),
             },
         };
         let (tx, rx) = watch::channel(Watermarks::default());

@@ -75,7 +75,7 @@ pub use messages::{
     ReplicaFetch, ReplicaPosition, RequiredAcks, Retire, TruncateTo, TruncateToLeader, Truncation,
 };
 use replicas::ReplicaSet;
-pub use replicas::{ReplicationOptions, PENDING_ACKS_MAX, REPLICA_LAG_TIME_MAX_DEFAULT};
+pub use replicas::{IsrChangeCounts, ReplicationOptions, PENDING_ACKS_MAX, REPLICA_LAG_TIME_MAX_DEFAULT};
 pub use watermarks::Watermarks;
 use watermarks::{publish, publish_role};
 

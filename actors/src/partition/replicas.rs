@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,12 +50,39 @@ pub struct ReplicationOptions {
     pub alter_partition: Option<Arc<dyn AlterPartition>>,
     /// `replica.lag.time.max.ms`.
     pub replica_lag_time_max: Duration,
+    /// Where this partition counts the ISR changes it applies while leading.
+    pub isr_changes: Arc<IsrChangeCounts>,
+}
+
+/// ISR shrinks and expands applied by leaders (Kafka's `IsrShrinksPerSec`
+/// and `IsrExpandsPerSec`), shared by a node's partitions.
+#[derive(Debug, Default)]
+pub struct IsrChangeCounts {
+    pub shrinks: AtomicU64,
+    pub expands: AtomicU64,
+}
+
+impl IsrChangeCounts {
+    /// Counts the change from `old` to `new` in the same leader epoch: a
+    /// shrink if a member left, an expand if one joined (both if both).
+    pub(super) fn count(&self, old: &PartitionRole, new: &PartitionRole) {
+        let (PartitionRole::Leader { leader_epoch: old_epoch, isr: old_isr, .. }, PartitionRole::Leader { leader_epoch, isr, .. }) = (old, new) else { return };
+        if old_epoch != leader_epoch {
+            return;
+        }
+        if old_isr.iter().any(|id| !isr.contains(id)) {
+            self.shrinks.fetch_add(1, Ordering::Relaxed);
+        }
+        if isr.iter().any(|id| !old_isr.contains(id)) {
+            self.expands.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ReplicationOptions {
     /// A partition on a single node: it leads alone and never alters its ISR.
     pub fn single_node(local_broker: BrokerId, topic_id: Uuid) -> Self {
-        ReplicationOptions { local_broker, topic_id, alter_partition: None, replica_lag_time_max: REPLICA_LAG_TIME_MAX_DEFAULT }
+        ReplicationOptions { local_broker, topic_id, alter_partition: None, replica_lag_time_max: REPLICA_LAG_TIME_MAX_DEFAULT, isr_changes: Arc::default() }
     }
 }
 
@@ -222,6 +250,23 @@ mod tests {
 
     fn result(last_offset: i64) -> AppendResult {
         AppendResult { base_offset: last_offset, last_offset, log_append_time_ms: None, log_start_offset: 0, records_appended: 1, bytes_appended: 1 }
+    }
+
+    #[test]
+    fn isr_changes_count_shrinks_and_expands_within_a_leader_epoch() {
+        let counts = IsrChangeCounts::default();
+        let get = |c: &IsrChangeCounts| (c.shrinks.load(Ordering::Relaxed), c.expands.load(Ordering::Relaxed));
+        counts.count(&leader(&[1, 2, 3]), &leader(&[1, 3]));
+        assert_eq!(get(&counts), (1, 0), "a member left");
+        counts.count(&leader(&[1, 3]), &leader(&[1, 2, 3]));
+        assert_eq!(get(&counts), (1, 1), "a member joined");
+        counts.count(&leader(&[1, 3]), &leader(&[1, 2]));
+        assert_eq!(get(&counts), (2, 2), "one left and one joined");
+        let next_epoch = PartitionRole::Leader { leader_epoch: 2, partition_epoch: 2, replicas: vec![1, 2, 3], isr: vec![1] };
+        counts.count(&leader(&[1, 2, 3]), &next_epoch);
+        let follower = PartitionRole::Follower { leader_epoch: 1, partition_epoch: 1, leader: Some(2), replicas: vec![1, 2, 3] };
+        counts.count(&follower, &leader(&[1]));
+        assert_eq!(get(&counts), (2, 2), "a new leader epoch or a follower's role is no ISR change of this leader");
     }
 
     #[test]

@@ -69,7 +69,13 @@ fn start_replica(dir: &Path, broker: BrokerId, role: PartitionRole, min_isr: i32
         maintenance_interval: Duration::from_secs(60),
         archive: None,
         role,
-        replication: ReplicationOptions { local_broker: broker, topic_id: uuid::Uuid::nil(), alter_partition: Some(alter), replica_lag_time_max: lag },
+        replication: ReplicationOptions {
+            local_broker: broker,
+            topic_id: uuid::Uuid::nil(),
+            alter_partition: Some(alter),
+            replica_lag_time_max: lag,
+            isr_changes: Arc::default(),
+        },
     };
     let status = Arc::new(ArchiveStatus::default());
     let (tp2, status2) = (tp.clone(), status.clone());

@@ -80,6 +80,7 @@ impl Handler<SetRole> for PartitionActor {
         tracing::info!(topic = %self.tp.topic, partition = self.tp.partition, ?role, "partition role");
         let new_epoch = role.leader_epoch() != self.role.leader_epoch() || role.is_leader() != self.role.is_leader();
         let leo = self.watermarks.borrow().log_end_offset;
+        self.options.replication.isr_changes.count(&self.role, &role);
         self.role = role;
         super::publish_role(&self.watermarks, self.role.is_leader(), self.role.leader_epoch());
         self.replicas.set_role(&self.role, self.options.replication.local_broker, new_epoch, leo, Instant::now());

@@ -25,7 +25,8 @@ const NODES_SINCE_VERSION: i16 = 2;
 
 pub async fn describe(ctx: &RequestContext, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
     let metrics = ctx.broker.node.metadata_store().raft().metrics().borrow().clone();
-    let asked_metadata = request.topics.iter().any(|t| t.topic_name.0.as_str() == METADATA_TOPIC && t.partitions.iter().any(|p| p.partition_index == METADATA_PARTITION));
+    let asked_metadata =
+        request.topics.iter().any(|t| t.topic_name.0.as_str() == METADATA_TOPIC && t.partitions.iter().any(|p| p.partition_index == METADATA_PARTITION));
     let mut response = DescribeQuorumResponse::default();
     if !asked_metadata {
         // Kafka answers a request for any other partition with UNKNOWN_TOPIC_OR_PARTITION at the top level.
@@ -46,9 +47,18 @@ pub async fn describe(ctx: &RequestContext, request: DescribeQuorumRequest) -> D
     };
     let voters: Vec<ReplicaState> = membership
         .voter_ids()
-        .map(|id| ReplicaState::default().with_replica_id(BrokerId(i32::try_from(id).unwrap_or(-1))).with_log_end_offset(log_end_of(id)).with_last_fetch_timestamp(-1).with_last_caught_up_timestamp(-1))
+        .map(|id| {
+            ReplicaState::default()
+                .with_replica_id(BrokerId(i32::try_from(id).unwrap_or(-1)))
+                .with_log_end_offset(log_end_of(id))
+                .with_last_fetch_timestamp(-1)
+                .with_last_caught_up_timestamp(-1)
+        })
         .collect();
-    let observers: Vec<ReplicaState> = membership.learner_ids().map(|id| ReplicaState::default().with_replica_id(BrokerId(i32::try_from(id).unwrap_or(-1))).with_log_end_offset(log_end_of(id))).collect();
+    let observers: Vec<ReplicaState> = membership
+        .learner_ids()
+        .map(|id| ReplicaState::default().with_replica_id(BrokerId(i32::try_from(id).unwrap_or(-1))).with_log_end_offset(log_end_of(id)))
+        .collect();
     let leader = metrics.current_leader.and_then(|id| i32::try_from(id).ok()).unwrap_or(-1);
     let high_watermark = metrics.last_applied.map_or(0, |log_id| i64::try_from(log_id.index).unwrap_or(i64::MAX));
     let partition = PartitionData::default()

@@ -114,10 +114,14 @@ impl PartitionActor {
         self.role.leader_epoch() == epoch && self.role.is_leader() == leader
     }
 
-    /// A failed archive step: a fenced write deposes this node's archiving,
+    /// A failed archive step: a fenced write deposes this node's archiving
+    /// (unless a new role has already replaced the archive it wrote with),
     /// anything else backs off and retries.
-    fn archive_failed(&mut self, ctx: &mut Context<Self>, e: &Error, what: &str) {
+    fn archive_failed(&mut self, ctx: &mut Context<Self>, e: &Error, what: &str, started_as: (i32, bool)) {
         if matches!(e, Error::Archive(ArchiveError::Fenced { .. })) {
+            if !self.same_role(started_as.0, started_as.1) {
+                return; // started under an older role, which the new one has replaced
+            }
             tracing::warn!(topic = %self.tp.topic, partition = self.tp.partition, cause = %e, "a newer leader writes the archive; this node stops archiving the partition until it leads again");
             self.archive = ArchiveState::Deposed;
             return;
@@ -134,12 +138,13 @@ impl PartitionActor {
             return;
         }
         let (retention_ms, retention_bytes) = (config.retention_ms, config.retention_bytes);
+        let (epoch, leader) = (self.role.leader_epoch(), self.role.is_leader());
         let fut = async move { part.enforce_retention(now_ms(), retention_ms, retention_bytes, local_start, local_bytes).await };
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| match result {
             Ok(Some(_)) => act.sync_archive_bounds(ctx),
             Ok(None) => {}
             Err(e) => {
-                if matches!(e, ArchiveError::Fenced { .. }) {
+                if matches!(e, ArchiveError::Fenced { .. }) && act.same_role(epoch, leader) {
                     act.archive = ArchiveState::Deposed;
                 }
                 tracing::warn!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "archive retention failed");
@@ -181,7 +186,7 @@ impl PartitionActor {
                             act.archive = ArchiveState::Ready(part);
                             act.sync_archive_bounds(ctx);
                         }
-                        Err(e) => act.archive_failed(ctx, &Error::Archive(e), "cannot load the archive manifest"),
+                        Err(e) => act.archive_failed(ctx, &Error::Archive(e), "cannot load the archive manifest", (epoch, leader)),
                     }
                 }));
             }
@@ -202,7 +207,7 @@ impl PartitionActor {
                         }
                     })
                 });
-                ctx.spawn(upload.map(|result: Result<bool, Error>, act, ctx| {
+                ctx.spawn(upload.map(move |result: Result<bool, Error>, act, ctx| {
                     act.uploads.in_flight = false;
                     match result {
                         Ok(uploaded) => {
@@ -212,7 +217,7 @@ impl PartitionActor {
                                 act.archive_tick(ctx); // catch up without waiting for the next tick
                             }
                         }
-                        Err(e) => act.archive_failed(ctx, &e, "segment upload failed"),
+                        Err(e) => act.archive_failed(ctx, &e, "segment upload failed", (epoch, leader)),
                     }
                 }));
             }

@@ -75,7 +75,11 @@ fn group_error_code(error: &GroupError) -> ResponseError {
 /// remote-storage failures, and the broker logs the file.
 fn archive_error_code(error: &ArchiveError) -> ResponseError {
     match error {
-        ArchiveError::Store { .. } | ArchiveError::Task { .. } | ArchiveError::InvalidLocation { .. } => ResponseError::KafkaStorageError,
+        ArchiveError::Store { .. } | ArchiveError::Task { .. } | ArchiveError::InvalidLocation { .. } | ArchiveError::ManifestChanged { .. } => {
+            ResponseError::KafkaStorageError
+        }
+        // A newer leader writes the archive (DeleteRecords on a deposed leader).
+        ArchiveError::Fenced { .. } => ResponseError::NotLeaderOrFollower,
         ArchiveError::Log(log) => log_error_code(log),
         ArchiveError::Missing { .. }
         | ArchiveError::Parquet { .. }
@@ -84,7 +88,8 @@ fn archive_error_code(error: &ArchiveError) -> ResponseError {
         | ArchiveError::Unreadable { .. }
         | ArchiveError::Batch(_)
         | ArchiveError::CorruptManifest { .. }
-        | ArchiveError::ForeignManifest { .. } => ResponseError::UnknownServerError,
+        | ArchiveError::ForeignManifest { .. }
+        | ArchiveError::ReadOnly { .. } => ResponseError::UnknownServerError,
     }
 }
 

@@ -83,6 +83,12 @@ pub enum ArchiveError {
     Log(#[from] LogError),
     #[error("the archive task failed: {reason}")]
     Task { reason: String },
+    #[error("archive manifest {path} was written by leader epoch {stored}, newer than this writer's {epoch}: this node no longer archives the partition")]
+    Fenced { path: String, stored: i32, epoch: i32 },
+    #[error("archive manifest {path} changed under this writer (leader epoch {stored}); reloaded, the change is retried")]
+    ManifestChanged { path: String, stored: i32 },
+    #[error("archive manifest {path} was opened read-only")]
+    ReadOnly { path: String },
 }
 
 impl ArchiveError {

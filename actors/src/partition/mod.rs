@@ -50,6 +50,8 @@ use crate::{now_ms, TopicPartition};
 
 mod admin;
 mod append;
+#[cfg(test)]
+mod archive_role_tests;
 mod archiving;
 mod describe;
 mod follower;

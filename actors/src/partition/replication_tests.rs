@@ -21,7 +21,7 @@ use crate::replication::{AlterPartition, IsrChange, SetRole};
 
 /// A controller that accepts and records every ISR change.
 #[derive(Default)]
-struct FakeController {
+pub(super) struct FakeController {
     changes: Mutex<Vec<IsrChange>>,
 }
 
@@ -46,14 +46,14 @@ impl FakeController {
     }
 }
 
-const LEADER: BrokerId = 1;
-const FOLLOWER: BrokerId = 2;
+pub(super) const LEADER: BrokerId = 1;
+pub(super) const FOLLOWER: BrokerId = 2;
 
-fn leader_role(epoch: i32, isr: &[BrokerId]) -> PartitionRole {
+pub(super) fn leader_role(epoch: i32, isr: &[BrokerId]) -> PartitionRole {
     PartitionRole::Leader { leader_epoch: epoch, partition_epoch: epoch, replicas: vec![LEADER, FOLLOWER], isr: isr.to_vec() }
 }
 
-fn follower_role(epoch: i32, leader: BrokerId) -> PartitionRole {
+pub(super) fn follower_role(epoch: i32, leader: BrokerId) -> PartitionRole {
     PartitionRole::Follower { leader_epoch: epoch, partition_epoch: epoch, leader: Some(leader), replicas: vec![LEADER, FOLLOWER] }
 }
 
@@ -84,7 +84,7 @@ fn start_replica(dir: &Path, broker: BrokerId, role: PartitionRole, min_isr: i32
 }
 
 /// One fetch round of the follower from the leader, as the replica fetcher does it.
-async fn replicate(leader: &PartitionHandle, follower: &PartitionHandle, follower_id: BrokerId, epoch: i32) -> Result<ReplicaPosition, Error> {
+pub(super) async fn replicate(leader: &PartitionHandle, follower: &PartitionHandle, follower_id: BrokerId, epoch: i32) -> Result<ReplicaPosition, Error> {
     let position = follower.ask(GetReplicaPosition).await?;
     let fetch = ReplicaFetch { replica: follower_id, offset: position.log_end_offset, max_bytes: 1 << 20, current_leader_epoch: Some(epoch) };
     let read = leader.ask(fetch).await?;
@@ -109,7 +109,7 @@ async fn truncate(leader: &PartitionHandle, follower: &PartitionHandle, epoch: i
 
 /// A test batch stamped now: the log rolls a segment whose first batch is
 /// older than `segment.ms`, and a read answers from one segment only.
-fn batch_now(n: i32) -> bytes::Bytes {
+pub(super) fn batch_now(n: i32) -> bytes::Bytes {
     let mut b = batch(n).to_vec();
     let now = crate::now_ms();
     b[27..35].copy_from_slice(&now.to_be_bytes());

@@ -85,6 +85,9 @@ impl Handler<SetRole> for PartitionActor {
         super::publish_role(&self.watermarks, self.role.is_leader(), self.role.leader_epoch());
         self.replicas.set_role(&self.role, self.options.replication.local_broker, new_epoch, leo, Instant::now());
         self.refresh_hw_bound();
+        if new_epoch {
+            self.archive_role_changed();
+        }
         if self.role.is_leader() {
             // A smaller ISR may let the HW move (and answer waiting produces).
             self.advance_high_watermark(ctx);

@@ -64,6 +64,15 @@ pub struct Manifest {
     /// retried when the partition next opens.
     #[serde(default)]
     pub deleting: Vec<String>,
+    /// The leader epoch of the writer that saved this manifest. A writer with
+    /// an older epoch (a deposed leader) never overwrites it. Manifests
+    /// written before clusters existed have none: they read as -1.
+    #[serde(default = "no_epoch")]
+    pub leader_epoch: i32,
+}
+
+fn no_epoch() -> i32 {
+    -1
 }
 
 impl Manifest {
@@ -76,6 +85,7 @@ impl Manifest {
             log_start_offset: 0,
             segments: Vec::new(),
             deleting: Vec::new(),
+            leader_epoch: -1,
         }
     }
 
@@ -210,5 +220,15 @@ mod tests {
         bad.segments.push(seg(5, 20));
         assert!(Manifest::from_json(&bad.to_json()).is_err());
         assert_eq!(file_name(1, 22), "00000000000000000001-00000000000000000022.parquet");
+    }
+
+    #[test]
+    fn a_manifest_without_an_epoch_reads_as_epoch_minus_one() {
+        let m = Manifest::new("t", 0, "id");
+        let mut json: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        json.as_object_mut().unwrap().remove("leader_epoch");
+        let old = Manifest::from_json(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(old.leader_epoch, -1);
+        assert_eq!(old, m);
     }
 }

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`format`] | the Parquet schema; segment to file and file rows back to batches |
 //! | [`manifest`] | the per-partition index of archived segments |
+//! | `fence` | manifest reads and writes fenced by the leader epoch |
 //! | [`store`] | opening the object store an archive URL names |
 //! | [`cache`] | the bounded cache of decoded row groups and file footers |
 //! | `reader` | Parquet's async reader over byte ranges of an archived object |
@@ -22,10 +23,13 @@
 //!   (remembering them under `deleting`), then they are deleted.
 //! - Reads find files through the manifest; nothing on the read path lists
 //!   the bucket.
+//! - Only a partition's leader writes its archive, and a manifest written by
+//!   a newer leader epoch is never overwritten (see `fence`).
 //! - All object-store I/O and Parquet work runs on the runtime and blocking
 //!   pool given to [`Archive::open`], never on a partition actor's thread.
 
 pub mod cache;
+mod fence;
 pub mod format;
 pub mod manifest;
 mod reader;
@@ -33,13 +37,14 @@ pub mod store;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, UpdateVersion};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::file::statistics::Statistics;
@@ -104,6 +109,8 @@ pub struct Archive {
     row_groups: Lru<RowGroupKey, Vec<RebuiltBatch>>,
     footers: Lru<Path, ArrowReaderMetadata>,
     observer: Arc<dyn ArchiveObserver>,
+    /// Set once the store answered a conditional update with `NotImplemented`.
+    no_conditional_updates: AtomicBool,
 }
 
 impl std::fmt::Debug for Archive {
@@ -125,6 +132,7 @@ impl Archive {
             settings,
             runtime,
             observer,
+            no_conditional_updates: AtomicBool::new(false),
         }))
     }
 
@@ -149,47 +157,53 @@ impl Archive {
         self.topic_prefix(topic).join(format!("partition={partition}"))
     }
 
-    /// Reads a partition's manifest; `None` when the partition has none yet.
-    async fn load_manifest(&self, prefix: &Path) -> Result<Option<Manifest>, ArchiveError> {
-        let path = prefix.clone().join(MANIFEST_FILE);
-        match self.store.get(&path).await {
-            Ok(got) => {
-                let bytes = got.bytes().await.map_err(ArchiveError::store(&path))?;
-                Manifest::from_json(&bytes).map(Some).map_err(|reason| ArchiveError::CorruptManifest { path: path.to_string(), reason })
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(ArchiveError::store(&path)(e)),
-        }
-    }
-
-    fn partition_archive(self: &Arc<Self>, topic: String, partition: i32, manifest: Manifest) -> Arc<PartitionArchive> {
+    fn partition_archive(
+        self: &Arc<Self>,
+        topic: String,
+        partition: i32,
+        manifest: Manifest,
+        version: Option<UpdateVersion>,
+        epoch: Option<i32>,
+    ) -> Arc<PartitionArchive> {
         Arc::new(PartitionArchive {
             archive: Arc::clone(self),
             prefix: self.partition_prefix(&topic, partition),
             topic,
             partition,
+            epoch,
+            version: Mutex::new(version),
             manifest: RwLock::new(Arc::new(manifest)),
             writer: tokio::sync::Mutex::new(()),
             prefetching: AtomicBool::new(false),
         })
     }
 
-    /// Loads (or starts) a partition's manifest, as the partition's owner,
-    /// and finishes deletions cut short. A manifest of another topic id (a
-    /// recreated topic whose old archive was not removed, or a lost data
-    /// directory) is refused and left untouched: it may be the only copy of
-    /// that history, so only an operator removes it.
-    pub async fn open_partition(self: &Arc<Self>, topic: &str, partition: i32, topic_id: &str) -> Result<Arc<PartitionArchive>, ArchiveError> {
+    /// Loads (or starts) a partition's manifest, as the partition's leader
+    /// at `leader_epoch`, and finishes deletions cut short. A manifest of
+    /// another topic id (a recreated topic whose old archive was not removed,
+    /// or a lost data directory) is refused and left untouched: it may be the
+    /// only copy of that history, so only an operator removes it. A manifest
+    /// written by a newer leader epoch is refused too ([`ArchiveError::Fenced`]).
+    pub async fn open_partition(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        topic_id: &str,
+        leader_epoch: i32,
+    ) -> Result<Arc<PartitionArchive>, ArchiveError> {
         let archive = Arc::clone(self);
         let (topic, topic_id) = (topic.to_owned(), topic_id.to_owned());
         self.run(async move {
             let prefix = archive.partition_prefix(&topic, partition);
-            let manifest = match archive.load_manifest(&prefix).await? {
-                Some(m) if m.topic_id == topic_id => m,
-                Some(m) => return Err(ArchiveError::ForeignManifest { path: prefix.to_string(), found: m.topic_id, expected: topic_id }),
-                None => Manifest::new(&topic, partition, &topic_id),
+            let (manifest, version) = match archive.load_manifest(&prefix).await? {
+                Some(s) if s.manifest.topic_id == topic_id => {
+                    fence::check_epoch(&prefix.clone().join(MANIFEST_FILE), &s.manifest, leader_epoch)?;
+                    (s.manifest, Some(s.version))
+                }
+                Some(s) => return Err(ArchiveError::ForeignManifest { path: prefix.to_string(), found: s.manifest.topic_id, expected: topic_id }),
+                None => (Manifest::new(&topic, partition, &topic_id), None),
             };
-            let part = archive.partition_archive(topic, partition, manifest);
+            let part = archive.partition_archive(topic, partition, manifest, version, Some(leader_epoch));
             part.finish_deletes().await?;
             Ok(part)
         })
@@ -197,13 +211,14 @@ impl Archive {
     }
 
     /// Opens a partition's archive for reading only (tools such as `silt
-    /// replay`): nothing is changed or deleted. `None` when it has no manifest.
+    /// replay`, followers learning what the leader archived): nothing is
+    /// changed or deleted. `None` when it has no manifest.
     pub async fn read_partition(self: &Arc<Self>, topic: &str, partition: i32) -> Result<Option<Arc<PartitionArchive>>, ArchiveError> {
         let archive = Arc::clone(self);
         let topic = topic.to_owned();
         self.run(async move {
             let prefix = archive.partition_prefix(&topic, partition);
-            Ok(archive.load_manifest(&prefix).await?.map(|m| archive.partition_archive(topic, partition, m)))
+            Ok(archive.load_manifest(&prefix).await?.map(|s| archive.partition_archive(topic, partition, s.manifest, Some(s.version), None)))
         })
         .await
     }
@@ -295,6 +310,11 @@ pub struct PartitionArchive {
     topic: String,
     partition: i32,
     prefix: Path,
+    /// The leader epoch this archive writes in; `None` when opened read-only.
+    epoch: Option<i32>,
+    /// The version of the manifest as last read or written: what a
+    /// conditional write expects to replace (`None`: there is none yet).
+    version: Mutex<Option<UpdateVersion>>,
     /// The latest saved manifest; readers take a snapshot.
     manifest: RwLock<Arc<Manifest>>,
     /// Serialises manifest changes (uploads, retention, DeleteRecords).
@@ -327,14 +347,6 @@ impl PartitionArchive {
 
     fn file_path(&self, file: &str) -> Path {
         self.prefix.clone().join(file)
-    }
-
-    /// Writes `next` as the manifest, then publishes it to readers.
-    async fn save(&self, next: Manifest) -> Result<(), ArchiveError> {
-        let path = self.prefix.clone().join(MANIFEST_FILE);
-        self.archive.store.put(&path, PutPayload::from(next.to_json())).await.map_err(ArchiveError::store(&path))?;
-        *self.manifest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        Ok(())
     }
 
     /// Deletes the files a saved manifest dropped, then forgets them.

@@ -80,7 +80,7 @@ async fn read_offsets(part: &Arc<PartitionArchive>, from: i64, to: i64) -> Vec<(
 fn sealed_segments_are_archived_and_read_back_after_local_deletion() {
     let mut f = fixture();
     fill(&mut f.log, 150);
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
     let uploaded = f.runtime.block_on(upload_all(&f.log, &part));
     assert!(uploaded >= 3, "several sealed segments, got {uploaded}");
     let m = part.manifest();
@@ -112,7 +112,7 @@ fn sealed_segments_are_archived_and_read_back_after_local_deletion() {
 fn timestamps_are_found_in_the_archive() {
     let mut f = fixture();
     fill(&mut f.log, 100);
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
     f.runtime.block_on(upload_all(&f.log, &part));
     let end = part.manifest().end_offset().unwrap();
     assert_eq!(f.runtime.block_on(part.offset_for_timestamp(10_037)).unwrap(), Some((37, 10_037)));
@@ -125,7 +125,7 @@ fn timestamps_are_found_in_the_archive() {
 fn a_crash_between_upload_and_manifest_leaves_no_duplicate_and_no_gap() {
     let mut f = fixture();
     fill(&mut f.log, 100);
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
     let segments = f.log.sealed_segments_from(0);
     f.runtime.block_on(part.upload(segments[0].clone())).unwrap();
     // Simulate the crash: the second file is written but the manifest is not.
@@ -134,7 +134,7 @@ fn a_crash_between_upload_and_manifest_leaves_no_duplicate_and_no_gap() {
     std::fs::write(&orphan, &encoded.parquet).unwrap();
     drop(part);
     // After the restart the manifest is the truth; the retry overwrites the orphan.
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
     assert_eq!(part.manifest().segments.len(), 1);
     f.runtime.block_on(upload_all(&f.log, &part));
     let m = part.manifest();
@@ -153,7 +153,7 @@ fn a_crash_between_upload_and_manifest_leaves_no_duplicate_and_no_gap() {
 fn retention_and_delete_records_remove_archived_files() {
     let mut f = fixture();
     fill(&mut f.log, 100);
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
     f.runtime.block_on(upload_all(&f.log, &part));
     let m = part.manifest();
     let first = m.segments[0].clone();
@@ -176,7 +176,7 @@ fn retention_and_delete_records_remove_archived_files() {
     // retention.bytes counts the archive plus the local log.
     let mut f = fixture();
     fill(&mut f.log, 100);
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
     f.runtime.block_on(upload_all(&f.log, &part));
     let m = part.manifest();
     let total: u64 = m.segments.iter().map(|s| s.segment_bytes).sum();
@@ -191,11 +191,11 @@ fn retention_and_delete_records_remove_archived_files() {
 fn a_recreated_topic_neither_adopts_nor_deletes_the_old_archive() {
     let mut f = fixture();
     fill(&mut f.log, 100);
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "old-id")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "old-id", 0)).unwrap();
     f.runtime.block_on(upload_all(&f.log, &part));
     let files = part.manifest().segments.len();
     assert!(files > 0);
-    let err = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id")).unwrap_err();
+    let err = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id", 0)).unwrap_err();
     assert!(matches!(err, ArchiveError::ForeignManifest { .. }), "{err}");
     assert!(err.to_string().contains("old-id") && err.to_string().contains("topic=t/partition=0"), "{err}");
     let left = std::fs::read_dir(f.archive_dir.join("topic=t/partition=0")).unwrap().count();
@@ -203,7 +203,7 @@ fn a_recreated_topic_neither_adopts_nor_deletes_the_old_archive() {
     // Deleting the topic's archive (what DeleteTopic does) clears the way.
     f.runtime.block_on(f.archive.delete_topic("t")).unwrap();
     assert!(!f.archive_dir.join("topic=t/partition=0/manifest.json").exists());
-    let fresh = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id")).unwrap();
+    let fresh = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id", 0)).unwrap();
     assert!(fresh.manifest().segments.is_empty());
 }
 
@@ -211,7 +211,7 @@ fn a_recreated_topic_neither_adopts_nor_deletes_the_old_archive() {
 fn a_damaged_or_missing_file_is_an_error_for_that_read() {
     let mut f = fixture();
     fill(&mut f.log, 100);
-    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap();
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
     f.runtime.block_on(upload_all(&f.log, &part));
     let m = part.manifest();
     let dir = f.archive_dir.join("topic=t/partition=0");
@@ -227,6 +227,6 @@ fn a_damaged_or_missing_file_is_an_error_for_that_read() {
     assert!(f.runtime.block_on(part.read(third, 100)).unwrap().is_some());
     // A corrupt manifest is refused with its path.
     std::fs::write(dir.join("manifest.json"), b"{").unwrap();
-    let err = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1")).unwrap_err();
+    let err = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap_err();
     assert!(err.to_string().contains("manifest.json"), "{err}");
 }

@@ -71,6 +71,7 @@ fn start(dir: &std::path::Path, broker: i32, role: PartitionRole, archive: Optio
             topic_id: uuid::Uuid::nil(),
             alter_partition: Some(alter),
             replica_lag_time_max: Duration::from_secs(30),
+            isr_changes: Arc::default(),
         },
     };
     let status = Arc::new(ArchiveStatus::default());

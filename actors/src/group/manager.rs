@@ -148,6 +148,26 @@ fn create_offsets_topic(config: &GroupsConfig) -> CreateTopic {
     }
 }
 
+/// How long a node waits for another node's `__consumer_offsets` to reach its image.
+const OFFSETS_TOPIC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The offsets topic another node created, once this node's image has it.
+async fn wait_for_offsets_topic(node: &NodeHandle) -> Result<crate::node::TopicView, Error> {
+    let mut changes = node.registry_changes();
+    let found = tokio::time::timeout(OFFSETS_TOPIC_WAIT, async {
+        loop {
+            if let Some(view) = node.topic(OFFSETS_TOPIC) {
+                return Some(view);
+            }
+            if changes.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await;
+    found.ok().flatten().ok_or_else(|| Error::TopicAlreadyExists(OFFSETS_TOPIC.to_owned()))
+}
+
 impl GroupCoordinator {
     /// Creates the offsets topic if missing, loads the groups of the offsets
     /// partitions this node leads (every one on a single node), then follows
@@ -156,7 +176,12 @@ impl GroupCoordinator {
     pub async fn start(node: NodeHandle, config: GroupsConfig) -> Result<Arc<GroupCoordinator>, Error> {
         let view = match node.topic(OFFSETS_TOPIC) {
             Some(view) => view,
-            None => node.create_topic(create_offsets_topic(&config)).await?,
+            // In a cluster every node starting at once may try; one wins, the
+            // others find the topic it created in their image.
+            None => match node.create_topic(create_offsets_topic(&config)).await {
+                Err(Error::TopicAlreadyExists(_)) => wait_for_offsets_topic(&node).await?,
+                created => created?,
+            },
         };
         let partition_count = i32::try_from(view.partitions.len()).unwrap_or(i32::MAX);
         let mut changes = node.registry_changes();

@@ -357,6 +357,12 @@ impl Drop for Broker {
                 self.reap();
             }
         }
+        // The default archive lives beside the data directory
+        // (`<data dir>-archive`, Config::archive_url); the TempDir only
+        // removes the data directory itself.
+        let mut archive = self.data_dir.path().as_os_str().to_os_string();
+        archive.push("-archive");
+        let _ = std::fs::remove_dir_all(archive);
     }
 }
 

@@ -452,23 +452,10 @@ mod tests {
     use crate::group::offsets::Committed;
     use crate::group::state::JoinRequest;
     use crate::node::NodeOptions;
-    use crate::topic_config::TopicDefaults;
     use bytes::Bytes;
 
     pub(super) fn options(dir: &std::path::Path) -> NodeOptions {
-        NodeOptions {
-            data_dir: dir.to_owned(),
-            node_id: 0,
-            cluster_id: None,
-            topic_defaults: TopicDefaults::default(),
-            default_partitions: 1,
-            maintenance_interval: Duration::from_secs(60),
-            partition_threads: 1,
-            archive: None,
-            endpoints: vec![],
-            rack: None,
-            cluster: Default::default(),
-        }
+        NodeOptions::for_tests(dir)
     }
 
     fn config() -> GroupsConfig {

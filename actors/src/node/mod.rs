@@ -103,6 +103,27 @@ pub struct ClusterOptions {
     pub register_self: bool,
 }
 
+#[cfg(test)]
+impl NodeOptions {
+    /// An embedded single node on `dir` for tests: one partition per topic
+    /// by default, one partition thread, no archive, no maintenance in sight.
+    pub(crate) fn for_tests(dir: &std::path::Path) -> NodeOptions {
+        NodeOptions {
+            data_dir: dir.to_owned(),
+            node_id: 0,
+            cluster_id: None,
+            topic_defaults: TopicDefaults::default(),
+            default_partitions: 1,
+            maintenance_interval: Duration::from_secs(60),
+            partition_threads: 1,
+            archive: None,
+            endpoints: vec![],
+            rack: None,
+            cluster: Default::default(),
+        }
+    }
+}
+
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {

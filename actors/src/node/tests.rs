@@ -9,19 +9,7 @@ use crate::partition::{Append, Read, RequiredAcks};
 use crate::topic_config::TopicConfigs;
 
 fn options(dir: &Path) -> NodeOptions {
-    NodeOptions {
-        data_dir: dir.to_owned(),
-        node_id: 0,
-        cluster_id: None,
-        topic_defaults: TopicDefaults::default(),
-        default_partitions: 2,
-        maintenance_interval: Duration::from_secs(60),
-        archive: None,
-        endpoints: vec![],
-        rack: None,
-        cluster: Default::default(),
-        partition_threads: 2,
-    }
+    NodeOptions { default_partitions: 2, partition_threads: 2, ..NodeOptions::for_tests(dir) }
 }
 
 fn batch() -> bytes::Bytes {

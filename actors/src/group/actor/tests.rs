@@ -11,7 +11,6 @@ use tokio::time::{sleep, Instant};
 use super::*;
 use crate::group::assignors::Assignment;
 use crate::node::{CreateTopic, NodeHandle, NodeOptions};
-use crate::topic_config::TopicDefaults;
 
 const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 5_000;
@@ -41,20 +40,7 @@ struct Fixture {
 
 async fn fixture(initial_rebalance_delay_ms: u64) -> Fixture {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let options = NodeOptions {
-        data_dir: dir.path().to_owned(),
-        node_id: 0,
-        cluster_id: None,
-        topic_defaults: TopicDefaults::default(),
-        default_partitions: 1,
-        maintenance_interval: Duration::from_secs(60),
-        partition_threads: 1,
-        archive: None,
-        endpoints: vec![],
-        rack: None,
-        cluster: Default::default(),
-    };
-    let node = NodeHandle::start(options).await.expect("the node starts");
+    let node = NodeHandle::start(NodeOptions::for_tests(dir.path())).await.expect("the node starts");
     let offsets = CreateTopic { name: "offsets".into(), partitions: Some(1), replication_factor: None, configs: vec![], validate_only: false };
     let view = node.create_topic(offsets).await.expect("the offsets topic is created");
     let timers = GroupTimers {

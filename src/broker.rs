@@ -17,6 +17,7 @@ use crate::cluster::broker_session::BrokerSessionState;
 use crate::cluster::edge::{BrokerIdentity, ClusterEdge, RunningEdge};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::replication::ReplicaFetcherPool;
 
 /// How long shutdown waits for open connections to finish their request.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -49,7 +50,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install()?;
     let kafka_listener = TcpListener::bind(config.kafka.listen).await.with_context(|| format!("cannot listen on kafka.listen {}", config.kafka.listen))?;
     let http_listener = TcpListener::bind(config.http.listen).await.with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
-    let metrics = Arc::new(Metrics::with_per_partition(config.metrics.per_partition).watch_storage(config.storage.data_dir.clone()));
+    // A cluster node's followers copy their leaders' logs: one fetcher per
+    // source broker, whose bytes and lag the metrics report.
+    let fetchers = match config.cluster_config()? {
+        Some(_) => Some(Arc::new(ReplicaFetcherPool::new(config.node.id, tokio::runtime::Handle::current(), Default::default()))),
+        None => None,
+    };
+    let mut metrics = Metrics::with_per_partition(config.metrics.per_partition).watch_storage(config.storage.data_dir.clone());
+    if let Some(pool) = &fetchers {
+        metrics = metrics.watch_fetchers(pool.stats());
+    }
+    let metrics = Arc::new(metrics);
     let archive = match config.archive_settings()? {
         Some(settings) => {
             let url = settings.store.url.clone();
@@ -65,6 +76,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
     let (advertised_host, advertised_port) = advertised(&config, kafka_addr);
     let mut node_options = config.node_options(archive);
+    if let Some(pool) = fetchers {
+        node_options.cluster.fetchers = Some(pool);
+    }
     node_options.endpoints = vec![Endpoint {
         listener: "PLAINTEXT".into(),
         host: advertised_host.clone(),
@@ -100,6 +114,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(kafka_listener = %kafka_addr, http_listener = %http_addr, node_id = node.node_id, cluster_id = %node.cluster_id, "broker ready");
 
     signals.wait().await;
+    if let Some(edge) = &edge {
+        // Leaderships move while this node still answers, so clients are told
+        // NOT_LEADER_OR_FOLLOWER and find the new leaders at once.
+        let started = Instant::now();
+        if edge.controlled_shutdown(CONTROLLED_SHUTDOWN_MAX).await {
+            tracing::info!(took = ?started.elapsed(), "controlled shutdown: leaderships moved to other brokers");
+        } else {
+            tracing::warn!(waited = ?started.elapsed(), "controlled shutdown not confirmed by the controller; stopping anyway (the session will expire)");
+        }
+    }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     let _ = shutdown.send(());
     let _ = kafka.await;
@@ -143,17 +167,15 @@ async fn start_node(config: &Config, mut options: silt_actors::NodeOptions) -> a
     options.cluster.forwarder = Some(Arc::new(edge.forwarder()));
     options.cluster.register_self = false;
     options.cluster.timing = CLUSTER_RAFT_TIMING;
-    // Followers copy their leaders' logs: one fetcher per source broker.
-    if options.cluster.fetchers.is_none() {
-        let pool = crate::replication::ReplicaFetcherPool::new(options.node_id, tokio::runtime::Handle::current(), Default::default());
-        options.cluster.fetchers = Some(Arc::new(pool));
-    }
     let node = NodeHandle::start_with(options, edge.network()).await.with_context(opened)?;
     let store = node.metadata_store();
     tracing::info!(cluster_listener = ?edge.local_address(), voters = ?edge.voters().keys().collect::<Vec<_>>(), "joining the cluster");
     let edge = edge.serve(store.raft().clone(), store.image(), &config.broker, identity);
     Ok((node, Some(edge)))
 }
+
+/// The longest wait for the controller to confirm a controlled shutdown.
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(5);
 
 /// How often the wait for the controller's unfencing says it is still waiting.
 const UNFENCE_LOG_INTERVAL: Duration = Duration::from_secs(10);

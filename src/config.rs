@@ -190,6 +190,9 @@ pub struct GroupsSection {
     pub max_size: u32,
     /// Partitions of `__consumer_offsets` when it is created (`offsets.topic.num.partitions`).
     pub offsets_topic_partitions: i32,
+    /// Replicas of each `__consumer_offsets` partition (`offsets.topic.replication.factor`),
+    /// at most the number of voters.
+    pub offsets_topic_replication_factor: i16,
     /// Committed offsets of an empty group expire this long after their commit (`offsets.retention.minutes`, in ms).
     pub offsets_retention_ms: u64,
     /// How often consumer-protocol (KIP-848) members are told to heartbeat (`group.consumer.heartbeat.interval.ms`).
@@ -207,6 +210,7 @@ impl Default for GroupsSection {
             max_session_timeout_ms: d.max_session_timeout_ms,
             max_size: i32::MAX as u32,
             offsets_topic_partitions: d.offsets_topic_partitions,
+            offsets_topic_replication_factor: d.offsets_topic_replication_factor,
             offsets_retention_ms: d.offsets_retention_ms,
             consumer_heartbeat_interval_ms: d.consumer_heartbeat_interval_ms,
             consumer_session_timeout_ms: d.consumer_session_timeout_ms,
@@ -415,6 +419,9 @@ impl Config {
         if !(1..=1000).contains(&g.offsets_topic_partitions) {
             return Err(invalid("groups.offsets_topic_partitions", g.offsets_topic_partitions, "must be 1..=1000"));
         }
+        if g.offsets_topic_replication_factor < 1 {
+            return Err(invalid("groups.offsets_topic_replication_factor", g.offsets_topic_replication_factor, "must be at least 1"));
+        }
         if g.offsets_retention_ms == 0 {
             return Err(invalid("groups.offsets_retention_ms", 0, "must be positive"));
         }
@@ -537,6 +544,7 @@ impl Config {
             max_session_timeout_ms: g.max_session_timeout_ms,
             max_size: g.max_size as usize,
             offsets_topic_partitions: g.offsets_topic_partitions,
+            offsets_topic_replication_factor: g.offsets_topic_replication_factor,
             offsets_retention_ms: g.offsets_retention_ms,
             consumer_heartbeat_interval_ms: g.consumer_heartbeat_interval_ms,
             consumer_session_timeout_ms: g.consumer_session_timeout_ms,

@@ -6,15 +6,10 @@ real faults (SIGKILL, nftables in per-node network namespaces), real
 clients, and a history checker (tests/history.py) that judges the outcome.
 
 They run against the suite's broker kind (`--broker`): Apache Kafka's KRaft
-cluster in the oracle pass, where they must pass; Silt's cluster in the
-Silt pass, where they are not run yet (xfail, run=False): a Silt cluster now
-forms and the leader kill keeps every acknowledged record, but failover
-misses the 10 s promise when the killed leader is also the active controller
-(12.6 s) and the partition and rolling-restart tests do not finish in bounded
-time. Run them with `--runxfail` (tests/cluster/repeat --broker silt) while
-fixing; make the mark strict again once they pass. Each prints its failover figures; with
-SILT_CLUSTER_FIGURES=<file> they are also appended there as JSON lines
-(tests/cluster/repeat uses this).
+cluster in the oracle pass and Silt's cluster in the Silt pass; both must
+pass. `tests/cluster/repeat N --broker silt|kafka` runs them N times in a row.
+Each prints its failover figures; with SILT_CLUSTER_FIGURES=<file> they are
+also appended there as JSON lines (tests/cluster/repeat uses this).
 """
 
 from __future__ import annotations
@@ -48,15 +43,9 @@ ALL = list(range(1, CLUSTER_SIZE + 1))
 
 
 def pytest_generate_tests(metafunc):
-    """One cluster kind per run, the suite's `--broker`; not run against
-    Silt yet (see the module docs)."""
+    """One cluster kind per run, the suite's `--broker`."""
     if "cluster_kind" in metafunc.fixturenames:
-        kind = metafunc.config.getoption("--broker")
-        marks = ([pytest.mark.xfail(run=False, reason="issue 15: Silt's cluster forms but failover is over 10 s "
-                                                     "when the leader is the controller, and the partition and "
-                                                     "rolling-restart tests hang; run with --runxfail")]
-                 if kind == "silt" else [])
-        metafunc.parametrize("cluster_kind", [pytest.param(kind, marks=marks)])
+        metafunc.parametrize("cluster_kind", [metafunc.config.getoption("--broker")])
 
 
 @pytest.fixture

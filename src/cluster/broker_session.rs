@@ -11,11 +11,16 @@
 //! Each round makes at most one attempt per voter plus two, and a round that
 //! reached no controller is followed by a pause of at most 250 ms, so a
 //! cluster with no controller costs a few failed calls per pause, not a spin.
+//!
+//! Controlled shutdown (Kafka's `WantShutDown`): once asked to leave, the task
+//! heartbeats with `want_shutdown` until the controller answers that it has
+//! fenced the broker and moved its leaderships, then reports
+//! [`BrokerSessionState::ShutDown`] and stops. The caller bounds the wait.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use silt_actors::metadata::controller::{BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerError};
+use silt_actors::metadata::controller::{BrokerHeartbeatReply, BrokerHeartbeatRequest, BrokerRegistrationRequest, ControllerError};
 use silt_actors::metadata::quorum::{BrokerId, Endpoint};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,6 +47,9 @@ pub struct BrokerSessionOptions {
 /// controller (none elected yet, or a redirect that led nowhere).
 const RETRY_INTERVAL_MAX: Duration = Duration::from_millis(250);
 
+/// The longest wait for one controlled-shutdown heartbeat's answer.
+const CONTROLLED_SHUTDOWN_CALL: Duration = Duration::from_secs(3);
+
 /// Where the broker stands with the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerSessionState {
@@ -49,6 +57,9 @@ pub enum BrokerSessionState {
     Registering,
     /// Registered with `broker_epoch`; `fenced` as the last heartbeat said.
     Registered { broker_epoch: u64, fenced: bool, controller: u64 },
+    /// Controlled shutdown done: the controller fenced the broker and moved
+    /// its leaderships (or it was never registered). The task has stopped.
+    ShutDown,
 }
 
 /// Why one attempt failed; the next attempt goes elsewhere or registers again.
@@ -63,33 +74,53 @@ enum Attempt {
     Later,
 }
 
-/// Starts the broker's session task; it runs until `shutdown` turns true.
+/// Starts the broker's session task; it runs until `shutdown` turns true, or
+/// until a controlled shutdown asked for by `leave` turning true is done.
 /// `metadata_offset` reads the last metadata log index this node has applied.
 pub fn spawn(
     options: BrokerSessionOptions,
     peers: Arc<Peers>,
     metadata_offset: Arc<dyn Fn() -> u64 + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
+    mut leave: watch::Receiver<bool>,
 ) -> (watch::Receiver<BrokerSessionState>, JoinHandle<()>) {
     let (state, watcher) = watch::channel(BrokerSessionState::Registering);
     let task = tokio::spawn(async move {
         let mut session = Session { options, peers, metadata_offset, state, controller: None, next_voter: 0 };
         let retry = session.options.heartbeat_interval.min(RETRY_INTERVAL_MAX);
         loop {
+            let leaving = *leave.borrow();
+            if leaving && session.leave_round().await {
+                session.state.send_replace(BrokerSessionState::ShutDown);
+                break;
+            }
             // A broker that is not registered, or lost its controller, tries
             // again soon rather than a whole heartbeat interval later.
-            let answered = tokio::select! {
-                answered = session.round() => answered,
-                _ = super::server::stopped(&mut shutdown) => break,
+            let answered = if leaving {
+                false
+            } else {
+                tokio::select! {
+                    answered = session.round() => answered,
+                    _ = super::server::stopped(&mut shutdown) => break,
+                    _ = asked_to_leave(&mut leave) => continue,
+                }
             };
             let wait = if answered { session.options.heartbeat_interval } else { retry };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = super::server::stopped(&mut shutdown) => break,
+                _ = asked_to_leave(&mut leave), if !leaving => {}
             }
         }
     });
     (watcher, task)
+}
+
+/// Resolves once `leave` is true; never, if its sender is gone.
+async fn asked_to_leave(leave: &mut watch::Receiver<bool>) {
+    if leave.wait_for(|l| *l).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 struct Session {
@@ -116,7 +147,8 @@ impl Session {
                 // Registered: the first heartbeat goes out at once, as KRaft's broker does.
                 BrokerSessionState::Registering => self.register(target, &client).await.map(|()| false),
                 // A fenced broker beats again soon: it is unfenced as soon as it has caught up.
-                BrokerSessionState::Registered { broker_epoch, .. } => self.heartbeat(target, broker_epoch, &client).await.map(|fenced| !fenced),
+                BrokerSessionState::Registered { broker_epoch, .. } => self.heartbeat(target, broker_epoch, false, &client).await.map(|reply| !reply.fenced),
+                BrokerSessionState::ShutDown => return false,
             };
             match attempt {
                 Ok(true) => return true,
@@ -126,6 +158,34 @@ impl Session {
                 Err(Attempt::Reregister) => {
                     self.state.send_replace(BrokerSessionState::Registering);
                 }
+                Err(Attempt::Failed) => self.controller = None,
+                Err(Attempt::Later) => return false,
+            }
+        }
+        false
+    }
+
+    /// One attempt at a controlled shutdown, following redirects like
+    /// [`Session::round`]; true once the controller agreed (or there is no
+    /// registration whose leaderships could need moving).
+    async fn leave_round(&mut self) -> bool {
+        for _ in 0..=self.options.voters.len() + 1 {
+            let BrokerSessionState::Registered { broker_epoch, .. } = *self.state.borrow() else { return true };
+            let Some((target, address)) = self.target() else { return false };
+            let client = self.peers.client(&address);
+            match self.heartbeat(target, broker_epoch, true, &client).await {
+                Ok(reply) if reply.should_shut_down => {
+                    tracing::info!(
+                        broker_id = self.options.broker_id,
+                        controller = target,
+                        "controlled shutdown: the controller moved this broker's leaderships"
+                    );
+                    return true;
+                }
+                Ok(_) => return false,
+                Err(Attempt::Redirect(leader)) => self.controller = leader.filter(|l| *l != target),
+                // Fenced and expired already: nothing is left to move.
+                Err(Attempt::Reregister) => return true,
                 Err(Attempt::Failed) => self.controller = None,
                 Err(Attempt::Later) => return false,
             }
@@ -164,16 +224,29 @@ impl Session {
         }
     }
 
-    /// Ok(fenced) when the controller answered.
-    async fn heartbeat(&mut self, target: u64, broker_epoch: u64, client: &super::client::PeerClient) -> Result<bool, Attempt> {
-        let request =
-            Request::BrokerHeartbeat(BrokerHeartbeatRequest { broker_id: self.options.broker_id, broker_epoch, metadata_offset: (self.metadata_offset)() });
-        match client.call(&request, Some(self.options.heartbeat_interval)).await {
+    /// The controller's reply, when it answered.
+    async fn heartbeat(
+        &mut self,
+        target: u64,
+        broker_epoch: u64,
+        want_shutdown: bool,
+        client: &super::client::PeerClient,
+    ) -> Result<BrokerHeartbeatReply, Attempt> {
+        let request = Request::BrokerHeartbeat(BrokerHeartbeatRequest {
+            broker_id: self.options.broker_id,
+            broker_epoch,
+            metadata_offset: (self.metadata_offset)(),
+            want_shutdown,
+        });
+        // A controlled shutdown's fencing commits through the quorum: give it
+        // longer than a heartbeat interval.
+        let timeout = if want_shutdown { CONTROLLED_SHUTDOWN_CALL } else { self.options.heartbeat_interval };
+        match client.call(&request, Some(timeout)).await {
             Ok(Response::BrokerHeartbeat(Ok(reply))) => {
                 self.controller = Some(target);
                 let now = BrokerSessionState::Registered { broker_epoch, fenced: reply.fenced, controller: target };
                 self.state.send_if_modified(|state| std::mem::replace(state, now) != now);
-                Ok(reply.fenced)
+                Ok(reply)
             }
             Ok(Response::BrokerHeartbeat(Err(e))) => Err(self.refused(target, e)),
             other => Err(self.failed(target, "BrokerHeartbeat", other)),
@@ -217,7 +290,7 @@ mod tests {
 
     use futures::future::BoxFuture;
     use futures::FutureExt;
-    use silt_actors::metadata::controller::{BrokerHeartbeatReply, BrokerRegistrationReply};
+    use silt_actors::metadata::controller::BrokerRegistrationReply;
     use tokio::net::TcpListener;
 
     use super::*;
@@ -251,7 +324,7 @@ mod tests {
                     if beat.broker_epoch == 1 {
                         Response::BrokerHeartbeat(Err(ControllerError::RegistrationRequired { broker_id: beat.broker_id, reason: "expired".into() }))
                     } else {
-                        Response::BrokerHeartbeat(Ok(BrokerHeartbeatReply { fenced: false }))
+                        Response::BrokerHeartbeat(Ok(BrokerHeartbeatReply { fenced: false, should_shut_down: beat.want_shutdown }))
                     }
                 }
                 (_, other) => Response::Unsupported(other.kind().into()),
@@ -278,16 +351,21 @@ mod tests {
             heartbeat_interval: Duration::from_millis(20),
             voters,
         };
-        let (mut state, task) = spawn(options, Arc::new(Peers::new(ClientOptions::default())), Arc::new(|| 100), shutdown);
+        let (leave, leaving) = watch::channel(false);
+        let (mut state, task) = spawn(options, Arc::new(Peers::new(ClientOptions::default())), Arc::new(|| 100), shutdown, leaving);
         let settled = tokio::time::timeout(
             Duration::from_secs(20),
             state.wait_for(|s| *s == BrokerSessionState::Registered { broker_epoch: 2, fenced: false, controller: 2 }),
         )
-        .await;
+        .await
+        .map(|seen| seen.is_ok());
         assert!(settled.is_ok(), "calls: {:?}", calls.lock().unwrap());
         let calls = calls.lock().unwrap().clone();
         assert_eq!(&calls[..3], &[(2, "register", 1), (2, "heartbeat", 1), (2, "register", 2)], "{calls:?}");
-        stop.send_replace(true);
-        task.await.unwrap();
+        // Controlled shutdown: the task asks, the controller agrees, the task stops.
+        leave.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(20), task).await.expect("the session task stops after a controlled shutdown").unwrap();
+        assert_eq!(*state.borrow(), BrokerSessionState::ShutDown);
+        drop(stop);
     }
 }

@@ -100,6 +100,7 @@ impl ClusterEdge {
         let node_id = self.config.node_id as u64;
         let _ = self.applied.set(image.clone());
         let (stop, shutdown) = watch::channel(false);
+        let (leave, leaving) = watch::channel(false);
         let mut tasks = Vec::new();
         let sessions = if self.config.is_controller() {
             let (handle, task) = spawn_session_controller(node_id, &raft, image.clone(), Duration::from_millis(broker.session_timeout_ms));
@@ -120,17 +121,19 @@ impl ClusterEdge {
                 voters: self.config.voters.iter().map(|v| (v.id as u64, v.address.clone())).collect(),
             };
             let offset: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || image.borrow().last_applied.map_or(0, |id| id.index));
-            let (state, task) = broker_session::spawn(options, self.peers.clone(), offset, shutdown);
+            let (state, task) = broker_session::spawn(options, self.peers.clone(), offset, shutdown, leaving);
             tasks.push(task);
             state
         });
-        RunningEdge { stop, tasks, session }
+        RunningEdge { stop, leave, tasks, session }
     }
 }
 
 /// The running edge; [`RunningEdge::shutdown`] stops it.
 pub struct RunningEdge {
     stop: watch::Sender<bool>,
+    /// Asks the broker session for a controlled shutdown.
+    leave: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     session: Option<watch::Receiver<BrokerSessionState>>,
 }
@@ -139,6 +142,18 @@ impl RunningEdge {
     /// The broker's standing with the controller (`None` on a controller-only node).
     pub fn broker_session(&self) -> Option<watch::Receiver<BrokerSessionState>> {
         self.session.clone()
+    }
+
+    /// Kafka's controlled shutdown: asks the active controller to fence this
+    /// broker and move its leaderships, so clients follow the new leaders
+    /// before this process stops. Waits at most `bound`; true when the
+    /// controller agreed (false on a controller-only node, or when no
+    /// controller answered in time: the session then simply expires).
+    pub async fn controlled_shutdown(&self, bound: Duration) -> bool {
+        let Some(mut session) = self.session.clone() else { return false };
+        self.leave.send_replace(true);
+        let done = async move { session.wait_for(|s| *s == BrokerSessionState::ShutDown).await.is_ok() };
+        matches!(tokio::time::timeout(bound, done).await, Ok(true))
     }
 
     /// Stops the listener, its connections and the broker session task. The
@@ -206,6 +221,10 @@ impl ProposalForwarder for ClusterForwarder {
         async move {
             forwarded.await.map(|commit| (commit.response, Some(commit.log_index))).map_err(|e| match e {
                 ForwardToError::Forward(ForwardCallError::Refused(ForwardError::NotLeader { leader, .. })) => MetadataError::NotController { leader }.into(),
+                // The leader this node knows cannot be reached (it died, or an
+                // election is under way): the batch was not delivered, so the
+                // proposer may ask again once a new leader is known.
+                ForwardToError::Forward(ForwardCallError::Call(e)) if e.is_unreachable() => MetadataError::NotController { leader: None }.into(),
                 e => MetadataError::Raft { action: "forward a proposal to the active controller", reason: e.to_string() }.into(),
             })
         }

@@ -159,7 +159,8 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
         heartbeat_interval: Duration::from_millis(300),
         voters: members.iter().map(|(id, node)| (*id, node.addr.clone())).collect(),
     };
-    let (broker_state, _broker) = broker_session::spawn(options, peers.clone(), offset, broker_shutdown);
+    let (_leave, leaving) = watch::channel(false);
+    let (broker_state, _broker) = broker_session::spawn(options, peers.clone(), offset, broker_shutdown, leaving);
     let unfenced = wait_for(broker_state.clone(), |s| matches!(s, BrokerSessionState::Registered { fenced: false, .. })).await;
     assert!(unfenced.is_ok(), "broker 7 was not registered and unfenced within {WAIT:?}: {unfenced:?}");
 

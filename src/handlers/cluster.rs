@@ -17,7 +17,10 @@ pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> 
     let broker = &ctx.broker;
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(wire(broker.node.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node.controller_id().unwrap_or(-1)));
+        // As a KRaft broker does: the controller clients see is a live broker
+        // (this one), which forwards to the active controller, so an admin
+        // request never waits on a dead or still-electing controller.
+        .with_controller_id(BrokerId(broker.node.node_id));
     if ctx.version >= ENDPOINT_TYPE_SINCE_VERSION {
         response.endpoint_type = request.endpoint_type;
         if request.endpoint_type != ENDPOINT_TYPE_BROKERS {

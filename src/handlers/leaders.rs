@@ -1,11 +1,12 @@
-//! Partition leadership: ElectLeaders and OffsetForLeaderEpoch. This node
-//! leads every partition it hosts, in leader epoch 0 (as Metadata reports).
+//! Partition leadership: ElectLeaders (preferred and unclean elections, decided
+//! by the node's controller logic) and OffsetForLeaderEpoch.
 
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::*;
+use silt_actors::node::elections::{ElectLeaders, ElectionError, ElectionType};
 use silt_actors::partition::EndOffsetForEpoch;
 
 use super::{topic_name, wire};
@@ -15,47 +16,56 @@ use crate::protocol::RequestContext;
 const ELECTION_PREFERRED: i8 = 0;
 const ELECTION_UNCLEAN: i8 = 1;
 
-/// Every partition already has its preferred leader, and a leader at all, so
-/// each election is ELECTION_NOT_NEEDED, with Kafka's controller's rules
-/// (`ReplicationControlManager.electLeaders`): named partitions each get an
-/// answer; asked for all partitions (`null`), the answer lists every topic and
-/// leaves out the partitions that need no election, which here is all of them.
+/// ElectLeaders: the node's controller logic decides ([`ElectLeaders`]), with
+/// Kafka's answers: named partitions each get one; asked for all partitions
+/// (`null`), the answer lists every topic, each with the partitions where an
+/// election was tried.
 pub async fn elect(ctx: &RequestContext, request: ElectLeadersRequest) -> ElectLeadersResponse {
     let node = &ctx.broker.node;
     let mut response = ElectLeadersResponse::default();
     // v0 has no election type: it is always a preferred election.
-    if ctx.version >= 1 && !matches!(request.election_type, ELECTION_PREFERRED | ELECTION_UNCLEAN) {
-        response.error_code = ctx.count(ResponseError::InvalidRequest.code());
-        return response;
-    }
-    response.replica_election_results = match request.topic_partitions {
-        None => node.topics().iter().map(|t| ReplicaElectionResult::default().with_topic(topic_name(&t.name))).collect(),
-        Some(topics) => topics
-            .into_iter()
-            .map(|topic| {
-                let name = topic.topic.0.as_str();
-                let results = topic
-                    .partitions
-                    .iter()
-                    .map(|&partition| {
-                        let mut out = PartitionResult::default().with_partition_id(partition);
-                        match node.partition(name, partition) {
-                            Ok(_) => {
-                                out.error_code = ctx.count(ResponseError::ElectionNotNeeded.code());
-                                out.error_message = Some(wire("Leader election not needed for topic partition."));
-                            }
-                            Err(e) => {
-                                out.error_code = ctx.error_code(&e);
-                                out.error_message = Some(wire(e.to_string()));
-                            }
-                        }
-                        out
-                    })
-                    .collect();
-                ReplicaElectionResult::default().with_topic(topic.topic).with_partition_result(results)
-            })
-            .collect(),
+    let election = match request.election_type {
+        _ if ctx.version == 0 => ElectionType::Preferred,
+        ELECTION_PREFERRED => ElectionType::Preferred,
+        ELECTION_UNCLEAN => ElectionType::Unclean,
+        _ => {
+            response.error_code = ctx.count(ResponseError::InvalidRequest.code());
+            return response;
+        }
     };
+    if request.topic_partitions.is_none() {
+        response.replica_election_results = node.topics().iter().map(|t| ReplicaElectionResult::default().with_topic(topic_name(&t.name))).collect();
+    }
+    let partitions = request
+        .topic_partitions
+        .map(|topics| topics.into_iter().flat_map(|t| t.partitions.into_iter().map(move |p| (t.topic.0.to_string(), p))).collect::<Vec<_>>());
+    let results = match node.ask(ElectLeaders { election, partitions }).await.and_then(|answer| answer) {
+        Ok(results) => results,
+        Err(e) => {
+            response.error_code = ctx.error_code(&e);
+            return response;
+        }
+    };
+    for result in results {
+        let mut out = PartitionResult::default().with_partition_id(result.partition);
+        if let Err(e) = &result.outcome {
+            let code = match e {
+                ElectionError::NotNeeded => ResponseError::ElectionNotNeeded,
+                ElectionError::PreferredNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+                ElectionError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+                ElectionError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+                ElectionError::NotCommitted(_) => ResponseError::RequestTimedOut,
+            };
+            out.error_code = ctx.count(code.code());
+            out.error_message = Some(wire(e.to_string()));
+        }
+        match response.replica_election_results.iter_mut().find(|r| r.topic.0.as_str() == result.topic) {
+            Some(topic) => topic.partition_result.push(out),
+            None => {
+                response.replica_election_results.push(ReplicaElectionResult::default().with_topic(topic_name(&result.topic)).with_partition_result(vec![out]))
+            }
+        }
+    }
     response
 }
 

@@ -59,7 +59,7 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         .into_iter()
         .map(|b| MetadataResponseBroker::default().with_node_id(BrokerId(b.id)).with_host(wire(b.host)).with_port(b.port).with_rack(b.rack.map(wire)))
         .collect();
-    let mut response = MetadataResponse::default().with_brokers(brokers).with_controller_id(BrokerId(node.controller_id().unwrap_or(-1)));
+    let mut response = MetadataResponse::default().with_brokers(brokers).with_controller_id(BrokerId(node.node_id));
     if ctx.version >= CLUSTER_ID_SINCE_VERSION {
         response.cluster_id = Some(wire(node.cluster_id.clone()));
     }

@@ -8,10 +8,14 @@
 //! and hands each partition's bytes to its actor (`AppendAsFollower`).
 //!
 //! Errors: a connection or codec failure reconnects after a bounded,
-//! doubling backoff; FENCED_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER or an unknown
-//! partition park the partition until the replica manager gives it a new
-//! role (`follow` again); OFFSET_OUT_OF_RANGE truncates again; anything
-//! else is retried after the backoff.
+//! doubling backoff. A partition error delays only that partition, as
+//! Kafka's `replica.fetch.backoff.ms` does: FENCED_LEADER_EPOCH parks it until
+//! the replica manager gives it a new role (`follow` again), since its epoch
+//! is stale; OFFSET_OUT_OF_RANGE truncates again; anything else
+//! (NOT_LEADER_OR_FOLLOWER or an unknown topic while the leader has not yet
+//! learnt its role, UNKNOWN_LEADER_EPOCH, ...) is asked again after the
+//! partition backoff, so a follower that learns of a topic before its leader
+//! does never stops copying it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +32,7 @@ use silt_actors::partition::{AppendAsFollower, GetReplicaPosition, TruncateToLea
 use silt_actors::replication::{FollowedPartition, LeaderEndpoint};
 use silt_actors::TopicPartition;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::connection::LeaderConnection;
 use super::ReplicationError;
@@ -55,6 +60,9 @@ pub struct FetcherSettings {
     pub partition_max_bytes: i32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How long a partition whose fetch failed waits before it is asked again
+    /// (`replica.fetch.backoff.ms`); the fetcher's other partitions go on.
+    pub partition_backoff: Duration,
 }
 
 impl Default for FetcherSettings {
@@ -66,6 +74,9 @@ impl Default for FetcherSettings {
             partition_max_bytes: 1 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            // Kafka waits 1 s; a refused fetch costs a few bytes, and after a
+            // leader change the follower often learns its role first.
+            partition_backoff: Duration::from_millis(250),
         }
     }
 }
@@ -86,11 +97,17 @@ enum State {
 pub(super) struct Followed {
     part: FollowedPartition,
     state: State,
+    /// Set after a partition error: not asked again before then.
+    retry_at: Option<Instant>,
 }
 
 impl Followed {
     pub(super) fn new(part: FollowedPartition) -> Self {
-        Followed { part, state: State::Truncating }
+        Followed { part, state: State::Truncating, retry_at: None }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| at <= now)
     }
 }
 
@@ -135,17 +152,26 @@ impl Shared {
     }
 
     pub(super) fn take_all(&self) -> Vec<Followed> {
-        std::mem::take(&mut *self.lock()).into_values().map(|f| Followed { state: State::Truncating, ..f }).collect()
+        std::mem::take(&mut *self.lock()).into_values().map(|f| Followed { state: State::Truncating, retry_at: None, ..f }).collect()
     }
 
+    /// The partitions due to be asked now, with their states.
     fn snapshot(&self) -> Vec<(FollowedPartition, State)> {
-        self.lock().values().map(|f| (f.part.clone(), f.state)).collect()
+        let now = Instant::now();
+        self.lock().values().filter(|f| f.due(now)).map(|f| (f.part.clone(), f.state)).collect()
     }
 
-    /// Records a partition's new state, unless it was re-roled or removed meanwhile.
-    fn update(&self, part: &FollowedPartition, state: State) {
+    /// When the earliest delayed partition is due again.
+    fn next_retry(&self) -> Option<Instant> {
+        self.lock().values().filter_map(|f| f.retry_at).min()
+    }
+
+    /// Records a partition's new state, unless it was re-roled or removed
+    /// meanwhile; `retry_after` delays it (a partition error).
+    fn update(&self, part: &FollowedPartition, state: State, retry_after: Option<Duration>) {
         if let Some(f) = self.lock().get_mut(&part.handle.tp).filter(|f| f.part.leader_epoch == part.leader_epoch) {
             f.state = state;
+            f.retry_at = retry_after.map(|d| Instant::now() + d);
         }
     }
 }
@@ -153,9 +179,8 @@ impl Shared {
 /// How a round went.
 enum Round {
     Fetched,
+    /// Nothing was due: wait for a change or the next delayed partition.
     Idle,
-    /// Some partitions failed in a way worth a pause before the next round.
-    Retry,
 }
 
 /// The fetcher task: runs until the pool drops (aborts) it.
@@ -181,9 +206,10 @@ pub(super) async fn run(endpoint: LeaderEndpoint, local: BrokerId, shared: Arc<S
             match round(&mut conn, local, &shared, &settings).await {
                 Ok(Round::Fetched) => backoff = settings.backoff_min,
                 Ok(Round::Idle) => {
-                    let _ = tokio::time::timeout(IDLE_WAIT, shared.changed.notified()).await;
+                    let wake = Instant::now() + IDLE_WAIT;
+                    let wake = shared.next_retry().map_or(wake, |at| at.min(wake));
+                    let _ = tokio::time::timeout_at(wake, shared.changed.notified()).await;
                 }
-                Ok(Round::Retry) => pause(&mut backoff).await,
                 Err(e) => {
                     tracing::warn!(leader = endpoint.broker_id, %addr, cause = %e, "replica fetch failed; reconnecting");
                     pause(&mut backoff).await;
@@ -194,20 +220,21 @@ pub(super) async fn run(endpoint: LeaderEndpoint, local: BrokerId, shared: Arc<S
     }
 }
 
-/// Whether a partition error means "wait for a new role".
+/// Whether a partition error means "wait for a new role": only a fenced
+/// epoch does, since the replica manager will bring a newer one. Every other
+/// refusal is asked again after the partition backoff (Kafka's fetcher does
+/// the same), so a follower whose leader has not yet learnt its role, or the
+/// topic, catches up as soon as it has.
 fn parks(code: i16) -> bool {
-    [ResponseError::FencedLeaderEpoch, ResponseError::NotLeaderOrFollower, ResponseError::UnknownTopicOrPartition, ResponseError::UnknownTopicId]
-        .iter()
-        .any(|e| e.code() == code)
+    code == ResponseError::FencedLeaderEpoch.code()
 }
 
 async fn round(conn: &mut LeaderConnection, local: BrokerId, shared: &Shared, settings: &FetcherSettings) -> Result<Round, ReplicationError> {
-    let mut retry = false;
     for (part, state) in shared.snapshot() {
         if state == State::Truncating {
             let next = truncate(conn, local, &part).await?;
-            retry |= next == State::Truncating;
-            shared.update(&part, next);
+            let delay = (next == State::Truncating).then_some(settings.partition_backoff);
+            shared.update(&part, next, delay);
         }
     }
     let fetching: Vec<(FollowedPartition, i64)> = shared
@@ -219,10 +246,10 @@ async fn round(conn: &mut LeaderConnection, local: BrokerId, shared: &Shared, se
         })
         .collect();
     if fetching.is_empty() {
-        return Ok(if retry { Round::Retry } else { Round::Idle });
+        return Ok(Round::Idle);
     }
-    retry |= fetch(conn, local, shared, settings, fetching).await?;
-    Ok(if retry { Round::Retry } else { Round::Fetched })
+    fetch(conn, local, shared, settings, fetching).await?;
+    Ok(Round::Fetched)
 }
 
 fn partition_error(part: &FollowedPartition, source: silt_actors::Error) -> ReplicationError {
@@ -278,15 +305,15 @@ async fn truncate(conn: &mut LeaderConnection, local: BrokerId, part: &FollowedP
     Ok(State::Truncating)
 }
 
-/// One Fetch for every partition in `fetching`; returns whether some
-/// partition failed in a way worth a pause.
+/// One Fetch for every partition in `fetching`; a partition that fails is
+/// delayed by the partition backoff.
 async fn fetch(
     conn: &mut LeaderConnection,
     local: BrokerId,
     shared: &Shared,
     settings: &FetcherSettings,
     fetching: Vec<(FollowedPartition, i64)>,
-) -> Result<bool, ReplicationError> {
+) -> Result<(), ReplicationError> {
     let ids_known = fetching.iter().all(|(p, _)| !p.topic_id.is_nil());
     let version = conn.pick::<FetchRequest>(if ids_known { FETCH_VERSION_MAX } else { TOPIC_IDS_SINCE_VERSION - 1 })?;
     let mut topics: Vec<FetchTopic> = Vec::new();
@@ -324,46 +351,43 @@ async fn fetch(
     if response.error_code != 0 {
         return Err(ReplicationError::Protocol(format!("{} answered Fetch with error code {}", conn.addr(), response.error_code)));
     }
-    let mut retry = false;
     for topic in &response.responses {
         for answer in &topic.partitions {
             let found = fetching.iter().find(|(p, _)| {
                 p.handle.tp.partition == answer.partition_index
                     && if version >= TOPIC_IDS_SINCE_VERSION { p.topic_id == topic.topic_id } else { &*p.handle.tp.topic == topic.topic.0.as_str() }
             });
-            let Some((part, _)) = found else { continue };
-            let next = if answer.error_code == 0 {
+            let Some((part, offset)) = found else { continue };
+            let retry = Some(settings.partition_backoff);
+            let (next, delay) = if answer.error_code == 0 {
                 let records = answer.records.clone().unwrap_or_else(Bytes::new);
                 let bytes = records.len();
                 let appended = part.handle.ask(AppendAsFollower { records, leader_hw: answer.high_watermark, leader_log_start: answer.log_start_offset }).await;
                 match appended {
                     Ok(position) => {
                         shared.stats.fetched(&part.handle.tp, bytes, answer.high_watermark, position.log_end_offset);
-                        State::Fetching { offset: position.log_end_offset }
+                        (State::Fetching { offset: position.log_end_offset }, None)
                     }
                     Err(e @ silt_actors::Error::NotLeaderOrFollower { .. }) => {
                         tracing::info!(partition = %part.handle.tp, cause = %e, "no longer a follower");
-                        State::Parked
+                        (State::Parked, None)
                     }
                     Err(e) => {
                         tracing::warn!(partition = %part.handle.tp, cause = %e, "follower append failed; truncating again");
-                        retry = true;
-                        State::Truncating
+                        (State::Truncating, retry)
                     }
                 }
             } else if parks(answer.error_code) {
-                tracing::info!(partition = %part.handle.tp, error_code = answer.error_code, "leader refused the fetch; waiting for a new role");
-                State::Parked
+                tracing::info!(partition = %part.handle.tp, error_code = answer.error_code, "leader fenced the fetch; waiting for a new role");
+                (State::Parked, None)
             } else if answer.error_code == ResponseError::OffsetOutOfRange.code() {
-                retry = true;
-                State::Truncating
+                (State::Truncating, retry)
             } else {
-                tracing::debug!(partition = %part.handle.tp, error_code = answer.error_code, "fetch error; retrying");
-                retry = true;
-                continue;
+                tracing::debug!(partition = %part.handle.tp, error_code = answer.error_code, "fetch refused; asking again after the backoff");
+                (State::Fetching { offset: *offset }, retry)
             };
-            shared.update(part, next);
+            shared.update(part, next, delay);
         }
     }
-    Ok(retry)
+    Ok(())
 }

@@ -77,7 +77,7 @@ impl Cluster {
         };
         store.propose(MetadataBatch::one(MetadataRecord::UnfenceBroker { broker_id: 1, broker_epoch: epoch })).await.unwrap();
         eventually("broker 1 is live", || node.brokers().len() == 2).await;
-        let create = CreateTopic { partitions: Some(2), replication_factor: Some(2), ..create_offsets_topic(&config()) };
+        let create = CreateTopic { partitions: Some(2), replication_factor: Some(2), ..create_offsets_topic(&config(), 2) };
         let view = node.create_topic(create).await.unwrap();
         let led = view.partitions.iter().position(|p| p.leader == Some(0)).expect("broker 0 leads a partition") as i32;
         let cluster = Cluster { node, topic_id: view.id, led, elsewhere: 1 - led };

@@ -55,6 +55,9 @@ pub struct GroupsConfig {
     pub max_session_timeout_ms: i32,
     pub max_size: usize,
     pub offsets_topic_partitions: i32,
+    /// Replicas of each offsets partition (`offsets.topic.replication.factor`),
+    /// capped at the number of voters: a single node holds one.
+    pub offsets_topic_replication_factor: i16,
     pub offsets_retention_ms: u64,
     /// The heartbeat interval consumer-protocol members are told (`group.consumer.heartbeat.interval.ms`).
     pub consumer_heartbeat_interval_ms: i32,
@@ -70,6 +73,7 @@ impl Default for GroupsConfig {
             max_session_timeout_ms: 1_800_000,
             max_size: usize::MAX,
             offsets_topic_partitions: 50,
+            offsets_topic_replication_factor: 3,
             offsets_retention_ms: 7 * 24 * 3_600_000,
             consumer_heartbeat_interval_ms: 5_000,
             consumer_session_timeout_ms: 45_000,
@@ -137,19 +141,44 @@ fn timers(config: &GroupsConfig) -> GroupTimers {
     }
 }
 
-/// The offsets topic's settings at creation.
-fn create_offsets_topic(config: &GroupsConfig) -> CreateTopic {
+/// The offsets topic's settings at creation, with `replication_factor` replicas.
+fn create_offsets_topic(config: &GroupsConfig, replication_factor: i32) -> CreateTopic {
     CreateTopic {
         name: OFFSETS_TOPIC.to_owned(),
         partitions: Some(config.offsets_topic_partitions),
-        replication_factor: None,
+        replication_factor: Some(replication_factor),
         configs: vec![("retention.ms".into(), "-1".into()), ("retention.bytes".into(), "-1".into()), ("segment.bytes".into(), OFFSETS_SEGMENT_BYTES.into())],
         validate_only: false,
     }
 }
 
-/// How long a node waits for another node's `__consumer_offsets` to reach its image.
+/// How long a node waits for another node's `__consumer_offsets` to reach its
+/// image, and for enough brokers to place its replicas.
 const OFFSETS_TOPIC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The replication factor to create the offsets topic with: the configured
+/// one, capped at the voters (a single node holds one replica). As Kafka
+/// refuses to create it until that many brokers are up, this waits (at most
+/// [`OFFSETS_TOPIC_WAIT`]) for them: a cluster starting node by node must not
+/// get an offsets topic that lives on the first node alone. After the wait it
+/// settles for the brokers there are, and says so.
+async fn offsets_replication_factor(node: &NodeHandle, config: &GroupsConfig) -> i32 {
+    let wanted = usize::try_from(config.offsets_topic_replication_factor).unwrap_or(1).clamp(1, node.voter_count().max(1));
+    let mut changes = node.registry_changes();
+    let enough = tokio::time::timeout(OFFSETS_TOPIC_WAIT, async {
+        while node.brokers().len() < wanted {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let live = node.brokers().len().max(1);
+    if enough.is_err() {
+        tracing::warn!(wanted, live, "fewer brokers than offsets_topic_replication_factor after the wait: creating __consumer_offsets with fewer replicas");
+    }
+    i32::try_from(wanted.min(live)).unwrap_or(1)
+}
 
 /// The offsets topic another node created, once this node's image has it.
 async fn wait_for_offsets_topic(node: &NodeHandle) -> Result<crate::node::TopicView, Error> {
@@ -178,7 +207,7 @@ impl GroupCoordinator {
             Some(view) => view,
             // In a cluster every node starting at once may try; one wins, the
             // others find the topic it created in their image.
-            None => match node.create_topic(create_offsets_topic(&config)).await {
+            None => match node.create_topic(create_offsets_topic(&config, offsets_replication_factor(&node, &config).await)).await {
                 Err(Error::TopicAlreadyExists(_)) => wait_for_offsets_topic(&node).await?,
                 created => created?,
             },

@@ -43,6 +43,7 @@ use crate::TopicPartition;
 
 mod admin;
 mod data_dir;
+pub mod elections;
 pub mod migration;
 pub mod placement;
 mod registry;
@@ -429,6 +430,11 @@ impl NodeHandle {
     /// The registered, unfenced brokers, by id.
     pub fn brokers(&self) -> Vec<BrokerView> {
         self.read().brokers.clone()
+    }
+
+    /// How many voters the metadata quorum has (1 for the embedded node).
+    pub fn voter_count(&self) -> usize {
+        self.store.raft().metrics().borrow().membership_config.membership().voter_ids().count()
     }
 
     /// The active controller (the metadata quorum's leader), if known.

@@ -51,6 +51,10 @@ pub struct BrokerHeartbeatRequest {
     /// The last metadata log index the broker has applied. The broker is caught
     /// up (and may be unfenced) once this reaches its own registration record.
     pub metadata_offset: u64,
+    /// The broker is stopping (SIGTERM): move its leaderships and take it out
+    /// of every ISR first (Kafka's controlled shutdown, `WantShutDown`).
+    #[serde(default)]
+    pub want_shutdown: bool,
 }
 
 /// The broker's standing after a heartbeat.
@@ -58,6 +62,10 @@ pub struct BrokerHeartbeatRequest {
 pub struct BrokerHeartbeatReply {
     /// Fenced brokers lead nothing; an unfenced one may.
     pub fenced: bool,
+    /// Answer to `want_shutdown`: the broker leads nothing and is in no ISR it
+    /// need not be in, so it may stop now (Kafka's `ShouldShutDown`).
+    #[serde(default)]
+    pub should_shut_down: bool,
 }
 
 /// Why the controller did not serve a registration or heartbeat.

@@ -19,7 +19,16 @@
 //!   enforces it at registration);
 //! - a controller that has just become active gives every registered broker a
 //!   fresh session: it has no heartbeat history, and fencing on its first tick
-//!   would fence the whole cluster after every controller change.
+//!   would fence the whole cluster after every controller change. That session
+//!   is [`ACTIVATION_GRACE`] long (or the session timeout, if shorter): live
+//!   brokers find the new controller within a heartbeat or two, and a broker
+//!   that died with the old controller should not wait a whole timeout more;
+//! - unfencing elects the broker leader of every offline partition whose ISR
+//!   holds it (the last ISR member, kept there by fencing);
+//! - a heartbeat that asks to shut down (controlled shutdown) is answered by
+//!   fencing the broker at once, with the same leader and ISR moves as an
+//!   expiry, so clients move to the new leaders before the process stops and
+//!   nobody waits for its session to run out.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,6 +38,9 @@ use tokio::time::Instant;
 use super::BrokerHeartbeatRequest;
 use crate::metadata::quorum::records::BATCH_RECORDS_MAX;
 use crate::metadata::quorum::{BrokerId, MetadataBatch, MetadataImage, MetadataRecord};
+
+/// The session a newly active controller gives every registered broker.
+pub const ACTIVATION_GRACE: Duration = Duration::from_secs(2);
 
 /// One broker's session with this controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +57,11 @@ struct Session {
 pub enum HeartbeatOutcome {
     /// Answer with the broker's fenced state; nothing to write.
     Reply { fenced: bool },
-    /// Write this `UnfenceBroker` record, then answer unfenced.
-    Unfence(MetadataRecord),
+    /// Write these batches (`UnfenceBroker` and the elections it allows), then answer unfenced.
+    Unfence(Vec<MetadataBatch>),
+    /// Controlled shutdown: write these batches (empty when there is nothing
+    /// to move), call [`BrokerSessions::shut_down`], then answer "shut down".
+    ShutDown(Vec<MetadataBatch>),
     /// The broker's registration is unknown, stale or expired: it must register again.
     RegistrationRequired(String),
 }
@@ -73,7 +88,8 @@ impl BrokerSessions {
         self.sessions.clear();
         self.expired.clear();
         for (id, registration) in &image.brokers {
-            self.sessions.insert(*id, Session { broker_epoch: registration.broker_epoch, deadline: now + self.timeout, unfenced: !registration.fenced });
+            let deadline = now + self.timeout.min(ACTIVATION_GRACE);
+            self.sessions.insert(*id, Session { broker_epoch: registration.broker_epoch, deadline, unfenced: !registration.fenced });
         }
     }
 
@@ -105,8 +121,11 @@ impl BrokerSessions {
             *session = Session { broker_epoch: request.broker_epoch, deadline: now, unfenced: !registration.fenced };
         }
         session.deadline = now + self.timeout;
+        if request.want_shutdown {
+            return HeartbeatOutcome::ShutDown(fence_batches(image, id, request.broker_epoch));
+        }
         if registration.fenced && !session.unfenced && request.metadata_offset >= request.broker_epoch {
-            return HeartbeatOutcome::Unfence(MetadataRecord::UnfenceBroker { broker_id: id, broker_epoch: request.broker_epoch });
+            return HeartbeatOutcome::Unfence(unfence_batches(image, id, request.broker_epoch));
         }
         HeartbeatOutcome::Reply { fenced: registration.fenced && !session.unfenced }
     }
@@ -115,6 +134,15 @@ impl BrokerSessions {
     pub fn unfence_committed(&mut self, broker_id: BrokerId, broker_epoch: u64) {
         if let Some(session) = self.sessions.get_mut(&broker_id).filter(|s| s.broker_epoch == broker_epoch) {
             session.unfenced = true;
+        }
+    }
+
+    /// A controlled shutdown of `(broker_id, broker_epoch)` was committed: its
+    /// session ends, and a later heartbeat of it must register again.
+    pub fn shut_down(&mut self, broker_id: BrokerId, broker_epoch: u64) {
+        if self.sessions.get(&broker_id).is_some_and(|s| s.broker_epoch == broker_epoch) {
+            self.sessions.remove(&broker_id);
+            self.expired.insert(broker_id, broker_epoch);
         }
     }
 
@@ -138,6 +166,16 @@ impl BrokerSessions {
     pub fn has_session(&self, broker_id: BrokerId, broker_epoch: u64) -> bool {
         self.sessions.get(&broker_id).is_some_and(|s| s.broker_epoch == broker_epoch)
     }
+}
+
+/// The batches that unfence registration `(broker_id, broker_epoch)` in
+/// `image`: `UnfenceBroker` first, then the elections of
+/// [`MetadataImage::unfence_changes`] (offline partitions whose ISR holds the
+/// broker), chunked like [`fence_batches`].
+pub fn unfence_batches(image: &MetadataImage, broker_id: BrokerId, broker_epoch: u64) -> Vec<MetadataBatch> {
+    let mut records = vec![MetadataRecord::UnfenceBroker { broker_id, broker_epoch }];
+    records.extend(image.unfence_changes(broker_id));
+    records.chunks(BATCH_RECORDS_MAX).map(|chunk| MetadataBatch { records: chunk.to_vec() }).collect()
 }
 
 /// The batches that fence registration `(broker_id, broker_epoch)` in

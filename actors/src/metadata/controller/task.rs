@@ -204,22 +204,36 @@ impl SessionController {
         self.check_active()?;
         let state = self.image.borrow().clone();
         match self.sessions.heartbeat(&request, &state.image, Instant::now()) {
-            HeartbeatOutcome::Reply { fenced } => Ok(BrokerHeartbeatReply { fenced }),
+            HeartbeatOutcome::Reply { fenced } => Ok(BrokerHeartbeatReply { fenced, should_shut_down: false }),
             HeartbeatOutcome::RegistrationRequired(reason) => Err(ControllerError::RegistrationRequired { broker_id: request.broker_id, reason }),
-            HeartbeatOutcome::Unfence(record) => match self.propose(MetadataBatch::one(record)).await {
-                Ok(_) => {
+            HeartbeatOutcome::Unfence(batches) => match self.propose_all(batches).await {
+                Ok(()) => {
                     self.sessions.unfence_committed(request.broker_id, request.broker_epoch);
                     tracing::info!(broker_id = request.broker_id, broker_epoch = request.broker_epoch, "broker unfenced");
-                    Ok(BrokerHeartbeatReply { fenced: false })
+                    Ok(BrokerHeartbeatReply { fenced: false, should_shut_down: false })
                 }
                 // The heartbeat itself counted; the unfence is tried again on the next one.
                 Err(ControllerError::Unavailable(reason)) => {
                     tracing::warn!(broker_id = request.broker_id, cause = %reason, "cannot unfence the broker yet");
-                    Ok(BrokerHeartbeatReply { fenced: true })
+                    Ok(BrokerHeartbeatReply { fenced: true, should_shut_down: false })
                 }
                 Err(e) => Err(e),
             },
+            HeartbeatOutcome::ShutDown(batches) => {
+                self.propose_all(batches).await?;
+                self.sessions.shut_down(request.broker_id, request.broker_epoch);
+                tracing::info!(broker_id = request.broker_id, broker_epoch = request.broker_epoch, "controlled shutdown: broker fenced, its leaderships moved");
+                Ok(BrokerHeartbeatReply { fenced: true, should_shut_down: true })
+            }
         }
+    }
+
+    /// Proposes `batches` in order, stopping at the first that fails.
+    async fn propose_all(&mut self, batches: Vec<MetadataBatch>) -> Result<(), ControllerError> {
+        for batch in batches {
+            self.propose(batch).await?;
+        }
+        Ok(())
     }
 
     /// Fences every broker whose session has expired.

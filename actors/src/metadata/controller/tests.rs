@@ -81,7 +81,7 @@ fn registration(broker_id: i32) -> BrokerRegistrationRequest {
 }
 
 fn beat(broker_id: i32, broker_epoch: u64) -> BrokerHeartbeatRequest {
-    BrokerHeartbeatRequest { broker_id, broker_epoch, metadata_offset: u64::MAX }
+    BrokerHeartbeatRequest { broker_id, broker_epoch, metadata_offset: u64::MAX, want_shutdown: false }
 }
 
 /// Topic `t` with one partition on `replicas`, led by the first.
@@ -114,13 +114,13 @@ async fn register_then_caught_up_heartbeat_unfences_once() {
     assert_eq!(quorum.written().len(), 1, "one RegisterBroker");
     assert!(quorum.image().brokers[&2].fenced, "a registered broker starts fenced");
 
-    let behind = BrokerHeartbeatRequest { broker_id: 2, broker_epoch: epoch, metadata_offset: epoch - 1 };
-    assert_eq!(controller.heartbeat(behind).await.unwrap(), BrokerHeartbeatReply { fenced: true }, "not caught up: stays fenced");
+    let behind = BrokerHeartbeatRequest { broker_id: 2, broker_epoch: epoch, metadata_offset: epoch - 1, want_shutdown: false };
+    assert_eq!(controller.heartbeat(behind).await.unwrap(), BrokerHeartbeatReply { fenced: true, should_shut_down: false }, "not caught up: stays fenced");
     assert!(quorum.written().is_empty());
 
-    assert_eq!(controller.heartbeat(beat(2, epoch)).await.unwrap(), BrokerHeartbeatReply { fenced: false });
+    assert_eq!(controller.heartbeat(beat(2, epoch)).await.unwrap(), BrokerHeartbeatReply { fenced: false, should_shut_down: false });
     assert_eq!(quorum.written(), vec![MetadataBatch::one(MetadataRecord::UnfenceBroker { broker_id: 2, broker_epoch: epoch })]);
-    assert_eq!(controller.heartbeat(beat(2, epoch)).await.unwrap(), BrokerHeartbeatReply { fenced: false });
+    assert_eq!(controller.heartbeat(beat(2, epoch)).await.unwrap(), BrokerHeartbeatReply { fenced: false, should_shut_down: false });
     assert!(quorum.written().is_empty(), "UnfenceBroker is written once");
 
     let stale = controller.heartbeat(beat(2, epoch + 5)).await.unwrap_err();
@@ -165,7 +165,7 @@ async fn an_expired_session_fences_the_broker_and_moves_its_leaderships_in_one_b
     assert!(matches!(refused, ControllerError::RegistrationRequired { broker_id: 1, .. }), "an expired registration must register again: {refused:?}");
     let again = controller.register(registration(1)).await.unwrap().broker_epoch;
     assert!(again > e1);
-    assert_eq!(controller.heartbeat(beat(1, again)).await.unwrap(), BrokerHeartbeatReply { fenced: false });
+    assert_eq!(controller.heartbeat(beat(1, again)).await.unwrap(), BrokerHeartbeatReply { fenced: false, should_shut_down: false });
     advance(Duration::from_millis(5_000)).await;
     assert_eq!(quorum.written().len(), 2, "RegisterBroker and UnfenceBroker, no fencing of broker 2");
 }
@@ -190,8 +190,8 @@ async fn a_new_active_controller_gives_every_broker_a_fresh_session() {
     advance(Duration::from_secs(60)).await;
     *quorum.leader.lock().unwrap() = Some(1);
     advance(Duration::from_millis(100)).await;
-    advance(TIMEOUT - Duration::from_millis(500)).await;
-    assert!(quorum.written().is_empty(), "nobody is fenced before a full session timeout under the new controller");
+    advance(super::sessions::ACTIVATION_GRACE - Duration::from_millis(500)).await;
+    assert!(quorum.written().is_empty(), "nobody is fenced before the activation grace under the new controller");
     assert!(quorum.image().brokers.values().all(|b| !b.fenced));
 
     controller.heartbeat(beat(3, quorum.image().brokers[&3].broker_epoch)).await.unwrap();
@@ -261,4 +261,51 @@ async fn a_restarted_broker_waits_until_its_old_registration_is_fenced() {
     assert_eq!(quorum.image().topics[&topic_id].partitions[0].leader, Some(2), "the leadership moved before the new incarnation registers");
     let again = controller.register(restarted).await.unwrap().broker_epoch;
     assert!(again > e1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returning_broker_leads_the_partitions_that_went_offline_with_it() {
+    let quorum = FakeQuorum::new(Some(1));
+    let controller = start(&quorum);
+    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
+    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
+    controller.heartbeat(beat(1, e1)).await.unwrap();
+    controller.heartbeat(beat(2, e2)).await.unwrap();
+    let topic_id = create_topic(&quorum, vec![2]);
+    // Broker 2, the only replica, goes silent: fenced, the partition goes
+    // offline, and broker 2 stays its ISR (the last member is kept).
+    advance(Duration::from_millis(5_000)).await;
+    controller.heartbeat(beat(1, e1)).await.unwrap();
+    advance(Duration::from_millis(4_500)).await;
+    let offline = quorum.image().topics[&topic_id].partitions[0].clone();
+    assert_eq!((offline.leader, offline.isr.clone()), (None, vec![2]));
+
+    let again = controller.register(BrokerRegistrationRequest { incarnation_id: Uuid::from_u128(202), ..registration(2) }).await.unwrap().broker_epoch;
+    quorum.written();
+    assert!(!controller.heartbeat(beat(2, again)).await.unwrap().fenced);
+    let written = quorum.written();
+    assert_eq!(written[0].records[0], MetadataRecord::UnfenceBroker { broker_id: 2, broker_epoch: again }, "{written:?}");
+    let back = quorum.image().topics[&topic_id].partitions[0].clone();
+    assert_eq!(back.leader, Some(2), "unfencing elects the returning ISR member");
+    assert!(back.leader_epoch > offline.leader_epoch);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controlled_shutdown_moves_leaderships_at_once_and_ends_the_session() {
+    let quorum = FakeQuorum::new(Some(1));
+    let controller = start(&quorum);
+    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
+    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
+    controller.heartbeat(beat(1, e1)).await.unwrap();
+    controller.heartbeat(beat(2, e2)).await.unwrap();
+    let topic_id = create_topic(&quorum, vec![1, 2]);
+    quorum.written();
+
+    let reply = controller.heartbeat(BrokerHeartbeatRequest { want_shutdown: true, ..beat(1, e1) }).await.unwrap();
+    assert!(reply.should_shut_down && reply.fenced);
+    let moved = quorum.image().topics[&topic_id].partitions[0].clone();
+    assert_eq!((moved.leader, moved.isr.clone()), (Some(2), vec![2]), "leadership moved and broker 1 left the ISR, without a session timeout");
+    assert!(quorum.image().brokers[&1].fenced);
+    // The session is over: a heartbeat of that registration must register again.
+    assert!(matches!(controller.heartbeat(beat(1, e1)).await, Err(ControllerError::RegistrationRequired { .. })));
 }

@@ -279,6 +279,31 @@ impl MetadataImage {
         changes
     }
 
+    /// The `PartitionChange` records that unfencing `broker_id` calls for:
+    /// every offline partition whose ISR holds it gets it as leader. Fencing
+    /// keeps the last ISR member in the ISR for exactly this clean election,
+    /// so a partition whose replicas all went down comes back with the first
+    /// of them to return, with nothing acknowledged lost.
+    pub fn unfence_changes(&self, broker_id: BrokerId) -> Vec<MetadataRecord> {
+        let mut changes = Vec::new();
+        for topic in self.topics.values() {
+            for (index, p) in topic.partitions.iter().enumerate() {
+                if p.leader.is_some() || !p.isr.contains(&broker_id) {
+                    continue;
+                }
+                let Ok(partition) = i32::try_from(index) else { continue };
+                changes.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.topic_id,
+                    partition,
+                    leader: Some(LeaderChange::Elect(broker_id)),
+                    isr: None,
+                    replicas: None,
+                });
+            }
+        }
+        changes
+    }
+
     fn broker_mut(&mut self, broker_id: BrokerId, broker_epoch: u64) -> Result<&mut BrokerRegistration, ApplyError> {
         let broker = self.brokers.get_mut(&broker_id).ok_or(ApplyError::UnknownBroker(broker_id))?;
         if broker.broker_epoch != broker_epoch {

@@ -44,6 +44,12 @@ pub const METADATA_DIR: &str = "__cluster_metadata";
 /// How long a proposal may take, by default, before [`MetadataError::ProposalTimeout`].
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a proposal keeps asking while no reachable voter leads: about
+/// three elections (`election_timeout_max_ms` is 2 s in a cluster).
+pub const NOT_CONTROLLER_RETRY: Duration = Duration::from_secs(8);
+/// The pause between those attempts.
+const NOT_CONTROLLER_PAUSE: Duration = Duration::from_millis(200);
+
 /// Sends a proposal to the active controller when this node does not lead
 /// the quorum. Implemented in `src/` over the node-to-node transport.
 pub trait ProposalForwarder: Send + Sync + 'static {
@@ -176,7 +182,24 @@ impl MetadataStore {
         }
     }
 
+    /// Proposes, asking again while no reachable voter leads (an election is
+    /// under way, or the leader this node knows has just died), for at most
+    /// [`NOT_CONTROLLER_RETRY`]: a client's CreateTopics during a controller
+    /// change then waits for the new controller instead of failing.
     async fn propose_unbounded(&self, batch: MetadataBatch) -> Result<(MetadataResponse, Option<u64>), Error> {
+        let deadline = tokio::time::Instant::now() + NOT_CONTROLLER_RETRY;
+        loop {
+            match self.propose_once(batch.clone()).await {
+                Err(Error::Metadata(MetadataError::NotController { leader })) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(?leader, "no reachable active controller yet; proposing again shortly");
+                    tokio::time::sleep(NOT_CONTROLLER_PAUSE).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn propose_once(&self, batch: MetadataBatch) -> Result<(MetadataResponse, Option<u64>), Error> {
         let leader = match self.raft.client_write(batch.clone()).await {
             Ok(written) => return Ok((written.data, Some(written.log_id.index))),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => forward.leader_id,

@@ -18,7 +18,7 @@ from silt_harness import REPO_ROOT
 
 pytestmark = pytest.mark.silt_only(reason="Silt's benchmark script")
 
-#: The quick run takes about two minutes (a minute of it the cluster);
+#: The quick run took 35-75 s (10-40 s of it the cluster) on the shared machine;
 #: below pytest.ini's 300 s per test.
 BENCH_TIMEOUT_S = 280
 

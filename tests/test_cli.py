@@ -371,3 +371,8 @@ def test_cluster_describe_matches_metadata(silt_bin, cli_broker):
     assert re.search(rf"^controller\s+{md.controller_id}$", out, re.M), out
     rows = table(out.encode(), "BROKER")
     assert [(r["BROKER"], r["HOST"], r["PORT"]) for r in rows] == [("0", cli_broker.kafka_host, str(cli_broker.kafka_port))]
+    # A single node holds, leads and keeps in sync every partition.
+    partitions = sum(len(t.partitions) for t in md.topics.values())
+    assert re.search(r"^partitions\s+0 under-replicated, 0 offline \(of (\d+),", out, re.M), out
+    assert (rows[0]["REPLICAS"], rows[0]["OUT-OF-ISR"]) == (rows[0]["LEADER-OF-PARTITIONS"], "0"), out
+    assert int(rows[0]["REPLICAS"]) >= partitions > 0, out

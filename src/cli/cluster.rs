@@ -1,4 +1,6 @@
-//! `silt cluster describe`: the cluster id, the controller and every broker.
+//! `silt cluster describe`: the cluster id, the controller, partition health
+//! (under-replicated and offline partitions) and every broker with the
+//! replicas it holds, leads, and has out of sync.
 
 use clap::Subcommand;
 
@@ -28,13 +30,20 @@ pub fn run(command: ClusterCommand) -> Result<(), CliError> {
     println!("cluster id   {cluster_id}");
     println!("controller   {}", if controller >= 0 { controller.to_string() } else { "(unknown)".into() });
     println!("topics       {} ({} partitions)", user_topics.len(), user_topics.iter().map(|t| t.partitions().len()).sum::<usize>());
+    let partitions: Vec<_> = metadata.topics().iter().flat_map(|t| t.partitions()).collect();
+    let under_replicated = partitions.iter().filter(|p| p.isr().len() < p.replicas().len()).count();
+    let offline = partitions.iter().filter(|p| p.leader() < 0).count();
+    println!("partitions   {} under-replicated, {offline} offline (of {}, internal topics included)", under_replicated, partitions.len());
     println!();
     let mut brokers: Vec<_> = metadata.brokers().iter().collect();
     brokers.sort_by_key(|b| b.id());
-    let mut rows = vec![vec!["BROKER".into(), "HOST".into(), "PORT".into(), "LEADER-OF-PARTITIONS".into()]];
+    let mut rows = vec![vec!["BROKER".into(), "HOST".into(), "PORT".into(), "REPLICAS".into(), "LEADER-OF-PARTITIONS".into(), "OUT-OF-ISR".into()]];
     for b in brokers {
-        let leads = metadata.topics().iter().flat_map(|t| t.partitions()).filter(|p| p.leader() == b.id()).count();
-        rows.push(vec![b.id().to_string(), b.host().to_owned(), b.port().to_string(), leads.to_string()]);
+        let id = b.id();
+        let replicas = partitions.iter().filter(|p| p.replicas().contains(&id)).count();
+        let leads = partitions.iter().filter(|p| p.leader() == id).count();
+        let lagging = partitions.iter().filter(|p| p.replicas().contains(&id) && !p.isr().contains(&id)).count();
+        rows.push(vec![id.to_string(), b.host().to_owned(), b.port().to_string(), replicas.to_string(), leads.to_string(), lagging.to_string()]);
     }
     print_table(&rows);
     Ok(())

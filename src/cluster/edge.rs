@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::broker_session::{self, BrokerSessionOptions, BrokerSessionState};
-use super::client::{ClientOptions, Peers};
+use super::client::{CallError, ClientOptions, Peers};
 use super::message::{ForwardError, ForwardedCommit};
 use super::raft_network::ClusterNetwork;
 use super::server::{serve, ServerOptions};
@@ -221,10 +221,15 @@ impl ProposalForwarder for ClusterForwarder {
         async move {
             forwarded.await.map(|commit| (commit.response, Some(commit.log_index))).map_err(|e| match e {
                 ForwardToError::Forward(ForwardCallError::Refused(ForwardError::NotLeader { leader, .. })) => MetadataError::NotController { leader }.into(),
-                // The leader this node knows cannot be reached (it died, or an
-                // election is under way): the batch was not delivered, so the
-                // proposer may ask again once a new leader is known.
-                ForwardToError::Forward(ForwardCallError::Call(e)) if e.is_unreachable() => MetadataError::NotController { leader: None }.into(),
+                // The leader this node knows cannot be reached, or its
+                // connection closed under the call (it died; an election is
+                // under way): the proposer asks again once a new leader is
+                // known. A batch the dead leader did replicate before dying
+                // is then refused as a duplicate (TOPIC_ALREADY_EXISTS), the
+                // same ambiguity Kafka's forwarding has.
+                ForwardToError::Forward(ForwardCallError::Call(e)) if e.is_unreachable() || matches!(e, CallError::Connection { .. }) => {
+                    MetadataError::NotController { leader: None }.into()
+                }
                 e => MetadataError::Raft { action: "forward a proposal to the active controller", reason: e.to_string() }.into(),
             })
         }

@@ -239,7 +239,7 @@ async fn two_brokers_expiring_together_do_not_undo_each_others_moves() {
 async fn a_restarted_broker_waits_until_its_old_registration_is_fenced() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
-    let (e1, e2) = two_live_brokers(&controller).await;
+    let (e1, _e2) = two_live_brokers(&controller).await;
     let topic_id = create_topic(&quorum, vec![1, 2]);
     quorum.written();
 
@@ -270,7 +270,7 @@ async fn a_restarted_broker_waits_until_its_old_registration_is_fenced() {
 async fn a_returning_broker_leads_the_partitions_that_went_offline_with_it() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
-    let (e1, e2) = two_live_brokers(&controller).await;
+    let (e1, _e2) = two_live_brokers(&controller).await;
     let topic_id = create_topic(&quorum, vec![2]);
     // Broker 2, the only replica, goes silent: fenced, the partition goes
     // offline, and broker 2 stays its ISR (the last member is kept).

@@ -294,7 +294,7 @@ async fn a_returning_broker_leads_the_partitions_that_went_offline_with_it() {
 async fn a_controlled_shutdown_moves_leaderships_at_once_and_ends_the_session() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
-    let (e1, e2) = two_live_brokers(&controller).await;
+    let (e1, _e2) = two_live_brokers(&controller).await;
     let topic_id = create_topic(&quorum, vec![1, 2]);
     quorum.written();
 

@@ -85,6 +85,15 @@ fn beat(broker_id: i32, broker_epoch: u64) -> BrokerHeartbeatRequest {
 }
 
 /// Topic `t` with one partition on `replicas`, led by the first.
+/// Brokers 1 and 2 registered and unfenced; their broker epochs.
+async fn two_live_brokers(controller: &SessionControllerHandle) -> (u64, u64) {
+    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
+    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
+    controller.heartbeat(beat(1, e1)).await.unwrap();
+    controller.heartbeat(beat(2, e2)).await.unwrap();
+    (e1, e2)
+}
+
 fn create_topic(quorum: &FakeQuorum, replicas: Vec<i32>) -> Uuid {
     let topic_id = Uuid::from_u128(77);
     let leader = replicas.first().copied();
@@ -133,10 +142,7 @@ async fn register_then_caught_up_heartbeat_unfences_once() {
 async fn an_expired_session_fences_the_broker_and_moves_its_leaderships_in_one_batch() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
-    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
-    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
-    controller.heartbeat(beat(1, e1)).await.unwrap();
-    controller.heartbeat(beat(2, e2)).await.unwrap();
+    let (e1, e2) = two_live_brokers(&controller).await;
     let topic_id = create_topic(&quorum, vec![1, 2]);
     quorum.written();
 
@@ -233,10 +239,7 @@ async fn two_brokers_expiring_together_do_not_undo_each_others_moves() {
 async fn a_restarted_broker_waits_until_its_old_registration_is_fenced() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
-    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
-    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
-    controller.heartbeat(beat(1, e1)).await.unwrap();
-    controller.heartbeat(beat(2, e2)).await.unwrap();
+    let (e1, _e2) = two_live_brokers(&controller).await;
     let topic_id = create_topic(&quorum, vec![1, 2]);
     quorum.written();
 
@@ -267,10 +270,7 @@ async fn a_restarted_broker_waits_until_its_old_registration_is_fenced() {
 async fn a_returning_broker_leads_the_partitions_that_went_offline_with_it() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
-    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
-    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
-    controller.heartbeat(beat(1, e1)).await.unwrap();
-    controller.heartbeat(beat(2, e2)).await.unwrap();
+    let (e1, _e2) = two_live_brokers(&controller).await;
     let topic_id = create_topic(&quorum, vec![2]);
     // Broker 2, the only replica, goes silent: fenced, the partition goes
     // offline, and broker 2 stays its ISR (the last member is kept).
@@ -294,10 +294,7 @@ async fn a_returning_broker_leads_the_partitions_that_went_offline_with_it() {
 async fn a_controlled_shutdown_moves_leaderships_at_once_and_ends_the_session() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
-    let e1 = controller.register(registration(1)).await.unwrap().broker_epoch;
-    let e2 = controller.register(registration(2)).await.unwrap().broker_epoch;
-    controller.heartbeat(beat(1, e1)).await.unwrap();
-    controller.heartbeat(beat(2, e2)).await.unwrap();
+    let (e1, _e2) = two_live_brokers(&controller).await;
     let topic_id = create_topic(&quorum, vec![1, 2]);
     quorum.written();
 

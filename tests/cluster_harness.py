@@ -637,11 +637,11 @@ def read_all(view: ClientView, topic: str, partitions: int, history: History, re
     return ends
 
 
-def metadata_of(host: str, topic: str, partition: int) -> tuple[int, list[int], list[int]]:
-    """(leader, replicas, isr) of one partition as the node at `host` sees
-    it (Metadata v8, to that node only)."""
+def metadata_of(host: str, topic: str, partition: int, port: int = KAFKA_PORT) -> tuple[int, list[int], list[int]]:
+    """(leader, replicas, isr) of one partition as the node at `host`:`port`
+    sees it (Metadata v8, to that node only)."""
     body = Writer().int32(1).string(topic).int8(0).int8(0).int8(0).bytes()
-    with RawConnection((host, KAFKA_PORT), timeout_s=METADATA_TIMEOUT_S) as conn:
+    with RawConnection((host, port), timeout_s=METADATA_TIMEOUT_S) as conn:
         r = conn.request(ApiKey.METADATA, 8, body, timeout_s=METADATA_TIMEOUT_S)
     r.int32()  # throttle
     for _ in range(r.int32()):

@@ -143,8 +143,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// openraft's timers in a cluster: Kafka's KRaft elects within about a second
 /// (`controller.quorum.election.timeout.ms` 1000). openraft's defaults (heartbeat
 /// 50 ms, election 150..300 ms) suit one voter, but three nodes sharing busy
-/// cores would hold needless elections with them.
-const CLUSTER_RAFT_TIMING: RaftTiming = RaftTiming { heartbeat_interval_ms: 250, election_timeout_min_ms: 1_000, election_timeout_max_ms: 2_000 };
+/// cores would hold needless elections with them. A leader that dies with the
+/// active controller waits for this election and then the new controller's
+/// activation session, so the election is kept within about a second.
+const CLUSTER_RAFT_TIMING: RaftTiming = RaftTiming { heartbeat_interval_ms: 150, election_timeout_min_ms: 600, election_timeout_max_ms: 1_200 };
 
 /// Starts the node: the embedded single node without `[cluster]`; with it, a
 /// member of the cluster whose metadata quorum runs over the node-to-node

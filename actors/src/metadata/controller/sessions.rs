@@ -40,7 +40,7 @@ use crate::metadata::quorum::records::BATCH_RECORDS_MAX;
 use crate::metadata::quorum::{BrokerId, MetadataBatch, MetadataImage, MetadataRecord};
 
 /// The session a newly active controller gives every registered broker.
-pub const ACTIVATION_GRACE: Duration = Duration::from_secs(2);
+pub const ACTIVATION_GRACE: Duration = Duration::from_millis(1_500);
 
 /// One broker's session with this controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

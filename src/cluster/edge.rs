@@ -103,7 +103,13 @@ impl ClusterEdge {
         let (leave, leaving) = watch::channel(false);
         let mut tasks = Vec::new();
         let sessions = if self.config.is_controller() {
-            let (handle, task) = spawn_session_controller(node_id, &raft, image.clone(), Duration::from_millis(broker.session_timeout_ms));
+            let (handle, task) = spawn_session_controller(
+                node_id,
+                &raft,
+                image.clone(),
+                Duration::from_millis(broker.session_timeout_ms),
+                self.config.leader_rebalance_interval,
+            );
             tasks.push(task);
             Some(handle)
         } else {

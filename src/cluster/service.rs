@@ -123,8 +123,10 @@ pub fn spawn_session_controller(
     raft: &Raft<C>,
     image: tokio::sync::watch::Receiver<Arc<silt_actors::metadata::quorum::AppliedState>>,
     session_timeout: Duration,
+    leader_rebalance_interval: Option<Duration>,
 ) -> (SessionControllerHandle, tokio::task::JoinHandle<()>) {
     use silt_actors::metadata::controller::{SessionController, SessionOptions};
     let quorum = Arc::new(RaftQuorum { node_id, raft: raft.clone() });
-    SessionController::spawn(SessionOptions::new(node_id, session_timeout), quorum, image)
+    let options = SessionOptions { leader_rebalance_interval, ..SessionOptions::new(node_id, session_timeout) };
+    SessionController::spawn(options, quorum, image)
 }

@@ -59,6 +59,7 @@ async fn start_voter(id: u64, dir: &Path, listener: TcpListener, members: &BTree
         advertised: address.clone(),
         voters: members.iter().map(|(id, node)| crate::config::Voter { id: *id as i32, address: node.addr.clone() }).collect(),
         roles: BTreeSet::from([Role::Controller]),
+        leader_rebalance_interval: None,
     };
     let edge = ClusterEdge::with_listener(config, listener);
     assert_eq!(&edge.voters(), members);

@@ -35,11 +35,23 @@ pub struct ClusterSection {
     /// `controller`, `broker` or both (Kafka's `process.roles`).
     #[serde(deserialize_with = "list_or_comma_string")]
     pub roles: Vec<String>,
+    /// `auto.leader.rebalance.enable`: the active controller gives leadership
+    /// back to preferred replicas when a broker leads too few of its own.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 impl Default for ClusterSection {
     fn default() -> Self {
-        ClusterSection { listen: "127.0.0.1:9093".into(), advertised: None, voters: Vec::new(), roles: vec!["controller".into(), "broker".into()] }
+        ClusterSection {
+            listen: "127.0.0.1:9093".into(),
+            advertised: None,
+            voters: Vec::new(),
+            roles: vec!["controller".into(), "broker".into()],
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
+        }
     }
 }
 
@@ -95,6 +107,8 @@ pub struct ClusterConfig {
     pub advertised: String,
     pub voters: Vec<Voter>,
     pub roles: BTreeSet<Role>,
+    /// How often the active controller rebalances leadership; `None`: never.
+    pub leader_rebalance_interval: Option<std::time::Duration>,
 }
 
 impl ClusterConfig {
@@ -171,7 +185,11 @@ pub fn resolve(section: &ClusterSection, node_id: i32) -> Result<ClusterConfig, 
     if !roles.contains(&Role::Controller) && listed {
         return Err(invalid("cluster.roles", section.roles.join(","), "must include controller: node.id is one of cluster.voters"));
     }
-    Ok(ClusterConfig { node_id, listen: section.listen.clone(), advertised, voters, roles })
+    if section.leader_imbalance_check_interval_ms == 0 {
+        return Err(invalid("cluster.leader_imbalance_check_interval_ms", 0, "must be positive (set cluster.auto_leader_rebalance = false to turn it off)"));
+    }
+    let leader_rebalance_interval = section.auto_leader_rebalance.then(|| std::time::Duration::from_millis(section.leader_imbalance_check_interval_ms));
+    Ok(ClusterConfig { node_id, listen: section.listen.clone(), advertised, voters, roles, leader_rebalance_interval })
 }
 
 /// The cluster id a fresh data directory of a cluster node gets when
@@ -230,7 +248,19 @@ mod tests {
             advertised: None,
             voters: voters.iter().map(|s| s.to_string()).collect(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
+            ..ClusterSection::default()
         }
+    }
+
+    #[test]
+    fn the_leader_rebalance_is_on_by_default_and_can_be_turned_off() {
+        let mut s = section(&["1@a:9093"], &["controller", "broker"]);
+        assert_eq!(resolve(&s, 1).unwrap().leader_rebalance_interval, Some(std::time::Duration::from_secs(300)));
+        s.leader_imbalance_check_interval_ms = 0;
+        assert!(err(&s, 1).contains("cluster.leader_imbalance_check_interval_ms"));
+        s.auto_leader_rebalance = false;
+        s.leader_imbalance_check_interval_ms = 1_000;
+        assert_eq!(resolve(&s, 1).unwrap().leader_rebalance_interval, None);
     }
 
     fn err(section: &ClusterSection, node_id: i32) -> String {

@@ -23,6 +23,7 @@ use super::sessions::{fence_batches, BrokerSessions, HeartbeatOutcome};
 use super::{
     BrokerHeartbeatReply, BrokerHeartbeatRequest, BrokerRegistrationReply, BrokerRegistrationRequest, ControllerError, ControllerQuorum, ProposeError,
 };
+use crate::metadata::quorum::records::BATCH_RECORDS_MAX;
 use crate::metadata::quorum::{AppliedState, BrokerId, MetadataBatch, MetadataRecord, MetadataResponse};
 
 /// Requests waiting for the task. Brokers heartbeat every two seconds, so a
@@ -40,12 +41,18 @@ pub struct SessionOptions {
     pub propose_timeout: Duration,
     /// How often leadership and session deadlines are checked.
     pub tick: Duration,
+    /// How often the active controller rebalances leadership
+    /// (`leader.imbalance.check.interval.seconds`); `None`: never.
+    pub leader_rebalance_interval: Option<Duration>,
 }
 
+/// Kafka's `leader.imbalance.per.broker.percentage` (10%).
+pub const LEADER_IMBALANCE_MAX: f64 = 0.10;
+
 impl SessionOptions {
-    /// Kafka's defaults: 9 s sessions, checked every 250 ms.
+    /// Sessions of `session_timeout`, checked every 250 ms; no automatic leader rebalance.
     pub fn new(node_id: u64, session_timeout: Duration) -> Self {
-        SessionOptions { node_id, session_timeout, propose_timeout: Duration::from_secs(5), tick: Duration::from_millis(250) }
+        SessionOptions { node_id, session_timeout, propose_timeout: Duration::from_secs(5), tick: Duration::from_millis(250), leader_rebalance_interval: None }
     }
 }
 
@@ -98,6 +105,8 @@ pub struct SessionController {
     active: bool,
     /// Expired registrations whose fencing has not committed yet, retried each tick.
     unfenced_expired: BTreeMap<BrokerId, u64>,
+    /// When the next automatic leader rebalance is due (set on activation).
+    next_rebalance: Option<Instant>,
 }
 
 impl SessionController {
@@ -109,7 +118,7 @@ impl SessionController {
     ) -> (SessionControllerHandle, JoinHandle<()>) {
         let (commands, mailbox) = mpsc::channel(MAILBOX_CAPACITY);
         let sessions = BrokerSessions::new(options.session_timeout);
-        let controller = SessionController { options, quorum, image, sessions, active: false, unfenced_expired: BTreeMap::new() };
+        let controller = SessionController { options, quorum, image, sessions, active: false, unfenced_expired: BTreeMap::new(), next_rebalance: None };
         (SessionControllerHandle { commands }, tokio::spawn(controller.run(mailbox)))
     }
 
@@ -127,7 +136,10 @@ impl SessionController {
                     }
                     None => break,
                 },
-                _ = tick.tick() => self.expire().await,
+                _ = tick.tick() => {
+                    self.expire().await;
+                    self.rebalance_if_due().await;
+                }
             }
         }
     }
@@ -141,6 +153,7 @@ impl SessionController {
                 self.active = true;
                 let state = self.image.borrow().clone();
                 self.sessions.activate(&state.image, Instant::now());
+                self.next_rebalance = self.options.leader_rebalance_interval.map(|every| Instant::now() + every);
                 tracing::info!(node_id = self.options.node_id, brokers = state.image.brokers.len(), "active controller: every broker gets a fresh session");
             }
             return Ok(());
@@ -246,6 +259,29 @@ impl SessionController {
         for (broker_id, broker_epoch) in due {
             if self.fence(broker_id, broker_epoch).await {
                 self.unfenced_expired.remove(&broker_id);
+            }
+        }
+    }
+
+    /// Kafka's automatic leader rebalance: every `leader_rebalance_interval`,
+    /// the active controller elects preferred replicas back where a broker
+    /// leads too few of its own partitions (after restarts or failovers).
+    async fn rebalance_if_due(&mut self) {
+        let (Some(due), Some(every)) = (self.next_rebalance, self.options.leader_rebalance_interval) else { return };
+        if Instant::now() < due || self.check_active().is_err() {
+            return;
+        }
+        self.next_rebalance = Some(Instant::now() + every);
+        let changes = self.image.borrow().image.preferred_leader_changes(LEADER_IMBALANCE_MAX);
+        if changes.is_empty() {
+            return;
+        }
+        tracing::info!(elections = changes.len(), "leader imbalance: electing preferred replicas");
+        for chunk in changes.chunks(BATCH_RECORDS_MAX) {
+            // A refused batch (a leader changed meanwhile) waits for the next check.
+            if let Err(e) = self.propose(MetadataBatch { records: chunk.to_vec() }).await {
+                tracing::warn!(cause = %e, "automatic leader rebalance did not commit");
+                return;
             }
         }
     }

@@ -71,7 +71,17 @@ impl ControllerQuorum for Arc<FakeQuorum> {
 }
 
 fn start(quorum: &Arc<FakeQuorum>) -> SessionControllerHandle {
-    let options = SessionOptions { node_id: 1, session_timeout: TIMEOUT, propose_timeout: Duration::from_secs(5), tick: Duration::from_millis(100) };
+    start_with(quorum, None)
+}
+
+fn start_with(quorum: &Arc<FakeQuorum>, leader_rebalance_interval: Option<Duration>) -> SessionControllerHandle {
+    let options = SessionOptions {
+        node_id: 1,
+        session_timeout: TIMEOUT,
+        propose_timeout: Duration::from_secs(5),
+        tick: Duration::from_millis(100),
+        leader_rebalance_interval,
+    };
     let (handle, _task) = SessionController::spawn(options, Arc::new(quorum.clone()), quorum.published.subscribe());
     handle
 }
@@ -305,4 +315,33 @@ async fn a_controlled_shutdown_moves_leaderships_at_once_and_ends_the_session() 
     assert!(quorum.image().brokers[&1].fenced);
     // The session is over: a heartbeat of that registration must register again.
     assert!(matches!(controller.heartbeat(beat(1, e1)).await, Err(ControllerError::RegistrationRequired { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_active_controller_gives_leadership_back_to_preferred_replicas_on_its_interval() {
+    let quorum = FakeQuorum::new(Some(1));
+    let controller = start_with(&quorum, Some(Duration::from_secs(30)));
+    let (e1, e2) = two_live_brokers(&controller).await;
+    let topic_id = create_topic(&quorum, vec![1, 2]);
+    // Broker 1 shuts down (controlled): broker 2 leads; broker 1 returns and catches up.
+    controller.heartbeat(BrokerHeartbeatRequest { want_shutdown: true, ..beat(1, e1) }).await.unwrap();
+    let again = controller.register(BrokerRegistrationRequest { incarnation_id: Uuid::from_u128(101), ..registration(1) }).await.unwrap().broker_epoch;
+    controller.heartbeat(beat(1, again)).await.unwrap();
+    let back = quorum.image().topics[&topic_id].partitions[0].clone();
+    quorum.apply(MetadataBatch::one(MetadataRecord::PartitionChange { topic_id, partition: 0, leader: None, isr: Some(vec![2, 1]), replicas: None }));
+    assert_eq!(back.leader, Some(2));
+    quorum.written();
+
+    for _ in 0..25 {
+        controller.heartbeat(beat(1, again)).await.unwrap();
+        controller.heartbeat(beat(2, e2)).await.unwrap();
+        advance(Duration::from_secs(1)).await;
+    }
+    assert!(quorum.written().is_empty(), "nothing before the interval");
+    for _ in 0..6 {
+        controller.heartbeat(beat(1, again)).await.unwrap();
+        controller.heartbeat(beat(2, e2)).await.unwrap();
+        advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(quorum.image().topics[&topic_id].partitions[0].leader, Some(1), "the preferred replica leads again");
 }

@@ -304,6 +304,40 @@ impl MetadataImage {
         changes
     }
 
+    /// The preferred-replica elections of an automatic leader rebalance, as
+    /// Kafka's controller decides them: a broker that leads fewer than
+    /// `1 - imbalance_max` of the partitions it is the preferred (first)
+    /// replica of gets those back where it is unfenced and in the ISR.
+    pub fn preferred_leader_changes(&self, imbalance_max: f64) -> Vec<MetadataRecord> {
+        let mut preferred: BTreeMap<BrokerId, (usize, usize)> = BTreeMap::new();
+        for p in self.topics.values().flat_map(|t| &t.partitions) {
+            if let Some(&first) = p.replicas.first() {
+                let counts = preferred.entry(first).or_default();
+                counts.0 += 1;
+                counts.1 += usize::from(p.leader != Some(first));
+            }
+        }
+        let imbalanced = |b: BrokerId| preferred.get(&b).is_some_and(|&(all, not_led)| all > 0 && not_led as f64 / all as f64 > imbalance_max);
+        let mut changes = Vec::new();
+        for topic in self.topics.values() {
+            for (index, p) in topic.partitions.iter().enumerate() {
+                let Some(&first) = p.replicas.first() else { continue };
+                let eligible = p.leader != Some(first) && p.isr.contains(&first) && self.brokers.get(&first).is_some_and(|b| !b.fenced);
+                let Ok(partition) = i32::try_from(index) else { continue };
+                if eligible && imbalanced(first) {
+                    changes.push(MetadataRecord::PartitionChange {
+                        topic_id: topic.topic_id,
+                        partition,
+                        leader: Some(LeaderChange::Elect(first)),
+                        isr: None,
+                        replicas: None,
+                    });
+                }
+            }
+        }
+        changes
+    }
+
     fn broker_mut(&mut self, broker_id: BrokerId, broker_epoch: u64) -> Result<&mut BrokerRegistration, ApplyError> {
         let broker = self.brokers.get_mut(&broker_id).ok_or(ApplyError::UnknownBroker(broker_id))?;
         if broker.broker_epoch != broker_epoch {

@@ -154,6 +154,32 @@ fn fencing_a_broker_moves_its_leaderships_through_partition_changes() {
 }
 
 #[test]
+fn a_broker_that_leads_too_few_of_its_preferred_partitions_gets_them_back() {
+    let (mut image, mut index) = cluster(3);
+    let id = Uuid::from_u128(1);
+    index += 1;
+    // Broker 1 is preferred for partitions 0-9; broker 2 leads one of them (10% imbalance).
+    let assignments: Vec<&[i32]> = vec![&[1, 2]; 10];
+    image.apply_batch(index, &create_topic("t", id, &assignments));
+    let elect =
+        |p: i32, b: i32| MetadataRecord::PartitionChange { topic_id: id, partition: p, leader: Some(LeaderChange::Elect(b)), isr: None, replicas: None };
+    index += 1;
+    assert!(applied(&image.apply_batch(index, &MetadataBatch::one(elect(0, 2)))));
+    assert!(image.preferred_leader_changes(0.10).is_empty(), "10% is not above the 10% threshold");
+    index += 1;
+    assert!(applied(&image.apply_batch(index, &MetadataBatch { records: vec![elect(1, 2), elect(2, 2)] })));
+    // Partition 2's preferred replica left the ISR: it is not elected back.
+    let out = MetadataRecord::PartitionChange { topic_id: id, partition: 2, leader: None, isr: Some(vec![2]), replicas: None };
+    index += 1;
+    assert!(applied(&image.apply_batch(index, &MetadataBatch::one(out))));
+    let changes = image.preferred_leader_changes(0.10);
+    assert_eq!(changes, vec![elect(0, 1), elect(1, 1)]);
+    index += 1;
+    assert!(applied(&image.apply_batch(index, &MetadataBatch { records: changes })));
+    assert!(image.preferred_leader_changes(0.10).is_empty());
+}
+
+#[test]
 fn configs_producer_ids_and_topic_removal() {
     let (mut image, index) = cluster(1);
     let id = Uuid::from_u128(1);

@@ -236,6 +236,10 @@ impl ProposalForwarder for ClusterForwarder {
                 ForwardToError::Forward(ForwardCallError::Call(e)) if e.is_unreachable() || matches!(e, CallError::Connection { .. }) => {
                     MetadataError::NotController { leader: None }.into()
                 }
+                // The leader took the batch and did not answer in time: it may
+                // still commit, so the client hears REQUEST_TIMED_OUT, not a
+                // storage error.
+                ForwardToError::Forward(ForwardCallError::Call(CallError::Timeout { timeout, .. })) => MetadataError::ProposalTimeout { after: timeout }.into(),
                 e => MetadataError::Raft { action: "forward a proposal to the active controller", reason: e.to_string() }.into(),
             })
         }

@@ -6,10 +6,11 @@
 //! returned by `CreateTopic` already has its partition actors.
 //!
 //! [`AlterIsr`] is the leader's ISR change (the node's [`AlterPartition`]):
-//! the epochs it was based on are checked against the image before the
-//! `PartitionChange` is proposed. The check runs on the proposing node, so a
-//! change committed by another controller between the check and the commit
-//! is not caught; an apply-time guard needs the epochs in the record.
+//! an `AlterPartition` record that carries the leader and partition epochs it
+//! was based on, checked when it is applied (every voter alike), so a change
+//! committed meanwhile by another leader or controller makes it refused. The
+//! proposing node checks the same against its image first, to spare the
+//! quorum a proposal it would refuse.
 //!
 //! The handlers answer `AtomicResponse`s: the node handles one admin change at
 //! a time, as before, so two creations of one name cannot both pass the check.
@@ -40,6 +41,12 @@ fn refused(error: ApplyError) -> Error {
         ApplyError::TopicExists(name) => Error::TopicAlreadyExists(name),
         ApplyError::UnknownTopic(name) => Error::UnknownTopicOrPartition(name),
         ApplyError::UnknownTopicId(id) => Error::UnknownTopicId(id),
+        ApplyError::FencedLeaderEpoch { topic_id, partition, given, current } => {
+            Error::FencedLeaderEpoch { partition: format!("{partition} of topic id {topic_id}"), epoch: given, current }
+        }
+        ApplyError::StalePartitionEpoch { topic_id, partition, given, current } => {
+            Error::StalePartitionEpoch { partition: format!("{partition} of topic id {topic_id}"), epoch: given, current }
+        }
         other => MetadataError::Rejected(other).into(),
     }
 }
@@ -304,8 +311,9 @@ impl Handler<AlterIsr> for Node {
     }
 }
 
-/// The `PartitionChange` record for a leader's ISR change, if the epochs it
-/// was based on are still the image's and the new ISR holds the leader.
+/// The `AlterPartition` record for a leader's ISR change, if the epochs it
+/// was based on are still the image's and the new ISR holds the leader (the
+/// record is checked again when applied).
 fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<MetadataRecord, Error> {
     let topic = image.topics.get(&change.topic_id).ok_or(Error::UnknownTopicId(change.topic_id))?;
     let name = format!("{}-{}", topic.name, change.partition);
@@ -319,12 +327,12 @@ fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<Metada
     if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
         return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!("the ISR {:?} must hold the leader {:?}", change.new_isr, p.leader))).into());
     }
-    Ok(MetadataRecord::PartitionChange {
+    Ok(MetadataRecord::AlterPartition {
         topic_id: change.topic_id,
         partition: change.partition,
-        leader: None,
-        isr: Some(change.new_isr.clone()),
-        replicas: None,
+        leader_epoch: change.leader_epoch,
+        partition_epoch: change.partition_epoch,
+        isr: change.new_isr.clone(),
     })
 }
 

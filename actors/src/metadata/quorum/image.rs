@@ -53,6 +53,10 @@ pub enum ApplyError {
     ProducerIdsExhausted,
     #[error("a batch holds {0} records, more than the limit")]
     BatchTooLarge(usize),
+    #[error("leader epoch {given} of partition {partition} of topic id {topic_id} is not its current {current}")]
+    FencedLeaderEpoch { topic_id: Uuid, partition: i32, given: i32, current: i32 },
+    #[error("partition epoch {given} of partition {partition} of topic id {topic_id} is not its current {current}")]
+    StalePartitionEpoch { topic_id: Uuid, partition: i32, given: i32, current: i32 },
 }
 
 /// A registered broker.
@@ -195,6 +199,30 @@ impl MetadataImage {
                 p.leader = new_leader;
                 p.isr = new_isr;
                 p.replicas = new_replicas;
+                Ok(Applied::Nothing)
+            }
+            MetadataRecord::AlterPartition { topic_id, partition, leader_epoch, partition_epoch, isr } => {
+                let current = self.partition(*topic_id, *partition)?;
+                if *leader_epoch != current.leader_epoch {
+                    return Err(ApplyError::FencedLeaderEpoch {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                        given: *leader_epoch,
+                        current: current.leader_epoch,
+                    });
+                }
+                if *partition_epoch != current.partition_epoch {
+                    return Err(ApplyError::StalePartitionEpoch {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                        given: *partition_epoch,
+                        current: current.partition_epoch,
+                    });
+                }
+                self.check_assignment(&current.replicas, isr, current.leader)?;
+                let p = self.partition_mut(*topic_id, *partition)?;
+                p.partition_epoch = p.partition_epoch.saturating_add(1);
+                p.isr = isr.clone();
                 Ok(Applied::Nothing)
             }
             MetadataRecord::RemoveTopic { topic_id } => {

@@ -87,6 +87,11 @@ pub enum MetadataRecord {
     /// A leader, ISR or replica-set change. Each bumps the partition epoch; a
     /// leader change also bumps the leader epoch.
     PartitionChange { topic_id: Uuid, partition: i32, leader: Option<LeaderChange>, isr: Option<Vec<BrokerId>>, replicas: Option<Vec<BrokerId>> },
+    /// A leader's ISR change (Kafka's AlterPartition), made against the
+    /// leader and partition epochs it names: applied only if both are still
+    /// the partition's, so a deposed leader's or a stale request's change is
+    /// refused on every voter alike. It bumps the partition epoch.
+    AlterPartition { topic_id: Uuid, partition: i32, leader_epoch: i32, partition_epoch: i32, isr: Vec<BrokerId> },
     /// The topic and all its partitions and configs go away.
     RemoveTopic { topic_id: Uuid },
     /// Set (`Some`) or delete (`None`) one config key.

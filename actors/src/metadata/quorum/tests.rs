@@ -154,6 +154,34 @@ fn fencing_a_broker_moves_its_leaderships_through_partition_changes() {
 }
 
 #[test]
+fn an_isr_change_applies_only_against_the_epochs_it_was_made_on() {
+    let (mut image, index) = cluster(3);
+    let id = Uuid::from_u128(1);
+    image.apply_batch(index + 1, &create_topic("t", id, &[&[1, 2, 3]]));
+    let alter =
+        |leader_epoch, partition_epoch, isr: Vec<i32>| MetadataRecord::AlterPartition { topic_id: id, partition: 0, leader_epoch, partition_epoch, isr };
+    assert!(applied(&image.apply_batch(index + 2, &MetadataBatch::one(alter(0, 0, vec![1, 2])))));
+    let p = &image.topics[&id].partitions[0];
+    assert_eq!((p.isr.clone(), p.leader_epoch, p.partition_epoch), (vec![1, 2], 0, 1));
+    // The same change again is stale: the partition epoch moved.
+    assert!(matches!(
+        image.apply_batch(index + 3, &MetadataBatch::one(alter(0, 0, vec![1]))),
+        MetadataResponse::Rejected { error: ApplyError::StalePartitionEpoch { given: 0, current: 1, .. }, .. }
+    ));
+    // A new leader was elected meanwhile: the old leader's change is fenced.
+    let elect = MetadataRecord::PartitionChange { topic_id: id, partition: 0, leader: Some(LeaderChange::Elect(2)), isr: None, replicas: None };
+    assert!(applied(&image.apply_batch(index + 4, &MetadataBatch::one(elect))));
+    assert!(matches!(
+        image.apply_batch(index + 5, &MetadataBatch::one(alter(0, 2, vec![1]))),
+        MetadataResponse::Rejected { error: ApplyError::FencedLeaderEpoch { given: 0, current: 1, .. }, .. }
+    ));
+    // The ISR must hold the leader.
+    assert!(!applied(&image.apply_batch(index + 6, &MetadataBatch::one(alter(1, 2, vec![1])))));
+    assert!(applied(&image.apply_batch(index + 7, &MetadataBatch::one(alter(1, 2, vec![2, 3])))));
+    assert_eq!(image.topics[&id].partitions[0].isr, vec![2, 3]);
+}
+
+#[test]
 fn a_broker_that_leads_too_few_of_its_preferred_partitions_gets_them_back() {
     let (mut image, mut index) = cluster(3);
     let id = Uuid::from_u128(1);

@@ -17,6 +17,7 @@ installs them; without them the fixture fails, it never skips.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -412,13 +413,35 @@ class ClientView:
 
     def create_topic(self, name: str, partitions: int = 1, replication_factor: int = CLUSTER_SIZE,
                      config: dict | None = None, timeout_s: float = 60.0):
-        """CreateTopics, then waits until every partition has a leader and a full ISR."""
+        """CreateTopics, then waits until every partition has a leader and a full ISR.
+
+        Asked again (with a fresh admin client, so a fresh controller lookup)
+        while the answer is retriable, as an application would: right after
+        a controller dies, librdkafka may wait on a controller id that names
+        the dead node (Kafka's brokers name a random broker they still think
+        alive) and time out. TOPIC_ALREADY_EXISTS on a later attempt means an
+        earlier one did create it."""
+        from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import NewTopic
-        fs = self.admin().create_topics([NewTopic(name, num_partitions=partitions,
-                                                  replication_factor=replication_factor,
-                                                  config=dict(config or {}))],
-                                        operation_timeout=30, request_timeout=30)
-        fs[name].result(timeout=timeout_s)
+        retriable = {KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_CONTROLLER,
+                     KafkaError._TRANSPORT}
+        deadline = time.monotonic() + timeout_s
+        for attempt in itertools.count(1):
+            if attempt > 1:
+                self._admin = None
+            fs = self.admin().create_topics([NewTopic(name, num_partitions=partitions,
+                                                      replication_factor=replication_factor,
+                                                      config=dict(config or {}))],
+                                            operation_timeout=15, request_timeout=15)
+            try:
+                fs[name].result(timeout=timeout_s)
+                break
+            except KafkaException as e:
+                code = e.args[0].code()
+                if attempt > 1 and code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    break
+                if code not in retriable or time.monotonic() >= deadline:
+                    raise
         for p in range(partitions):
             self.wait_for_leader(name, p, timeout_s=timeout_s)
             self.wait_for_isr(name, p, replication_factor, timeout_s=timeout_s)

@@ -228,18 +228,7 @@ class Cluster:
     def start(self) -> Cluster:
         """Starts every node at once (a quorum node is ready only once a
         majority runs) and waits for all of them."""
-        errors: list[BaseException] = []
-
-        def start(node: BrokerProcess):
-            try:
-                node.start()
-            except BaseException as e:  # reported below, after every thread ended
-                errors.append(e)
-        threads = [threading.Thread(target=start, args=(n,), name=f"start-{n.name}") for n in self.nodes.values()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = start_all(self.nodes.values())
         if errors:
             raise HarnessError(f"the {self.kind} cluster did not start: {errors[0]}")
         return self
@@ -658,6 +647,24 @@ def read_all(view: ClientView, topic: str, partitions: int, history: History, re
             key = m.key().decode() if m.key() is not None else None
             history.read(p, m.offset(), key, m.value().decode("utf-8", "replace"), reader=reader)
     return ends
+
+
+def start_all(nodes, **start_args) -> list[BaseException]:
+    """Starts every node at once, each in its own thread (a quorum node is
+    ready only once a majority runs); returns what failed, after all ended."""
+    errors: list[BaseException] = []
+
+    def start(node: BrokerProcess):
+        try:
+            node.start(**start_args)
+        except BaseException as e:  # reported by the caller, after every thread ended
+            errors.append(e)
+    threads = [threading.Thread(target=start, args=(n,), name=f"start-{n.name}") for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def metadata_of(host: str, topic: str, partition: int, port: int = KAFKA_PORT) -> tuple[int, list[int], list[int]]:

@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,7 +48,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 from broker_process import KAFKA_SCRIPT, Broker, BrokerProcess, HarnessError, KafkaBroker, free_port  # noqa: E402
-from cluster_harness import RecordWriter, _random_cluster_id, metadata_of  # noqa: E402
+from cluster_harness import RecordWriter, _random_cluster_id, metadata_of, start_all  # noqa: E402
 from history import History, check  # noqa: E402
 from silt_harness import consume_partitions, watermarks  # noqa: E402
 
@@ -157,18 +156,7 @@ class LoopbackCluster:
 
     def start(self) -> LoopbackCluster:
         """Starts every node at once (a quorum node is ready only once a majority runs)."""
-        errors: list[BaseException] = []
-
-        def start(node: BrokerProcess):
-            try:
-                node.start(timeout_s=CLUSTER_START_TIMEOUT_S)
-            except BaseException as e:  # reported below, after every thread ended
-                errors.append(e)
-        threads = [threading.Thread(target=start, args=(n,), name=f"start-{n.name}") for n in self.nodes.values()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = start_all(self.nodes.values(), timeout_s=CLUSTER_START_TIMEOUT_S)
         if errors:
             self.close()
             raise HarnessError(f"the {self.kind} cluster did not start: {errors[0]}")

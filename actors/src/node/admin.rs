@@ -162,7 +162,16 @@ impl Handler<CreateTopic> for Node {
         if msg.validate_only {
             let partitions = replicas
                 .into_iter()
-                .map(|r| PartitionView { leader: r.first().copied(), isr: r.clone(), replicas: r, leader_epoch: 0, partition_epoch: 0, local: None })
+                .map(|r| PartitionView {
+                    leader: r.first().copied(),
+                    isr: r.clone(),
+                    replicas: r,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    adding_replicas: vec![],
+                    removing_replicas: vec![],
+                    local: None,
+                })
                 .collect();
             return AtomicResponse::new(ready(Ok(TopicView { name: msg.name.as_str().into(), id, configs, partitions })));
         }

@@ -179,7 +179,7 @@ mod tests {
     }
 
     fn partition(replicas: &[BrokerId], isr: &[BrokerId], leader: Option<BrokerId>) -> PartitionImage {
-        PartitionImage { replicas: replicas.to_vec(), isr: isr.to_vec(), leader, leader_epoch: 1, partition_epoch: 1 }
+        PartitionImage { replicas: replicas.to_vec(), isr: isr.to_vec(), leader, leader_epoch: 1, partition_epoch: 1, ..PartitionImage::default() }
     }
 
     fn outcome(results: &[ElectionResult], p: i32) -> Option<Result<(), ElectionError>> {

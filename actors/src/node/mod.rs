@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`admin`] | admin requests (create, delete, grow, reconfigure topics; producer ids) as proposals to the metadata store |
 //! | [`replica_manager`] | the applied image → partition actors: start, re-role, reconfigure, retire; the registry |
+//! | [`reassignments`] | AlterPartitionReassignments: start, change or cancel a partition's reassignment |
 //! | [`placement`] | where new replicas go: rack-aware round robin over the live brokers |
 //! | [`registry`] | [`TopicView`], [`PartitionView`], [`BrokerView`]: what request handlers read |
 //! | [`migration`] | the in-place upgrade of a `catalog.json` directory into the metadata log |
@@ -46,6 +47,7 @@ mod data_dir;
 pub mod elections;
 pub mod migration;
 pub mod placement;
+pub mod reassignments;
 mod registry;
 pub mod replica_manager;
 #[cfg(test)]

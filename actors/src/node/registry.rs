@@ -21,6 +21,9 @@ pub struct PartitionView {
     pub isr: Vec<BrokerId>,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// An ongoing reassignment's replicas being added and removed (both in `replicas`).
+    pub adding_replicas: Vec<BrokerId>,
+    pub removing_replicas: Vec<BrokerId>,
     /// This node's partition actor, if it holds a replica.
     pub local: Option<PartitionHandle>,
 }
@@ -103,7 +106,16 @@ mod tests {
     use super::*;
 
     fn view(leader: Option<BrokerId>, replicas: &[BrokerId], isr: &[BrokerId]) -> PartitionView {
-        PartitionView { leader, replicas: replicas.to_vec(), isr: isr.to_vec(), leader_epoch: 0, partition_epoch: 0, local: None }
+        PartitionView {
+            leader,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
+            local: None,
+        }
     }
 
     #[test]

@@ -344,6 +344,8 @@ impl ReplicaManager {
                     isr: p.isr.clone(),
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
+                    adding_replicas: p.adding_replicas.clone(),
+                    removing_replicas: p.removing_replicas.clone(),
                     local: i32::try_from(i).ok().and_then(|i| self.local.get(&(topic.topic_id, i))).map(|l| l.handle.clone()),
                 })
                 .collect();

@@ -1,6 +1,7 @@
 //! The session controller: a task on every controller node that serves broker
-//! registrations and heartbeats while this node is the active controller, and
-//! fences brokers whose sessions expire.
+//! registrations and heartbeats while this node is the active controller,
+//! fences brokers whose sessions expire, completes partition reassignments
+//! whose new replicas are in sync, and rebalances leadership.
 //!
 //! One task owns the [`BrokerSessions`] and handles one request at a time from
 //! a bounded mailbox, so the session rules need no locks and a request never
@@ -138,6 +139,7 @@ impl SessionController {
                 },
                 _ = tick.tick() => {
                     self.expire().await;
+                    self.complete_reassignments().await;
                     self.rebalance_if_due().await;
                 }
             }
@@ -282,6 +284,28 @@ impl SessionController {
             if let Err(e) = self.propose(MetadataBatch { records: chunk.to_vec() }).await {
                 tracing::warn!(cause = %e, "automatic leader rebalance did not commit");
                 return;
+            }
+        }
+    }
+
+    /// Completes every partition reassignment whose new replicas have all
+    /// joined the ISR (KIP-455): the leaders grow the ISR as the new replicas
+    /// catch up, and the active controller notices on its next tick.
+    async fn complete_reassignments(&mut self) {
+        let completions = self.image.borrow().image.reassignment_completions();
+        if completions.is_empty() || self.check_active().is_err() {
+            return;
+        }
+        for record in completions {
+            let MetadataRecord::Reassignment { topic_id, partition, ref replicas, .. } = record else { continue };
+            let replicas = replicas.clone();
+            // A refused record (the partition changed meanwhile) is decided again next tick.
+            match self.propose(MetadataBatch::one(record)).await {
+                Ok(_) => tracing::info!(%topic_id, partition, ?replicas, "partition reassignment completed"),
+                Err(e) => {
+                    tracing::info!(cause = %e, "completing a partition reassignment did not commit; trying again");
+                    return;
+                }
             }
         }
     }

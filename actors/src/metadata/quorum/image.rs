@@ -73,7 +73,7 @@ pub struct BrokerRegistration {
 }
 
 /// One partition's assignment and leadership.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
@@ -81,6 +81,25 @@ pub struct PartitionImage {
     pub leader: Option<BrokerId>,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Replicas an ongoing reassignment adds (KIP-455); they are in `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<BrokerId>,
+    /// Replicas an ongoing reassignment removes once the added ones are in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionImage {
+    /// Whether a reassignment is under way.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition has once its reassignment completes (all of
+    /// them when none is under way).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas.iter().copied().filter(|b| !self.removing_replicas.contains(b)).collect()
+    }
 }
 
 /// A topic: its name, id, partitions (index = position) and config overrides.
@@ -174,7 +193,15 @@ impl MetadataImage {
                     return Err(ApplyError::PartitionOutOfOrder { topic_id: *topic_id, given: *partition, expected });
                 }
                 self.check_assignment(replicas, isr, *leader)?;
-                let image = PartitionImage { replicas: replicas.clone(), isr: isr.clone(), leader: *leader, leader_epoch: 0, partition_epoch: 0 };
+                let image = PartitionImage {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
+                };
                 if let Some(topic) = self.topics.get_mut(topic_id) {
                     topic.partitions.push(image);
                 }
@@ -190,6 +217,9 @@ impl MetadataImage {
                     Some(LeaderChange::Offline) => None,
                 };
                 self.check_assignment(new_replicas, new_isr, new_leader)?;
+                if let Some(gone) = current.adding_replicas.iter().chain(&current.removing_replicas).find(|b| !new_replicas.contains(b)) {
+                    return Err(ApplyError::InvalidAssignment(format!("replica {gone} is being reassigned and must stay in the replicas")));
+                }
                 let (new_replicas, new_isr) = (new_replicas.clone(), new_isr.clone());
                 let p = self.partition_mut(*topic_id, *partition)?;
                 if leader.is_some() {
@@ -223,6 +253,31 @@ impl MetadataImage {
                 let p = self.partition_mut(*topic_id, *partition)?;
                 p.partition_epoch = p.partition_epoch.saturating_add(1);
                 p.isr = isr.clone();
+                Ok(Applied::Nothing)
+            }
+            MetadataRecord::Reassignment { topic_id, partition, partition_epoch, replicas, adding, removing, isr, leader } => {
+                let current = self.partition(*topic_id, *partition)?;
+                if *partition_epoch != current.partition_epoch {
+                    return Err(ApplyError::StalePartitionEpoch {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                        given: *partition_epoch,
+                        current: current.partition_epoch,
+                    });
+                }
+                self.check_assignment(replicas, isr, *leader)?;
+                check_reassignment(replicas, adding, removing)?;
+                let leader_changed = current.leader != *leader;
+                let p = self.partition_mut(*topic_id, *partition)?;
+                if leader_changed {
+                    p.leader_epoch = p.leader_epoch.saturating_add(1);
+                }
+                p.partition_epoch = p.partition_epoch.saturating_add(1);
+                p.replicas = replicas.clone();
+                p.adding_replicas = adding.clone();
+                p.removing_replicas = removing.clone();
+                p.isr = isr.clone();
+                p.leader = *leader;
                 Ok(Applied::Nothing)
             }
             MetadataRecord::RemoveTopic { topic_id } => {
@@ -407,6 +462,23 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+}
+
+/// An ongoing reassignment's sets: distinct, disjoint, inside `replicas`,
+/// and leaving at least one replica once the removed ones go.
+fn check_reassignment(replicas: &[BrokerId], adding: &[BrokerId], removing: &[BrokerId]) -> Result<(), ApplyError> {
+    let adding_set: BTreeSet<BrokerId> = adding.iter().copied().collect();
+    let removing_set: BTreeSet<BrokerId> = removing.iter().copied().collect();
+    let valid = adding_set.len() == adding.len()
+        && removing_set.len() == removing.len()
+        && adding_set.is_disjoint(&removing_set)
+        && adding.iter().chain(removing).all(|b| replicas.contains(b))
+        && replicas.len() > removing.len();
+    if valid {
+        Ok(())
+    } else {
+        Err(ApplyError::InvalidAssignment(format!("reassignment adding {adding:?} and removing {removing:?} does not fit replicas {replicas:?}")))
     }
 }
 

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`records`] | [`MetadataRecord`] and the [`MetadataBatch`] a log entry carries |
 //! | [`image`] | [`MetadataImage`]: the metadata as a value, and how records change it |
+//! | [`reassignment`] | partition reassignment (KIP-455): the controller's decisions |
 //! | [`log_store`] | [`LogStore`]: openraft's log on local disk |
 //! | [`state_machine`] | [`StateMachineStore`]: the image under openraft, with snapshots on disk |
 //! | [`error`] | [`StoreError`]: what the stores' files can do wrong |
@@ -18,12 +19,14 @@ use std::io::Cursor;
 pub mod error;
 pub mod image;
 pub mod log_store;
+pub mod reassignment;
 pub mod records;
 pub mod state_machine;
 
 pub use error::StoreError;
 pub use image::{ApplyError, BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log_store::LogStore;
+pub use reassignment::ReassignmentError;
 pub use records::{BrokerId, ConfigResource, Endpoint, LeaderChange, MetadataBatch, MetadataRecord, MetadataResponse, ProducerIdBlock};
 pub use state_machine::{AppliedState, StateMachineStore};
 

@@ -92,6 +92,23 @@ pub enum MetadataRecord {
     /// the partition's, so a deposed leader's or a stale request's change is
     /// refused on every voter alike. It bumps the partition epoch.
     AlterPartition { topic_id: Uuid, partition: i32, leader_epoch: i32, partition_epoch: i32, isr: Vec<BrokerId> },
+    /// A partition's whole assignment during a reassignment (KIP-455): its
+    /// start, a change or cancellation of it, or its completion. `replicas`
+    /// is the full set (target first, then those still to be removed), and
+    /// `adding` and `removing` are the ongoing reassignment (both empty: none).
+    /// Applied only at the partition epoch it names, so a decision made on a
+    /// stale image is refused; it bumps the partition epoch, and the leader
+    /// epoch if the leader changes.
+    Reassignment {
+        topic_id: Uuid,
+        partition: i32,
+        partition_epoch: i32,
+        replicas: Vec<BrokerId>,
+        adding: Vec<BrokerId>,
+        removing: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
+        leader: Option<BrokerId>,
+    },
     /// The topic and all its partitions and configs go away.
     RemoveTopic { topic_id: Uuid },
     /// Set (`Some`) or delete (`None`) one config key.

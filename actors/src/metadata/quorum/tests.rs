@@ -80,7 +80,7 @@ fn topic_creation_assigns_replicas_leader_and_epochs() {
     assert!(applied(&image.apply_batch(index + 1, &create_topic("orders", id, &[&[1, 2, 3], &[2, 3, 1]]))));
     let topic = image.topic("orders").expect("the topic exists");
     assert_eq!(topic.partitions.len(), 2);
-    assert_eq!(topic.partitions[1], PartitionImage { replicas: vec![2, 3, 1], isr: vec![2, 3, 1], leader: Some(2), leader_epoch: 0, partition_epoch: 0 });
+    assert_eq!(topic.partitions[1], PartitionImage { replicas: vec![2, 3, 1], isr: vec![2, 3, 1], leader: Some(2), ..PartitionImage::default() });
     let again = image.apply_batch(index + 2, &create_topic("orders", Uuid::from_u128(2), &[&[1]]));
     assert!(matches!(again, MetadataResponse::Rejected { record: 0, error: ApplyError::TopicExists(_) }));
 }

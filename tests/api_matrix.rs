@@ -11,6 +11,8 @@
 #[path = "api_matrix/admin.rs"]
 mod admin;
 mod common;
+#[path = "api_matrix/reassign.rs"]
+mod reassign;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -61,6 +63,8 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
@@ -75,6 +79,9 @@ const CONFIG_TYPE_LONG: i8 = 5;
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+/// Error codes of refused config changes.
+const INVALID_CONFIG: i16 = 40;
+const INVALID_REQUEST: i16 = 42;
 /// The value every record of the seed batch starts with.
 const SEED: &str = "matrix-seed";
 /// Records in the seed batch.
@@ -206,10 +213,12 @@ fn check(broker: &Broker, m: &Matrix, api: ApiKey, version: i16) {
         ApiKey::AlterReplicaLogDirs => admin::check_alter_replica_log_dirs(broker, m, version),
         ApiKey::DescribeLogDirs => admin::check_describe_log_dirs(broker, m, version),
         ApiKey::ElectLeaders => admin::check_elect_leaders(broker, m, version),
+        ApiKey::AlterPartitionReassignments => reassign::check_alter_partition_reassignments(broker, m, version),
+        ApiKey::ListPartitionReassignments => reassign::check_list_partition_reassignments(broker, m, version),
         ApiKey::DescribeProducers => admin::check_describe_producers(broker, version),
         ApiKey::DescribeQuorum => admin::check_describe_quorum(broker, m, version),
         ApiKey::CreatePartitions => check_create_partitions(broker, version),
-        ApiKey::IncrementalAlterConfigs => check_incremental_alter_configs(broker, version),
+        ApiKey::IncrementalAlterConfigs => check_incremental_alter_configs(broker, m, version),
         ApiKey::DescribeCluster => check_describe_cluster(broker, m, version),
         ApiKey::FindCoordinator => check_find_coordinator(broker, m, version),
         ApiKey::JoinGroup => check_join_group(broker, version),
@@ -727,7 +736,7 @@ fn check_create_partitions(broker: &Broker, version: i16) {
     assert_eq!(known.error_code, 37, "shrink from 3 to 2 partitions: error {}", code_name(known.error_code));
 }
 
-fn check_incremental_alter_configs(broker: &Broker, version: i16) {
+fn check_incremental_alter_configs(broker: &Broker, m: &Matrix, version: i16) {
     let mut reference = reference(broker);
     let name = unique_topic(&format!("matrix-iac-v{version}"));
     reference.create_topic_ok(&name, 1);
@@ -766,6 +775,26 @@ fn check_incremental_alter_configs(broker: &Broker, version: i16) {
     assert_eq!(known.error_code, 0, "delete retention.ms: error {} ({:?})", code_name(known.error_code), known.error_message);
     let after = retention(&mut reference);
     assert!(after.is_some() && after.as_deref() != Some(wanted.as_str()), "retention.ms after deleting the override: {after:?}");
+
+    // What `kafka-reassign-partitions --verify` sends: it deletes the
+    // replication throttles, set or not. Silt cannot throttle, so deleting
+    // them succeeds and changes nothing, and setting them is refused.
+    let throttles = |op: i8, value: Option<&str>| {
+        let config = |key: &str| AlterableConfig::default().with_name(str_bytes(key)).with_config_operation(op).with_value(value.map(str_bytes));
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_BROKER)
+                .with_resource_name(str_bytes(&m.node_id.to_string()))
+                .with_configs(vec![config("leader.replication.throttled.rate"), config("follower.replication.throttled.rate")]),
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(str_bytes(&name))
+                .with_configs(vec![config("leader.replication.throttled.replicas"), config("follower.replication.throttled.replicas")]),
+        ])
+    };
+    let codes = |response: IncrementalAlterConfigsResponse| response.responses.iter().map(|r| r.error_code).collect::<Vec<_>>();
+    assert_eq!(codes(client.must(&throttles(OP_DELETE, None), version)), vec![0, 0], "clearing unset throttles");
+    assert_eq!(codes(client.must(&throttles(OP_SET, Some("1000")), version)), vec![INVALID_REQUEST, INVALID_CONFIG], "setting throttles");
 }
 
 fn check_describe_cluster(broker: &Broker, m: &Matrix, version: i16) {

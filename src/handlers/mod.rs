@@ -18,6 +18,7 @@ pub mod produce;
 pub mod producer_id;
 pub mod producers;
 pub mod quorum;
+pub mod reassignments;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

@@ -103,9 +103,16 @@ fn unbounded(n: i64) -> Option<u64> {
     (n >= 0).then_some(n as u64)
 }
 
+/// Kafka topic configs Silt knows but cannot honour, so it refuses to set
+/// them; deleting one is a no-op, since it is never set. Kafka's
+/// `kafka-reassign-partitions --verify` deletes the throttle lists of every
+/// reassigned topic whether or not it set them.
+const NOT_SETTABLE: &[&str] = &["leader.replication.throttled.replicas", "follower.replication.throttled.replicas"];
+
 /// Checks one key/value pair.
 pub fn validate(key: &str, value: &str) -> Result<(), Error> {
     match key {
+        _ if NOT_SETTABLE.contains(&key) => Err(invalid(key, value, "replication throttling is not supported")),
         "cleanup.policy" => match value.trim() {
             "delete" => Ok(()),
             _ => Err(invalid(key, value, "only \"delete\" is supported (log compaction is not implemented yet)")),
@@ -150,7 +157,7 @@ impl TopicConfigs {
     }
 
     pub fn remove(&mut self, key: &str) -> Result<(), Error> {
-        if !KEYS.iter().any(|k| k.name == key) {
+        if !KEYS.iter().any(|k| k.name == key) && !NOT_SETTABLE.contains(&key) {
             return Err(invalid(key, "", "unknown topic config"));
         }
         self.0.remove(key);

@@ -3,6 +3,7 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::*;
 use kafka_protocol::messages::{alter_configs_request, alter_configs_response};
@@ -130,14 +131,41 @@ fn broker_configs(ctx: &RequestContext) -> Vec<(&'static str, String, i8, &'stat
     ]
 }
 
+/// IncrementalAlterConfigs on a broker: Silt's broker has no dynamic
+/// configs, so deleting one (as `kafka-reassign-partitions --verify` does
+/// with the replication throttles on every broker) changes nothing and
+/// succeeds, as deleting an unset dynamic config does in Kafka; setting one is
+/// refused, as Kafka refuses a config it cannot change at runtime.
+fn alter_broker_incrementally(ctx: &RequestContext, resource: &AlterConfigsResource) -> Result<(), String> {
+    let node_id = ctx.broker.node.node_id;
+    let name = resource.resource_name.as_str();
+    if !name.is_empty() && name != node_id.to_string() {
+        return Err(format!("this is broker {node_id}, not {name}"));
+    }
+    let set: Vec<&str> = resource.configs.iter().filter(|c| c.config_operation != OP_DELETE).map(|c| c.name.as_str()).collect();
+    if set.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("Cannot update these configs dynamically: {}; broker settings come from the configuration file", set.join(", ")))
+    }
+}
+
 pub async fn incremental_alter(ctx: &RequestContext, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
     let node = &ctx.broker.node;
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let mut out = AlterConfigsResourceResponse::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
+        if resource.resource_type == RESOURCE_BROKER {
+            if let Err(refusal) = alter_broker_incrementally(ctx, &resource) {
+                out.error_code = ctx.count(ResponseError::InvalidRequest.code());
+                out.error_message = Some(wire(refusal));
+            }
+            responses.push(out);
+            continue;
+        }
         if resource.resource_type != RESOURCE_TOPIC {
             out.error_code = ctx.count(ResponseError::InvalidRequest.code());
-            out.error_message = Some(wire("only topic configs can be altered; broker settings come from the configuration file"));
+            out.error_message = Some(wire(format!("config resource type {} is not supported", resource.resource_type)));
             responses.push(out);
             continue;
         }

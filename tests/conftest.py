@@ -243,3 +243,30 @@ def topic_name(request) -> str:
     """A topic name unique within the session, derived from the test name."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:80].strip("-")
     return f"{base}-{next(_counter)}"
+
+
+def pytest_generate_tests(metafunc):
+    """Cluster tests run one cluster kind, the suite's `--broker`."""
+    if "cluster_kind" in metafunc.fixturenames:
+        metafunc.parametrize("cluster_kind", [metafunc.config.getoption("--broker")])
+
+
+@pytest.fixture
+def cluster(cluster_kind, request, tmp_path):
+    """A started three-node cluster of the suite's kind, each node in its own
+    network namespace (tests/cluster_harness.py); stopped and checked after."""
+    from cluster_harness import Cluster
+    if cluster_kind == "kafka":
+        request.getfixturevalue("kafka_installed")
+        c = Cluster("kafka", tmp_path)
+    else:
+        c = Cluster("silt", tmp_path, silt_bin=request.getfixturevalue("silt_bin"))
+    try:
+        c.start()
+    except BaseException:
+        c.close()
+        raise
+    yield c
+    problems = c.close()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

@@ -42,30 +42,6 @@ TOPIC_CONFIG = {"min.insync.replicas": "2"}
 ALL = list(range(1, CLUSTER_SIZE + 1))
 
 
-def pytest_generate_tests(metafunc):
-    """One cluster kind per run, the suite's `--broker`."""
-    if "cluster_kind" in metafunc.fixturenames:
-        metafunc.parametrize("cluster_kind", [metafunc.config.getoption("--broker")])
-
-
-@pytest.fixture
-def cluster(cluster_kind, request, tmp_path):
-    if cluster_kind == "kafka":
-        request.getfixturevalue("kafka_installed")
-        c = Cluster("kafka", tmp_path)
-    else:
-        c = Cluster("silt", tmp_path, silt_bin=request.getfixturevalue("silt_bin"))
-    try:
-        c.start()
-    except BaseException:
-        c.close()
-        raise
-    yield c
-    problems = c.close()
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
-
-
 def record_figure(test: str, kind: str, **figures):
     line = {"test": test, "broker": kind, **{k: round(v, 3) for k, v in figures.items()}}
     print(f"cluster figures: {json.dumps(line)}")

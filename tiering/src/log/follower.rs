@@ -17,10 +17,12 @@
 
 use bytes::Bytes;
 
-use super::{PartitionLog, LEADER_EPOCH_FILE, LOG_START_OFFSET_FILE};
+use super::{PartitionLog, LEADER_EPOCH_FILE, LOG_START_OFFSET_FILE, PRODUCER_SNAPSHOT_FILE};
 use crate::batch::{self, IncomingBatch};
 use crate::checkpoint::OffsetCheckpoint;
 use crate::error::LogError;
+use crate::producer_state::ProducerStateTable;
+use crate::segment::Segment;
 
 /// The outcome of a follower append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,35 @@ impl PartitionLog {
             expected = header.next_offset();
         }
         Ok(())
+    }
+
+    /// Empties the log and starts it again at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log ends below the
+    /// leader's log start, because the leader deleted those records or keeps
+    /// them only in the archive, copies from the leader's start instead.
+    /// Every segment, leader epoch and producer entry goes; the log start,
+    /// log end, high watermark and recovery point all become `offset`.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: self.log_end_offset() });
+        }
+        for segment in std::mem::take(&mut self.segments).into_values() {
+            segment.delete()?;
+        }
+        self.segments.insert(offset, Segment::create(&self.dir, offset, self.config.index_interval_bytes)?);
+        self.log_start_offset = offset;
+        OffsetCheckpoint::new(self.dir.join(LOG_START_OFFSET_FILE)).write(offset)?;
+        self.leader_epochs.truncate_from(i64::MIN);
+        self.leader_epochs.write(&self.dir.join(LEADER_EPOCH_FILE))?;
+        self.producers = ProducerStateTable::default();
+        match std::fs::remove_file(self.dir.join(PRODUCER_SNAPSHOT_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(LogError::Io { path: self.dir.join(PRODUCER_SNAPSHOT_FILE), source }),
+        }
+        self.high_watermark = offset;
+        self.recovery_point = offset;
+        self.checkpoint_recovery_point(offset)
     }
 
     /// Cuts the log back so that the new log end is at most `offset` (a
@@ -163,6 +194,30 @@ mod tests {
             }
         }
         batches
+    }
+
+    #[test]
+    fn a_follower_restarts_its_log_at_the_leaders_start_and_keeps_it_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        for i in 0..40 {
+            log.append_as_follower(&leader_batch(5, i * 5, 1 + i32::from(i >= 20)), 0).unwrap();
+        }
+        log.set_high_watermark(200);
+        assert!(log.segment_count() > 1);
+        log.truncate_fully_and_start_at(500).unwrap();
+        let marks = (log.log_start_offset(), log.log_end_offset(), log.high_watermark(), log.segment_count(), log.latest_leader_epoch());
+        assert_eq!(marks, (500, 500, 500, 1, None), "empty at the new start");
+        assert!(log.append_as_follower(&leader_batch(5, 0, 3), 0).is_err(), "an old offset no longer fits");
+        log.append_as_follower(&leader_batch(5, 500, 3), 0).unwrap();
+        log.set_high_watermark(505);
+        log.checkpoint_high_watermark().unwrap();
+        log.close(0).unwrap();
+        drop(log);
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset(), log.latest_leader_epoch()), (500, 505, Some(3)));
+        assert_eq!(all_batches(&log), vec![leader_batch(5, 500, 3)]);
+        assert!(log.truncate_fully_and_start_at(-1).is_err());
     }
 
     #[test]

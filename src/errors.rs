@@ -20,6 +20,7 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         Error::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
         Error::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+        Error::OffsetMovedToTieredStorage { .. } => ResponseError::OffsetMovedToTieredStorage,
         Error::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         Error::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         Error::Log(log) => log_error_code(log),

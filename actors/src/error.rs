@@ -46,6 +46,10 @@ pub enum Error {
     NotLeaderOrFollower { partition: String, leader: Option<i32>, reason: &'static str },
     #[error("partition {0} is unavailable: {1}")]
     Unavailable(String, String),
+    /// A replica fetched below the leader's local log start, from records the
+    /// leader keeps only in the archive: it starts at the local start instead.
+    #[error("offset {offset} of partition {partition} is in the archive only; the local log starts at {local_log_start_offset}")]
+    OffsetMovedToTieredStorage { partition: String, offset: i64, local_log_start_offset: i64 },
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error("the node's metadata store failed: {0}")]

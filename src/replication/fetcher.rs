@@ -11,7 +11,10 @@
 //! doubling backoff. A partition error delays only that partition, as
 //! Kafka's `replica.fetch.backoff.ms` does: FENCED_LEADER_EPOCH parks it until
 //! the replica manager gives it a new role (`follow` again), since its epoch
-//! is stale; OFFSET_OUT_OF_RANGE truncates again; anything else
+//! is stale; OFFSET_OUT_OF_RANGE and OFFSET_MOVED_TO_TIERED_STORAGE ask the
+//! leader where its log starts, and a replica whose log ends before that
+//! starts again there (a new replica of an archived partition copies only
+//! the hot tail); anything else
 //! (NOT_LEADER_OR_FOLLOWER or an unknown topic while the leader has not yet
 //! learnt its role, UNKNOWN_LEADER_EPOCH, ...) is asked again after the
 //! partition backoff, so a follower that learns of a topic before its leader
@@ -24,11 +27,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
-use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use silt_actors::metadata::quorum::BrokerId;
-use silt_actors::partition::{AppendAsFollower, GetReplicaPosition, TruncateToLeader};
+use silt_actors::partition::{AppendAsFollower, GetReplicaPosition, StartAt, TruncateToLeader};
 use silt_actors::replication::{FollowedPartition, LeaderEndpoint};
 use silt_actors::TopicPartition;
 use tokio::sync::Notify;
@@ -48,6 +52,12 @@ const OFFSET_FOR_LEADER_EPOCH_VERSION_MAX: i16 = 4;
 /// Rounds of OffsetForLeaderEpoch one truncation may take (KIP-279 asks
 /// again while the leader answers an epoch this replica does not have).
 const TRUNCATION_ROUNDS_MAX: usize = 16;
+/// ListOffsets v8 knows the earliest local offset (-4, KIP-405); v10 is the newest asked for.
+const EARLIEST_LOCAL_SINCE_VERSION: i16 = 8;
+const LIST_OFFSETS_VERSION_MAX: i16 = 10;
+/// ListOffsets timestamps: the log start, and the local log start.
+const EARLIEST_TIMESTAMP: i64 = -2;
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 /// How long an idle fetcher sleeps before it looks at its partitions again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -91,6 +101,12 @@ enum State {
     },
     /// Fenced or not a replica on the leader: wait for a new role.
     Parked,
+    /// The leader refused the fetch offset (OFFSET_OUT_OF_RANGE, or
+    /// OFFSET_MOVED_TO_TIERED_STORAGE when `tiered`): ask where its log
+    /// starts before fetching again.
+    OutOfRange {
+        tiered: bool,
+    },
 }
 
 /// A partition a fetcher copies.
@@ -231,11 +247,13 @@ fn parks(code: i16) -> bool {
 
 async fn round(conn: &mut LeaderConnection, local: BrokerId, shared: &Shared, settings: &FetcherSettings) -> Result<Round, ReplicationError> {
     for (part, state) in shared.snapshot() {
-        if state == State::Truncating {
-            let next = truncate(conn, local, &part).await?;
-            let delay = (next == State::Truncating).then_some(settings.partition_backoff);
-            shared.update(&part, next, delay);
-        }
+        let next = match state {
+            State::Truncating => truncate(conn, local, &part).await?,
+            State::OutOfRange { tiered } => restart_point(conn, local, &part, tiered).await?,
+            State::Fetching { .. } | State::Parked => continue,
+        };
+        let delay = (next == state).then_some(settings.partition_backoff);
+        shared.update(&part, next, delay);
     }
     let fetching: Vec<(FollowedPartition, i64)> = shared
         .snapshot()
@@ -303,6 +321,60 @@ async fn truncate(conn: &mut LeaderConnection, local: BrokerId, part: &FollowedP
         }
     }
     Ok(State::Truncating)
+}
+
+/// Kafka's answer to an out-of-range fetch (`ReplicaFetcherThread`'s
+/// `handleOutOfRangeError`, and KIP-405's for a tiered offset): ask the leader
+/// where its log starts (its local log start when the rest is archived). A
+/// replica whose log ends before that empties its log and starts there, so a
+/// new replica of an archived partition copies only the hot tail; any other
+/// truncates as after a new epoch.
+async fn restart_point(conn: &mut LeaderConnection, local: BrokerId, part: &FollowedPartition, tiered: bool) -> Result<State, ReplicationError> {
+    let tp = &part.handle.tp;
+    let version = conn.pick::<ListOffsetsRequest>(LIST_OFFSETS_VERSION_MAX)?;
+    if tiered && version < EARLIEST_LOCAL_SINCE_VERSION {
+        return Err(ReplicationError::Protocol(format!(
+            "{} moved {tp} to tiered storage but does not serve ListOffsets v{EARLIEST_LOCAL_SINCE_VERSION}",
+            conn.addr()
+        )));
+    }
+    let timestamp = if tiered { EARLIEST_LOCAL_TIMESTAMP } else { EARLIEST_TIMESTAMP };
+    let request = ListOffsetsRequest::default().with_replica_id(WireBrokerId(local)).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(TopicName(StrBytes::from_string(tp.topic.to_string())))
+        .with_partitions(vec![ListOffsetsPartition::default()
+            .with_partition_index(tp.partition)
+            .with_current_leader_epoch(part.leader_epoch)
+            .with_timestamp(timestamp)])]);
+    let response = conn.call(&request, version).await?;
+    let Some(answer) = response.topics.iter().flat_map(|t| &t.partitions).find(|p| p.partition_index == tp.partition) else {
+        return Err(ReplicationError::Protocol(format!("{} did not answer ListOffsets for {tp}", conn.addr())));
+    };
+    if answer.error_code != 0 {
+        tracing::info!(partition = %tp, error_code = answer.error_code, "ListOffsets refused");
+        return Ok(if parks(answer.error_code) { State::Parked } else { State::OutOfRange { tiered } });
+    }
+    let position = match part.handle.ask(GetReplicaPosition).await {
+        Ok(position) => position,
+        Err(e) => {
+            tracing::warn!(partition = %tp, cause = %partition_error(part, e), "follower not ready to restart");
+            return Ok(State::OutOfRange { tiered });
+        }
+    };
+    let leader_start = answer.offset;
+    if leader_start <= position.log_end_offset {
+        return Ok(State::Truncating);
+    }
+    match part.handle.ask(StartAt(leader_start)).await {
+        Ok(position) => Ok(State::Fetching { offset: position.log_end_offset }),
+        Err(e @ silt_actors::Error::NotLeaderOrFollower { .. }) => {
+            tracing::info!(partition = %tp, cause = %e, "no longer a follower");
+            Ok(State::Parked)
+        }
+        Err(e) => {
+            tracing::warn!(partition = %tp, cause = %e, "restarting the log failed");
+            Ok(State::OutOfRange { tiered })
+        }
+    }
 }
 
 /// One Fetch for every partition in `fetching`; a partition that fails is
@@ -381,7 +453,9 @@ async fn fetch(
                 tracing::info!(partition = %part.handle.tp, error_code = answer.error_code, "leader fenced the fetch; waiting for a new role");
                 (State::Parked, None)
             } else if answer.error_code == ResponseError::OffsetOutOfRange.code() {
-                (State::Truncating, retry)
+                (State::OutOfRange { tiered: false }, None)
+            } else if answer.error_code == ResponseError::OffsetMovedToTieredStorage.code() {
+                (State::OutOfRange { tiered: true }, None)
             } else {
                 tracing::debug!(partition = %part.handle.tp, error_code = answer.error_code, "fetch refused; asking again after the backoff");
                 (State::Fetching { offset: *offset }, retry)

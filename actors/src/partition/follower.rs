@@ -6,7 +6,7 @@
 use actix::prelude::*;
 use silt_tiering::PartitionLog;
 
-use super::{AppendAsFollower, GetReplicaPosition, LogFuture, PartitionActor, ReplicaPosition, TruncateTo, TruncateToLeader, Truncation};
+use super::{AppendAsFollower, GetReplicaPosition, LogFuture, PartitionActor, ReplicaPosition, StartAt, TruncateTo, TruncateToLeader, Truncation};
 use crate::error::Error;
 use crate::now_ms;
 
@@ -55,6 +55,22 @@ impl Handler<AppendAsFollower> for PartitionActor {
                 if start > log.log_start_offset() {
                     log.delete_records_before(start)?;
                 }
+                Ok(position(log))
+            })
+        })
+    }
+}
+
+impl Handler<StartAt> for PartitionActor {
+    type Result = ResponseActFuture<Self, Result<ReplicaPosition, Error>>;
+
+    fn handle(&mut self, StartAt(offset): StartAt, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |act, _| {
+            let tp = act.tp.to_string();
+            act.as_follower(move |log| {
+                let before = (log.log_start_offset(), log.log_end_offset());
+                log.truncate_fully_and_start_at(offset)?;
+                tracing::info!(partition = %tp, from = ?before, start = offset, "the leader's log starts past this replica's: starting again there");
                 Ok(position(log))
             })
         })

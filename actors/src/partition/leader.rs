@@ -55,6 +55,13 @@ impl PartitionActor {
             return Box::pin(actix::fut::ready(Err(Error::NotLeaderOrFollower { partition: self.tp.to_string(), leader: None, reason })));
         }
         let marks = *self.watermarks.borrow();
+        // Below the local log start, the records are in the archive only: a
+        // replica starts at the local start rather than copy the archive (KIP-405).
+        if marks.open && msg.offset < marks.local_log_start_offset && msg.offset >= marks.log_start_offset {
+            let error =
+                Error::OffsetMovedToTieredStorage { partition: self.tp.to_string(), offset: msg.offset, local_log_start_offset: marks.local_log_start_offset };
+            return Box::pin(actix::fut::ready(Err(error)));
+        }
         // An offset past the log end is answered OFFSET_OUT_OF_RANGE by the
         // read and says nothing about the follower (Kafka reads first too).
         if marks.open && msg.offset >= marks.local_log_start_offset && msg.offset <= marks.log_end_offset {

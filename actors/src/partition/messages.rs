@@ -124,6 +124,13 @@ pub struct AppendAsFollower {
 #[rtype(result = "Result<ReplicaPosition, Error>")]
 pub struct TruncateTo(pub i64);
 
+/// Empty a follower's log and start it at this offset: the leader's log
+/// starts past this replica's log end (it deleted those records, or keeps them
+/// only in the archive).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ReplicaPosition, Error>")]
+pub struct StartAt(pub i64);
+
 /// Where this replica's log stands, for its fetcher.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<ReplicaPosition, Error>")]

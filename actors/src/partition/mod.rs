@@ -74,7 +74,7 @@ pub use describe::{DescribeProducers, EndOffsetForEpoch};
 pub use handle::{Counted, PartitionHandle, ResultInner};
 pub use messages::{
     Append, AppendAsFollower, CheckedListOffset, CheckedRead, Close, DeleteRecords, GetReplicaPosition, ListOffset, OffsetSpec, Read, Reconfigure,
-    ReplicaFetch, ReplicaPosition, RequiredAcks, Retire, TruncateTo, TruncateToLeader, Truncation,
+    ReplicaFetch, ReplicaPosition, RequiredAcks, Retire, StartAt, TruncateTo, TruncateToLeader, Truncation,
 };
 use replicas::ReplicaSet;
 pub use replicas::{IsrChangeCounts, ReplicationOptions, PENDING_ACKS_MAX, REPLICA_LAG_TIME_MAX_DEFAULT};

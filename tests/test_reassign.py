@@ -10,6 +10,8 @@ and ListPartitionReassignments.
 - A reassignment to a dead broker stays in progress (the new replica cannot
   catch up), is listed with its adding and removing replicas, and --cancel
   puts the partition back on its original replicas.
+- A replica added after DeleteRecords starts at the leader's log start
+  instead of asking forever for offset 0.
 
 Both run against the suite's broker kind: Apache Kafka's KRaft cluster in the
 oracle pass and Silt's cluster in the Silt pass.
@@ -146,3 +148,37 @@ def test_reassign_to_a_dead_broker_is_listed_and_cancelled(cluster: Cluster, top
     listed = reassign_tool(cluster, "--list").stdout
     assert f"{topic_name}-0" not in listed, f"cancelled, yet still listed:\n{listed}"
     cluster.restart(c)
+
+
+def test_a_new_replica_starts_at_the_leaders_log_start(cluster: Cluster, topic_name, tmp_path):
+    """A replica added after DeleteRecords moved the leader's log start
+    copies from that start (OFFSET_OUT_OF_RANGE, then ListOffsets), joins the
+    ISR, and, made sole replica, serves exactly the records kept."""
+    from confluent_kafka import TopicPartition
+    from silt_harness import consume_partitions, watermarks
+    view = cluster.via(ALL)
+    view.create_topic(topic_name, replication_factor=1)
+    a = view.partition(topic_name)[0]
+    b = next(i for i in ALL if i != a)
+    history = History()
+    writer = cluster.writer(ALL, topic_name, history, rate_per_s=WRITE_RATE_PER_S)
+    writer.wait_acked(2_000, 60, cluster.log_tail)
+    writer.finish(2_000)
+    _, end = watermarks(view, topic_name, 0)
+    start = end - 500
+    deleted = view.admin().delete_records([TopicPartition(topic_name, 0, start)])
+    for future in deleted.values():
+        future.result(timeout=30)
+    assert watermarks(view, topic_name, 0) == (start, end)
+    reassign_tool(cluster, "--reassignment-json-file", plan_file(tmp_path, topic_name, [a, b]), "--execute")
+    wait_for_replicas(cluster, topic_name, [a, b], REASSIGN_TIMEOUT_S)
+    reassign_tool(cluster, "--reassignment-json-file", plan_file(tmp_path, topic_name, [b], "to-b.json"), "--execute")
+    leader, _ = wait_for_replicas(cluster, topic_name, [b], REASSIGN_TIMEOUT_S)
+    assert leader == b
+    only_b = cluster.via([b])
+    assert watermarks(only_b, topic_name, 0) == (start, end), "the new replica starts where the leader's log did"
+    got = consume_partitions(only_b, topic_name, {0: end}, start_offsets={0: start}, timeout_s=60)[0]
+    assert [m.offset() for m in got] == list(range(start, end))
+    acked = {offset: rid for rid, partition, offset in history.acks if partition == 0}
+    assert [m.value().decode() for m in got] == [acked[o] for o in range(start, end)], "the records the leader had"
+

@@ -16,6 +16,7 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::InvalidTopic { .. } => ResponseError::InvalidTopicException,
         Error::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         Error::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        Error::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         Error::InvalidConfig { .. } => ResponseError::InvalidConfig,
         Error::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         Error::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,

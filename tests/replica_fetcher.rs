@@ -63,7 +63,8 @@ async fn start_leader(data_dir: PathBuf) -> Leader {
 /// other replica, in the ISR or not.
 async fn leader_of_topic(dir: &Path, follower_in_sync: bool) -> (Leader, silt_actors::node::TopicView, PartitionHandle) {
     let leader = start_leader(dir.join("leader")).await;
-    let create = CreateTopic { name: TOPIC.into(), partitions: Some(1), replication_factor: None, configs: Vec::new(), validate_only: false };
+    let create =
+        CreateTopic { name: TOPIC.into(), partitions: Some(1), replication_factor: None, configs: Vec::new(), validate_only: false, assignments: None };
     let topic = leader.node.create_topic(create).await.expect("create the topic");
     let id = leader.node.node_id;
     let on_leader = leader.node.partition(TOPIC, 0).expect("the leader's partition");

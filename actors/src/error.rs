@@ -22,6 +22,9 @@ pub enum Error {
     /// Kafka's wording, e.g. "Replication factor: 3 larger than available brokers: 1."
     #[error("{0}")]
     InvalidReplicationFactor(String),
+    /// An explicit replica assignment Kafka would refuse too.
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     #[error("invalid config {key}={value:?}: {reason}")]
     InvalidConfig { key: String, value: String, reason: String },
     #[error("acks=all needs {required} in-sync replicas (min.insync.replicas) but {available} are in sync")]

@@ -99,7 +99,8 @@ pub async fn handle(ctx: &RequestContext, request: MetadataRequest) -> MetadataR
         let view = match node.topic(&name) {
             Some(view) => Ok(view),
             None if auto_create => {
-                let create = CreateTopic { name: name.clone(), partitions: None, replication_factor: None, configs: vec![], validate_only: false };
+                let create =
+                    CreateTopic { name: name.clone(), partitions: None, replication_factor: None, configs: vec![], validate_only: false, assignments: None };
                 match node.create_topic(create).await {
                     // Another request may have created it meanwhile.
                     Err(silt_actors::Error::TopicAlreadyExists(_)) => node.topic(&name).ok_or(silt_actors::Error::UnknownTopicOrPartition(name.clone())),

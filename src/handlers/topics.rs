@@ -2,6 +2,7 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::*;
@@ -23,6 +24,20 @@ fn assignments_are_local<'a>(node_id: i32, assignments: impl IntoIterator<Item =
     assignments.into_iter().all(|brokers| brokers.len() == 1 && brokers[0].0 == node_id)
 }
 
+/// A CreateTopics entry's explicit assignment (`None` when it has none), in
+/// partition order; its partition indexes must be 0, 1, ... as in Kafka.
+fn manual_assignments(topic: &CreatableTopic) -> Result<Option<Vec<Vec<i32>>>, String> {
+    if topic.assignments.is_empty() {
+        return Ok(None);
+    }
+    let mut assigned: Vec<(i32, Vec<i32>)> = topic.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
+    assigned.sort_by_key(|(index, _)| *index);
+    if assigned.iter().zip(0..).any(|((index, _), expected)| *index != expected) {
+        return Err("partitions in a manual assignment must be numbered 0, 1, ... without gaps".into());
+    }
+    Ok(Some(assigned.into_iter().map(|(_, brokers)| brokers).collect()))
+}
+
 pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let node = &ctx.broker.node;
     let mut results = Vec::with_capacity(request.topics.len());
@@ -30,12 +45,15 @@ pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
         let name = topic.name.0.to_string();
         let mut out = CreatableTopicResult::default().with_name(topic.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
         let partitions = if topic.assignments.is_empty() { Some(topic.num_partitions) } else { Some(topic.assignments.len() as i32) };
-        if !assignments_are_local(node.node_id, topic.assignments.iter().map(|a| &a.broker_ids)) {
-            out.error_code = ctx.count(ResponseError::InvalidReplicaAssignment.code());
-            out.error_message = Some(wire(format!("replicas can only be placed on node {}", node.node_id)));
-            results.push(out);
-            continue;
-        }
+        let assignments = match manual_assignments(&topic) {
+            Ok(assignments) => assignments,
+            Err(reason) => {
+                out.error_code = ctx.count(ResponseError::InvalidReplicaAssignment.code());
+                out.error_message = Some(wire(reason));
+                results.push(out);
+                continue;
+            }
+        };
         let configs: Vec<(String, String)> = topic.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
         let created = node
             .create_topic(CreateTopic {
@@ -44,6 +62,7 @@ pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                 replication_factor: Some(i32::from(topic.replication_factor)),
                 configs,
                 validate_only: request.validate_only,
+                assignments,
             })
             .await;
         match created {
@@ -51,7 +70,7 @@ pub async fn create(ctx: &RequestContext, request: CreateTopicsRequest) -> Creat
                 out.topic_id = view.id;
                 out.num_partitions =
                     if request.validate_only { partitions.filter(|&n| n > 0).unwrap_or(node.default_partitions) } else { view.partitions.len() as i32 };
-                out.replication_factor = 1;
+                out.replication_factor = view.partitions.first().map_or(1, |p| p.replicas.len() as i16);
                 if ctx.version >= CREATE_CONFIGS_SINCE_VERSION {
                     let described = view.configs.describe(&node.topic_defaults);
                     out.configs = Some(

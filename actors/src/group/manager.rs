@@ -149,6 +149,7 @@ fn create_offsets_topic(config: &GroupsConfig, replication_factor: i32) -> Creat
         replication_factor: Some(replication_factor),
         configs: vec![("retention.ms".into(), "-1".into()), ("retention.bytes".into(), "-1".into()), ("segment.bytes".into(), OFFSETS_SEGMENT_BYTES.into())],
         validate_only: false,
+        assignments: None,
     }
 }
 
@@ -513,9 +514,16 @@ mod tests {
     async fn offsets_and_groups_survive_compaction_and_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let node = start_node(dir.path()).await;
-        node.create_topic(CreateTopic { name: "t".into(), partitions: Some(1), replication_factor: None, configs: vec![], validate_only: false })
-            .await
-            .unwrap();
+        node.create_topic(CreateTopic {
+            name: "t".into(),
+            partitions: Some(1),
+            replication_factor: None,
+            configs: vec![],
+            validate_only: false,
+            assignments: None,
+        })
+        .await
+        .unwrap();
         let coordinator = GroupCoordinator::start(node.clone(), config()).await.unwrap();
         let tp = TopicPartition { topic: "t".into(), partition: 0 };
         for offset in 0..50 {

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use super::placement::{live_brokers, place};
+use super::placement::{self, live_brokers, place};
 use super::registry::{PartitionView, TopicView};
 use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, PARTITIONS_MAX};
 use crate::catalog::{self, PRODUCER_ID_BLOCK};
@@ -152,7 +152,10 @@ impl Handler<CreateTopic> for Node {
             };
             let configs = TopicConfigs::from_pairs(msg.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             let id = Uuid::new_v4();
-            let replicas = place(&live_brokers(&state.image), id, 0, partitions, replication_factor)?;
+            let replicas = match &msg.assignments {
+                Some(assigned) => placement::check_manual(&state.image, assigned)?,
+                None => place(&live_brokers(&state.image), id, 0, partitions, replication_factor)?,
+            };
             Ok((id, replicas, configs))
         })();
         let (id, replicas, configs) = match prepared {

@@ -185,6 +185,9 @@ pub struct CreateTopic {
     pub replication_factor: Option<i32>,
     pub configs: Vec<(String, String)>,
     pub validate_only: bool,
+    /// Explicit replicas per partition (`--replica-assignment`); then
+    /// `partitions` and `replication_factor` are not used.
+    pub assignments: Option<Vec<Vec<BrokerId>>>,
 }
 
 #[derive(Debug, Message)]

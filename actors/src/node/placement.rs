@@ -44,6 +44,33 @@ fn rack_alternating(brokers: &[LiveBroker]) -> Vec<BrokerId> {
 /// Replica lists for partitions `first..first + count` of the topic
 /// `topic_id`, `replication_factor` each. Fails as Kafka does when there are
 /// fewer live brokers than the factor.
+/// An explicit assignment (`kafka-topics --replica-assignment`), checked as
+/// Kafka's controller checks one: every partition names the same number of
+/// distinct, registered brokers.
+pub fn check_manual(image: &MetadataImage, assigned: &[Vec<BrokerId>]) -> Result<Vec<Vec<BrokerId>>, Error> {
+    let invalid = |m: String| Err(Error::InvalidReplicaAssignment(m));
+    let Some(first) = assigned.first() else { return invalid("the replica assignment lists no partition".into()) };
+    for (partition, replicas) in assigned.iter().enumerate() {
+        if replicas.is_empty() {
+            return invalid(format!("partition {partition} has an empty replica list"));
+        }
+        if replicas.len() != first.len() {
+            return invalid(format!(
+                "partition {partition} has {} replicas, partition 0 has {}: all must have the same replication factor",
+                replicas.len(),
+                first.len()
+            ));
+        }
+        if replicas.iter().enumerate().any(|(i, b)| replicas[..i].contains(b)) {
+            return invalid(format!("partition {partition} lists a broker twice: {replicas:?}"));
+        }
+        if let Some(unknown) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
+            return invalid(format!("the manual partition assignment includes broker {unknown}, but no such broker is registered"));
+        }
+    }
+    Ok(assigned.to_vec())
+}
+
 pub fn place(brokers: &[LiveBroker], topic_id: Uuid, first: i32, count: i32, replication_factor: i32) -> Result<Vec<Vec<BrokerId>>, Error> {
     if replication_factor < 1 {
         return Err(Error::InvalidReplicationFactor("Replication factor must be larger than 0, or -1 to use the default value.".into()));
@@ -66,6 +93,23 @@ mod tests {
 
     fn broker(id: BrokerId, rack: Option<&str>) -> LiveBroker {
         LiveBroker { id, rack: rack.map(str::to_owned) }
+    }
+
+    #[test]
+    fn a_manual_assignment_is_checked_as_kafka_checks_it() {
+        use crate::metadata::quorum::{MetadataBatch, MetadataRecord};
+        let mut image = MetadataImage::default();
+        for id in 1..=3 {
+            let record = MetadataRecord::RegisterBroker { broker_id: id, incarnation_id: Uuid::from_u128(id as u128), endpoints: vec![], rack: None };
+            image.apply_batch(u64::try_from(id).unwrap(), &MetadataBatch::one(record));
+        }
+        assert_eq!(check_manual(&image, &[vec![3, 1], vec![1, 2]]).unwrap(), vec![vec![3, 1], vec![1, 2]]);
+        let invalid = |assigned: &[Vec<BrokerId>]| matches!(check_manual(&image, assigned), Err(Error::InvalidReplicaAssignment(_)));
+        assert!(invalid(&[]), "no partition");
+        assert!(invalid(&[vec![]]), "no replica");
+        assert!(invalid(&[vec![1, 2], vec![3]]), "replication factors differ");
+        assert!(invalid(&[vec![1, 1]]), "a broker twice");
+        assert!(invalid(&[vec![1, 4]]), "broker 4 is not registered");
     }
 
     #[test]

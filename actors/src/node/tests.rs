@@ -25,7 +25,7 @@ fn batch() -> bytes::Bytes {
 }
 
 fn create(name: &str) -> CreateTopic {
-    CreateTopic { name: name.into(), partitions: None, replication_factor: None, configs: vec![], validate_only: false }
+    CreateTopic { name: name.into(), partitions: None, replication_factor: None, configs: vec![], validate_only: false, assignments: None }
 }
 
 /// Starts a node once the previous one on the directory has let go of its

@@ -41,7 +41,8 @@ struct Fixture {
 async fn fixture(initial_rebalance_delay_ms: u64) -> Fixture {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let node = NodeHandle::start(NodeOptions::for_tests(dir.path())).await.expect("the node starts");
-    let offsets = CreateTopic { name: "offsets".into(), partitions: Some(1), replication_factor: None, configs: vec![], validate_only: false };
+    let offsets =
+        CreateTopic { name: "offsets".into(), partitions: Some(1), replication_factor: None, configs: vec![], validate_only: false, assignments: None };
     let view = node.create_topic(offsets).await.expect("the offsets topic is created");
     let timers = GroupTimers {
         initial_rebalance_delay_ms,

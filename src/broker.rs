@@ -101,8 +101,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    // Every group is loaded before the listener serves a request.
-    let groups = GroupCoordinator::start(node.clone(), config.groups_config()).await.context("loading consumer groups from __consumer_offsets")?;
+    // Every group is loaded before the listener serves a request. In a
+    // cluster that waits for __consumer_offsets and its leaders, which may
+    // never come if the other nodes are stopping too: a signal ends the wait.
+    let groups = tokio::select! {
+        started = GroupCoordinator::start(node.clone(), config.groups_config()) => started.context("loading consumer groups from __consumer_offsets")?,
+        _ = signals.wait() => {
+            tracing::info!("stopped while loading consumer groups");
+            if let Some(edge) = edge {
+                edge.shutdown().await;
+            }
+            node.shutdown().await.context("flushing partitions on shutdown")?;
+            return Ok(());
+        }
+    };
     let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
     let broker =
         Arc::new(Broker { node: node.clone(), groups, metrics, request_memory: Arc::new(Semaphore::new(queued)), config, advertised_host, advertised_port });
@@ -156,13 +168,6 @@ async fn start_node(config: &Config, mut options: silt_actors::NodeOptions) -> a
     let Some(cluster) = config.cluster_config()? else {
         return Ok((NodeHandle::start(options).await.with_context(opened)?, None));
     };
-    if !cluster.is_controller() {
-        // A broker that is not a voter must follow the metadata log as an
-        // openraft learner, which the controller does not add yet.
-        anyhow::bail!(
-            "cluster.roles = [\"broker\"] (a broker that is not one of cluster.voters) is not supported yet: every node must include the controller role"
-        );
-    }
     let edge = ClusterEdge::bind(cluster).await?;
     let identity = BrokerIdentity { endpoints: options.endpoints.clone(), rack: options.rack.clone() };
     options.cluster.voters = edge.voters();

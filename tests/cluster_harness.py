@@ -175,7 +175,7 @@ class SiltClusterNode(Broker):
     `[cluster] voters` in a TOML file, the Kafka listener by environment."""
 
     def __init__(self, silt_bin: Path, data_dir: Path, node_id: int, host: str, netns: str,
-                 voters: list[str]):
+                 voters: list[str], voter: bool = True):
         super().__init__(silt_bin, data_dir, name=f"silt-node{node_id}",
                          env={"SILT_KAFKA__LISTEN": f"{host}:{KAFKA_PORT}", "SILT_HTTP__LISTEN": f"{host}:0"})
         self.node_id = node_id
@@ -183,8 +183,9 @@ class SiltClusterNode(Broker):
         self.config_path = Path(data_dir).parent / f"node{node_id}.toml"
         voter_list = ", ".join(f'"{v}"' for v in voters)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        roles = "" if voter else 'roles = ["broker"]\n'
         self.config_path.write_text(f"[node]\nid = {node_id}\n\n[cluster]\nlisten = \"{host}:{CLUSTER_PORT}\"\n"
-                                    f"voters = [{voter_list}]\n")
+                                    f"voters = [{voter_list}]\n{roles}")
 
     def _command(self) -> list[str]:
         return ["ip", "netns", "exec", self.netns, str(self.silt_bin), "broker", "--config", str(self.config_path)]
@@ -194,12 +195,15 @@ class Cluster:
     """Three nodes of one kind on a NetLab, addressed by node id 1..3."""
 
     def __init__(self, kind: str, base_dir: Path, silt_bin: Path | None = None,
-                 kafka_props: dict[str, str] | None = None):
+                 kafka_props: dict[str, str] | None = None, broker_only: int = 0):
         self.kind = kind
+        #: Nodes CLUSTER_SIZE+1.. are brokers that do not vote in the metadata
+        #: quorum (`process.roles=broker`; Silt: `roles = ["broker"]`).
+        self.broker_only = broker_only
         #: Clients handed out, closed before the network goes: a client left
         #: running would try the vanished addresses through the default route.
         self.clients: list = []
-        self.net = NetLab().up()
+        self.net = NetLab(CLUSTER_SIZE + broker_only).up()
         try:
             self._make_nodes(kind, base_dir, silt_bin, kafka_props)
         except BaseException:
@@ -208,6 +212,7 @@ class Cluster:
 
     def _make_nodes(self, kind: str, base_dir: Path, silt_bin: Path | None, kafka_props: dict[str, str] | None):
         ids = range(1, CLUSTER_SIZE + 1)
+        brokers = range(CLUSTER_SIZE + 1, CLUSTER_SIZE + 1 + self.broker_only)
         self.nodes: dict[int, BrokerProcess] = {}
         if kind == "kafka":
             voters = ",".join(f"{i}@{self.net.ip(i)}:{CLUSTER_PORT}" for i in ids)
@@ -215,12 +220,18 @@ class Cluster:
             for i in ids:
                 self.nodes[i] = KafkaClusterNode(base_dir / f"node{i}", i, self.net.ip(i), self.net.netns(i),
                                                  voters, cluster_id, kafka_props)
+            for i in brokers:
+                # A broker-only node has no controller listener.
+                props = {**(kafka_props or {}), "process.roles": "broker",
+                         "listeners": f"PLAINTEXT://{self.net.ip(i)}:{KAFKA_PORT}"}
+                self.nodes[i] = KafkaClusterNode(base_dir / f"node{i}", i, self.net.ip(i), self.net.netns(i),
+                                                 voters, cluster_id, props)
         elif kind == "silt":
             assert silt_bin is not None, "a Silt cluster needs the silt binary"
             voters = [f"{i}@{self.net.ip(i)}:{CLUSTER_PORT}" for i in ids]
-            for i in ids:
+            for i in [*ids, *brokers]:
                 self.nodes[i] = SiltClusterNode(silt_bin, base_dir / f"node{i}", i, self.net.ip(i),
-                                                self.net.netns(i), voters)
+                                                self.net.netns(i), voters, voter=i in ids)
         else:
             raise HarnessError(f"unknown broker kind {kind!r}")
 

@@ -41,6 +41,9 @@ pub struct BrokerSessionOptions {
     pub heartbeat_interval: Duration,
     /// The metadata quorum's voters: node id and node-to-node address.
     pub voters: Vec<(u64, String)>,
+    /// This node's node-to-node address when it is not a voter: the
+    /// controller makes it a learner there, so it receives the metadata log.
+    pub learner_address: Option<String>,
 }
 
 /// The longest wait before trying again when there was no answer from a
@@ -211,6 +214,7 @@ impl Session {
             incarnation_id: o.incarnation_id,
             endpoints: o.endpoints.clone(),
             rack: o.rack.clone(),
+            learner_address: o.learner_address.clone(),
         });
         match client.call(&request, None).await {
             Ok(Response::RegisterBroker(Ok(reply))) => {
@@ -350,6 +354,7 @@ mod tests {
             rack: Some("r1".into()),
             heartbeat_interval: Duration::from_millis(20),
             voters,
+            learner_address: None,
         };
         let (leave, leaving) = watch::channel(false);
         let (mut state, task) = spawn(options, Arc::new(Peers::new(ClientOptions::default())), Arc::new(|| 100), shutdown, leaving);

@@ -125,6 +125,7 @@ impl ClusterEdge {
                 rack: identity.rack,
                 heartbeat_interval: Duration::from_millis(broker.heartbeat_interval_ms),
                 voters: self.config.voters.iter().map(|v| (v.id as u64, v.address.clone())).collect(),
+                learner_address: (!self.config.is_controller()).then(|| self.config.advertised.clone()),
             };
             let offset: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || image.borrow().last_applied.map_or(0, |id| id.index));
             let (state, task) = broker_session::spawn(options, self.peers.clone(), offset, shutdown, leaving);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use openraft::Raft;
+use openraft::{BasicNode, Raft};
 use silt_actors::metadata::controller::{ControllerQuorum, ProposeError, SessionControllerHandle};
 use silt_actors::metadata::quorum::{MetadataBatch, MetadataResponse, MetadataTypeConfig};
 
@@ -114,6 +114,24 @@ impl ControllerQuorum for RaftQuorum {
 
     fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    fn add_learner(&self, node_id: u64, address: String) -> BoxFuture<'static, Result<(), ProposeError>> {
+        let raft = self.raft.clone();
+        async move {
+            let known = raft.metrics().borrow().membership_config.membership().get_node(&node_id).map(|n| n.addr.clone());
+            if known.as_deref() == Some(address.as_str()) {
+                return Ok(());
+            }
+            match raft.add_learner(node_id, BasicNode::new(address), false).await {
+                Ok(_) => Ok(()),
+                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                    Err(ProposeError::NotLeader { leader: f.leader_id })
+                }
+                Err(e) => Err(ProposeError::Failed(e.to_string())),
+            }
+        }
+        .boxed()
     }
 }
 

@@ -159,6 +159,7 @@ async fn three_voters_elect_replicate_fail_over_and_catch_up() {
         rack: None,
         heartbeat_interval: Duration::from_millis(300),
         voters: members.iter().map(|(id, node)| (*id, node.addr.clone())).collect(),
+        learner_address: None,
     };
     let (_leave, leaving) = watch::channel(false);
     let (broker_state, _broker) = broker_session::spawn(options, peers.clone(), offset, broker_shutdown, leaving);

@@ -35,6 +35,11 @@ pub struct BrokerRegistrationRequest {
     pub incarnation_id: Uuid,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// A broker that is not a voter (`roles = ["broker"]`) receives the
+    /// metadata log at this node-to-node address: the controller adds it to
+    /// the quorum as a learner (an observer, in KRaft's words) first.
+    #[serde(default)]
+    pub learner_address: Option<String>,
 }
 
 /// The registration was committed: the broker's epoch is the record's log index.
@@ -102,6 +107,9 @@ pub trait ControllerQuorum: Send + Sync + 'static {
     fn propose(&self, batch: MetadataBatch) -> BoxFuture<'static, Result<MetadataResponse, ProposeError>>;
     /// The quorum leader as this voter knows it.
     fn leader(&self) -> Option<u64>;
+    /// Makes `node_id` a learner of the quorum at `address` (this voter must
+    /// lead it), unless it already is one there; a voter is left as it is.
+    fn add_learner(&self, node_id: u64, address: String) -> BoxFuture<'static, Result<(), ProposeError>>;
 }
 
 #[cfg(test)]

@@ -183,6 +183,27 @@ impl SessionController {
         }
     }
 
+    /// Adds a broker-only node to the quorum as a learner, so that it
+    /// receives the metadata log it needs before it can be unfenced.
+    async fn add_learner(&mut self, broker_id: BrokerId, address: String) -> Result<(), ControllerError> {
+        let node_id = u64::try_from(broker_id).map_err(|_| ControllerError::Unavailable(format!("broker id {broker_id} is negative")))?;
+        let added = tokio::time::timeout(self.options.propose_timeout, self.quorum.add_learner(node_id, address.clone())).await;
+        match added {
+            Ok(Ok(())) => {
+                tracing::info!(broker_id, %address, "broker-only node is a learner of the metadata quorum");
+                Ok(())
+            }
+            Ok(Err(ProposeError::NotLeader { leader })) => {
+                self.active = false;
+                Err(ControllerError::NotController { leader })
+            }
+            Ok(Err(ProposeError::Failed(reason))) => Err(ControllerError::Unavailable(format!("cannot add broker {broker_id} as a learner: {reason}"))),
+            Err(_) => {
+                Err(ControllerError::Unavailable(format!("adding broker {broker_id} as a learner did not commit within {:?}", self.options.propose_timeout)))
+            }
+        }
+    }
+
     async fn register(&mut self, request: BrokerRegistrationRequest) -> Result<BrokerRegistrationReply, ControllerError> {
         self.check_active()?;
         let broker_id = request.broker_id;
@@ -201,6 +222,9 @@ impl SessionController {
                 return Err(ControllerError::Unavailable(format!("broker {broker_id}'s expired registration is not fenced yet")));
             }
             self.unfenced_expired.remove(&broker_id);
+        }
+        if let Some(address) = request.learner_address.clone() {
+            self.add_learner(broker_id, address).await?;
         }
         let record = MetadataRecord::RegisterBroker { broker_id, incarnation_id: request.incarnation_id, endpoints: request.endpoints, rack: request.rack };
         let response = self.propose(MetadataBatch::one(record)).await?;

@@ -22,12 +22,20 @@ struct FakeQuorum {
     published: watch::Sender<Arc<AppliedState>>,
     written: Mutex<Vec<MetadataBatch>>,
     leader: Mutex<Option<u64>>,
+    /// `add_learner` calls: (node id, address).
+    learners: Mutex<Vec<(u64, String)>>,
 }
 
 impl FakeQuorum {
     fn new(leader: Option<u64>) -> Arc<FakeQuorum> {
         let (published, _) = watch::channel(Arc::new(AppliedState::default()));
-        Arc::new(FakeQuorum { state: Mutex::new((0, MetadataImage::default())), published, written: Mutex::new(Vec::new()), leader: Mutex::new(leader) })
+        Arc::new(FakeQuorum {
+            state: Mutex::new((0, MetadataImage::default())),
+            published,
+            written: Mutex::new(Vec::new()),
+            leader: Mutex::new(leader),
+            learners: Mutex::new(Vec::new()),
+        })
     }
 
     /// Applies a batch as if another controller had written it.
@@ -68,6 +76,11 @@ impl ControllerQuorum for Arc<FakeQuorum> {
     fn leader(&self) -> Option<u64> {
         *self.leader.lock().unwrap()
     }
+
+    fn add_learner(&self, node_id: u64, address: String) -> BoxFuture<'static, Result<(), ProposeError>> {
+        self.learners.lock().unwrap().push((node_id, address));
+        async { Ok(()) }.boxed()
+    }
 }
 
 fn start(quorum: &Arc<FakeQuorum>) -> SessionControllerHandle {
@@ -87,7 +100,7 @@ fn start_with(quorum: &Arc<FakeQuorum>, leader_rebalance_interval: Option<Durati
 }
 
 fn registration(broker_id: i32) -> BrokerRegistrationRequest {
-    BrokerRegistrationRequest { broker_id, incarnation_id: Uuid::from_u128(broker_id as u128), endpoints: vec![], rack: None }
+    BrokerRegistrationRequest { broker_id, incarnation_id: Uuid::from_u128(broker_id as u128), endpoints: vec![], rack: None, learner_address: None }
 }
 
 fn beat(broker_id: i32, broker_epoch: u64) -> BrokerHeartbeatRequest {
@@ -344,4 +357,16 @@ async fn the_active_controller_gives_leadership_back_to_preferred_replicas_on_it
         advance(Duration::from_secs(1)).await;
     }
     assert_eq!(quorum.image().topics[&topic_id].partitions[0].leader, Some(1), "the preferred replica leads again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_only_node_is_made_a_learner_before_it_registers() {
+    let quorum = FakeQuorum::new(Some(1));
+    let controller = start(&quorum);
+    let request = BrokerRegistrationRequest { learner_address: Some("10.0.0.4:9093".into()), ..registration(4) };
+    controller.register(request).await.unwrap();
+    assert_eq!(*quorum.learners.lock().unwrap(), vec![(4, "10.0.0.4:9093".to_string())]);
+    assert!(quorum.image().brokers.contains_key(&4), "and then registered");
+    controller.register(registration(2)).await.unwrap();
+    assert_eq!(quorum.learners.lock().unwrap().len(), 1, "a voter is not added as a learner");
 }

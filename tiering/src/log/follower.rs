@@ -44,6 +44,17 @@ impl PartitionLog {
     pub fn append_as_follower(&mut self, records: &Bytes, now_ms: i64) -> Result<ReplicaAppend, LogError> {
         // max.message.bytes limits producers; the leader already accepted these.
         let batches = batch::split_validated(records, usize::MAX)?;
+        // An empty log started at the leader's log start, which DeleteRecords
+        // may have put inside a batch: the leader sends that whole batch, so
+        // the log starts again at its base (Kafka's Partition does the same
+        // on UnexpectedAppendOffsetException). The log start moves up again
+        // with the leader's as the high watermark passes it.
+        let leo = self.log_end_offset();
+        if let Some(first) = batches.first().map(|b| b.header) {
+            if leo == self.log_start_offset && first.base_offset < leo && first.last_offset() >= leo {
+                self.truncate_fully_and_start_at(first.base_offset)?;
+            }
+        }
         self.check_replica_batches(&batches)?;
         let mut result = ReplicaAppend { first_offset: batches[0].header.base_offset, last_offset: 0, records_appended: 0, bytes_appended: 0 };
         for incoming in batches {
@@ -218,6 +229,19 @@ mod tests {
         assert_eq!((log.log_start_offset(), log.log_end_offset(), log.latest_leader_epoch()), (500, 505, Some(3)));
         assert_eq!(all_batches(&log), vec![leader_batch(5, 500, 3)]);
         assert!(log.truncate_fully_and_start_at(-1).is_err());
+    }
+
+    #[test]
+    fn an_empty_log_started_inside_a_batch_starts_again_at_its_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small_config(), true).unwrap();
+        log.truncate_fully_and_start_at(1520).unwrap();
+        log.append_as_follower(&leader_batch(8, 1516, 2), 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (1516, 1524));
+        log.set_high_watermark(1524);
+        log.delete_records_before(1520).unwrap();
+        assert_eq!(log.log_start_offset(), 1520, "the leader's start again, once below the HW");
+        assert!(log.append_as_follower(&leader_batch(2, 1520, 2), 0).is_err(), "a non-empty log keeps its rules");
     }
 
     #[test]

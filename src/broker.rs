@@ -93,11 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             unfenced = wait_unfenced(session, node.metadata_store().image(), node.node_id) => unfenced?,
             _ = signals.wait() => {
                 tracing::info!("stopped while waiting for the controller to unfence this broker");
-                if let Some(edge) = edge {
-                    edge.shutdown().await;
-                }
-                node.shutdown().await.context("flushing partitions on shutdown")?;
-                return Ok(());
+                return stop_before_serving(edge, &node).await;
             }
         }
     }
@@ -108,11 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started = GroupCoordinator::start(node.clone(), config.groups_config()) => started.context("loading consumer groups from __consumer_offsets")?,
         _ = signals.wait() => {
             tracing::info!("stopped while loading consumer groups");
-            if let Some(edge) = edge {
-                edge.shutdown().await;
-            }
-            node.shutdown().await.context("flushing partitions on shutdown")?;
-            return Ok(());
+            return stop_before_serving(edge, &node).await;
         }
     };
     let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
@@ -179,6 +171,14 @@ async fn start_node(config: &Config, mut options: silt_actors::NodeOptions) -> a
     tracing::info!(cluster_listener = ?edge.local_address(), voters = ?edge.voters().keys().collect::<Vec<_>>(), "joining the cluster");
     let edge = edge.serve(store.raft().clone(), store.image(), &config.broker, identity);
     Ok((node, Some(edge)))
+}
+
+/// Stops a node that was signalled before it served any client.
+async fn stop_before_serving(edge: Option<RunningEdge>, node: &NodeHandle) -> anyhow::Result<()> {
+    if let Some(edge) = edge {
+        edge.shutdown().await;
+    }
+    node.shutdown().await.context("flushing partitions on shutdown")
 }
 
 /// The longest wait for the controller to confirm a controlled shutdown.

@@ -714,3 +714,22 @@ def _random_cluster_id() -> str:
         cid = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         if not cid.startswith("-"):
             return cid
+
+
+def started_cluster(cluster_kind, request, tmp_path, **options):
+    """The body of a cluster fixture: `options` go to `Cluster` (broker_only=...)."""
+    import pytest
+    if cluster_kind == "kafka":
+        request.getfixturevalue("kafka_installed")
+        c = Cluster("kafka", tmp_path, **options)
+    else:
+        c = Cluster("silt", tmp_path, silt_bin=request.getfixturevalue("silt_bin"), **options)
+    try:
+        c.start()
+    except BaseException:
+        c.close()
+        raise
+    yield c
+    problems = c.close()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

@@ -255,18 +255,5 @@ def pytest_generate_tests(metafunc):
 def cluster(cluster_kind, request, tmp_path):
     """A started three-node cluster of the suite's kind, each node in its own
     network namespace (tests/cluster_harness.py); stopped and checked after."""
-    from cluster_harness import Cluster
-    if cluster_kind == "kafka":
-        request.getfixturevalue("kafka_installed")
-        c = Cluster("kafka", tmp_path)
-    else:
-        c = Cluster("silt", tmp_path, silt_bin=request.getfixturevalue("silt_bin"))
-    try:
-        c.start()
-    except BaseException:
-        c.close()
-        raise
-    yield c
-    problems = c.close()
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    from cluster_harness import started_cluster
+    yield from started_cluster(cluster_kind, request, tmp_path)

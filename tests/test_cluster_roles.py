@@ -17,7 +17,7 @@ import time
 import pytest
 
 from broker_process import KAFKA_SCRIPT, HarnessError
-from cluster_harness import CLUSTER_SIZE, QUORUM_TOOL_TIMEOUT_S, Cluster, read_all
+from cluster_harness import CLUSTER_SIZE, QUORUM_TOOL_TIMEOUT_S, Cluster, read_all, started_cluster
 from history import History, check
 
 VOTERS = list(range(1, CLUSTER_SIZE + 1))
@@ -28,20 +28,8 @@ REJOIN_TIMEOUT_S = 60.0
 
 @pytest.fixture
 def mixed_cluster(cluster_kind, request, tmp_path):
-    if cluster_kind == "kafka":
-        request.getfixturevalue("kafka_installed")
-        c = Cluster("kafka", tmp_path, broker_only=1)
-    else:
-        c = Cluster("silt", tmp_path, silt_bin=request.getfixturevalue("silt_bin"), broker_only=1)
-    try:
-        c.start()
-    except BaseException:
-        c.close()
-        raise
-    yield c
-    problems = c.close()
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    """Three voters and one broker-only node."""
+    yield from started_cluster(cluster_kind, request, tmp_path, broker_only=1)
 
 
 def kafka_tool(cluster: Cluster, main_class: str, *args: str) -> str:

@@ -241,14 +241,7 @@ impl MetadataImage {
                         current: current.leader_epoch,
                     });
                 }
-                if *partition_epoch != current.partition_epoch {
-                    return Err(ApplyError::StalePartitionEpoch {
-                        topic_id: *topic_id,
-                        partition: *partition,
-                        given: *partition_epoch,
-                        current: current.partition_epoch,
-                    });
-                }
+                check_partition_epoch(*topic_id, *partition, *partition_epoch, current)?;
                 self.check_assignment(&current.replicas, isr, current.leader)?;
                 let p = self.partition_mut(*topic_id, *partition)?;
                 p.partition_epoch = p.partition_epoch.saturating_add(1);
@@ -257,14 +250,7 @@ impl MetadataImage {
             }
             MetadataRecord::Reassignment { topic_id, partition, partition_epoch, replicas, adding, removing, isr, leader } => {
                 let current = self.partition(*topic_id, *partition)?;
-                if *partition_epoch != current.partition_epoch {
-                    return Err(ApplyError::StalePartitionEpoch {
-                        topic_id: *topic_id,
-                        partition: *partition,
-                        given: *partition_epoch,
-                        current: current.partition_epoch,
-                    });
-                }
+                check_partition_epoch(*topic_id, *partition, *partition_epoch, current)?;
                 self.check_assignment(replicas, isr, *leader)?;
                 check_reassignment(replicas, adding, removing)?;
                 let leader_changed = current.leader != *leader;
@@ -462,6 +448,15 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+}
+
+/// A record made at `given` partition epoch applies only at that epoch.
+fn check_partition_epoch(topic_id: Uuid, partition: i32, given: i32, current: &PartitionImage) -> Result<(), ApplyError> {
+    if given == current.partition_epoch {
+        Ok(())
+    } else {
+        Err(ApplyError::StalePartitionEpoch { topic_id, partition, given, current: current.partition_epoch })
     }
 }
 

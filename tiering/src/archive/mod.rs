@@ -452,7 +452,8 @@ impl PartitionArchive {
         local_bytes: u64,
     ) -> Result<Option<i64>, ArchiveError> {
         let manifest = self.manifest();
-        let mut total = local_bytes + manifest.segments.iter().filter(|s| s.last_offset < local_start).map(|s| s.segment_bytes).sum::<u64>();
+        // Sizes come from a stored manifest: saturate rather than overflow.
+        let mut total = manifest.segments.iter().filter(|s| s.last_offset < local_start).fold(local_bytes, |sum, s| sum.saturating_add(s.segment_bytes));
         let mut new_start = None;
         for s in &manifest.segments {
             let expired = retention_ms.is_some_and(|ms| s.max_timestamp >= 0 && now_ms.saturating_sub(s.max_timestamp) > ms as i64);
@@ -462,7 +463,7 @@ impl PartitionArchive {
                 break;
             }
             if archive_only {
-                total -= s.segment_bytes;
+                total = total.saturating_sub(s.segment_bytes);
             }
             new_start = Some(s.next_offset());
         }

@@ -88,6 +88,8 @@ fn archive_error_code(error: &ArchiveError) -> ResponseError {
         | ArchiveError::Encode { .. }
         | ArchiveError::Decode { .. }
         | ArchiveError::Unreadable { .. }
+        | ArchiveError::CorruptFile { .. }
+        | ArchiveError::DecoderPanicked { .. }
         | ArchiveError::Batch(_)
         | ArchiveError::CorruptManifest { .. }
         | ArchiveError::ForeignManifest { .. }

@@ -73,6 +73,10 @@ pub enum ArchiveError {
     Decode { reason: String },
     #[error("archive file {path} is unreadable: {source}")]
     Unreadable { path: String, source: parquet::errors::ParquetError },
+    #[error("archive file {path} is corrupt: {reason}")]
+    CorruptFile { path: String, reason: String },
+    #[error("the Parquet decoder failed on archive file {path} (a panic, contained): {reason}")]
+    DecoderPanicked { path: String, reason: String },
     #[error(transparent)]
     Batch(#[from] BatchError),
     #[error("{path} holds the archive of another topic id ({found}, this topic is {expected}); it is left untouched: move it away to archive this partition")]

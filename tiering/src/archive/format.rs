@@ -308,9 +308,15 @@ pub struct RebuiltBatch {
 }
 
 /// Rebuilds the Kafka batches of decoded rows (whole batches, in offset order).
+///
+/// The rows are input, not trusted: every row of a batch must repeat its
+/// batch's fields, its records must hold exactly the offsets from the batch's
+/// base to its last offset, one row each and in order, and batches must
+/// follow each other in offset order. Rows that disagree are refused
+/// ([`ArchiveError::Decode`]), so every rebuilt batch is a valid batch.
 pub fn rebuild_batches(batches: &[RecordBatch]) -> Result<Vec<RebuiltBatch>, ArchiveError> {
-    let mut out = Vec::new();
-    let mut pending: Option<(BatchFields, Vec<Record>)> = None;
+    let mut out: Vec<RebuiltBatch> = Vec::new();
+    let mut pending: Option<PendingBatch> = None;
     for rb in batches {
         use column::*;
         let offset = col::<Int64Array>(rb, OFFSET)?;
@@ -333,56 +339,113 @@ pub fn rebuild_batches(batches: &[RecordBatch]) -> Result<Vec<RebuiltBatch>, Arc
                 base_offset: base_offset.value(row),
                 partition_leader_epoch: leader_epoch.value(row),
                 attributes: attributes.value(row),
-                last_offset_delta: i32::try_from(last_offset.value(row) - base_offset.value(row))
-                    .map_err(|_| ArchiveError::Decode { reason: format!("batch at offset {} spans too many offsets", base_offset.value(row)) })?,
+                last_offset_delta: last_offset_delta(base_offset.value(row), last_offset.value(row))?,
                 base_timestamp: base_timestamp.value(row),
                 max_timestamp: max_timestamp.value(row),
                 producer_id: producer_id.value(row),
                 producer_epoch: producer_epoch.value(row),
                 base_sequence: base_sequence.value(row),
             };
-            let record_headers = {
-                let list = headers.value(row);
-                let items = list.as_any().downcast_ref::<StructArray>().ok_or_else(|| ArchiveError::Decode { reason: "headers are not structs".into() })?;
-                let keys = items
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| ArchiveError::Decode { reason: "header keys are not strings".into() })?;
-                let values = items
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<BinaryArray>()
-                    .ok_or_else(|| ArchiveError::Decode { reason: "header values are not binary".into() })?;
-                (0..items.len())
-                    .map(|i| Header {
-                        key: Bytes::copy_from_slice(keys.value(i).as_bytes()),
-                        value: (!values.is_null(i)).then(|| Bytes::copy_from_slice(values.value(i))),
-                    })
-                    .collect()
-            };
             let record = Record {
                 offset: offset.value(row),
                 timestamp: timestamp.value(row),
                 key: (!key.is_null(row)).then(|| Bytes::copy_from_slice(key.value(row))),
                 value: (!value.is_null(row)).then(|| Bytes::copy_from_slice(value.value(row))),
-                headers: record_headers,
+                headers: record_headers(headers, row)?,
             };
             match &mut pending {
-                Some((f, records)) if f.base_offset == fields.base_offset => records.push(record),
-                _ => {
-                    if let Some((f, records)) = pending.take() {
-                        out.push(finish_batch(&f, &records));
+                Some(p) if p.fields.base_offset == fields.base_offset => {
+                    if p.fields != fields {
+                        return Err(disagree(format!("the rows of the batch at offset {} disagree on its header fields", fields.base_offset)));
                     }
-                    pending = Some((fields, vec![record]));
+                    p.push(record)?;
+                }
+                _ => {
+                    if let Some(p) = pending.take() {
+                        out.push(p.finish()?);
+                    }
+                    if let Some(before) = out.last().filter(|b| fields.base_offset < b.next_offset) {
+                        return Err(disagree(format!(
+                            "the batch at offset {} overlaps or precedes the batch ending at {}",
+                            fields.base_offset,
+                            before.next_offset - 1
+                        )));
+                    }
+                    let mut p = PendingBatch { fields, records: Vec::new() };
+                    p.push(record)?;
+                    pending = Some(p);
                 }
             }
         }
     }
-    if let Some((f, records)) = pending {
-        out.push(finish_batch(&f, &records));
+    if let Some(p) = pending {
+        out.push(p.finish()?);
     }
     Ok(out)
+}
+
+fn disagree(reason: String) -> ArchiveError {
+    ArchiveError::Decode { reason }
+}
+
+/// The offset span of a batch from its first and last offset columns: the
+/// offsets must be valid (`0 <= base <= last < i64::MAX`) and span at most
+/// what a batch header can say.
+fn last_offset_delta(base_offset: i64, last_offset: i64) -> Result<i32, ArchiveError> {
+    if base_offset < 0 || last_offset < base_offset || last_offset == i64::MAX {
+        return Err(disagree(format!("a batch cannot run from offset {base_offset} to {last_offset}")));
+    }
+    i32::try_from(last_offset - base_offset).map_err(|_| disagree(format!("the batch at offset {base_offset} spans too many offsets")))
+}
+
+/// The headers of one record: a list of (key, value) structs.
+fn record_headers(headers: &ListArray, row: usize) -> Result<Vec<Header>, ArchiveError> {
+    let list = headers.value(row);
+    let items = list.as_any().downcast_ref::<StructArray>().ok_or_else(|| disagree("headers are not structs".into()))?;
+    if items.num_columns() != 2 {
+        return Err(disagree(format!("headers have {} fields, not a key and a value", items.num_columns())));
+    }
+    let keys = items.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| disagree("header keys are not strings".into()))?;
+    let values = items.column(1).as_any().downcast_ref::<BinaryArray>().ok_or_else(|| disagree("header values are not binary".into()))?;
+    Ok((0..items.len())
+        .map(|i| Header { key: Bytes::copy_from_slice(keys.value(i).as_bytes()), value: (!values.is_null(i)).then(|| Bytes::copy_from_slice(values.value(i))) })
+        .collect())
+}
+
+/// The rows of one batch read so far. Invariant: `records` hold the offsets
+/// `fields.base_offset..` in order, at most `last_offset_delta + 1` of them.
+struct PendingBatch {
+    fields: BatchFields,
+    records: Vec<Record>,
+}
+
+impl PendingBatch {
+    fn push(&mut self, record: Record) -> Result<(), ArchiveError> {
+        let base = self.fields.base_offset;
+        let held = i64::try_from(self.records.len()).unwrap_or(i64::MAX);
+        if held > i64::from(self.fields.last_offset_delta) {
+            return Err(disagree(format!("the batch at offset {base} has more rows than its offsets")));
+        }
+        // Cannot overflow: base + held <= base + last_offset_delta, the batch's last offset.
+        let expected = base + held;
+        if record.offset != expected {
+            return Err(disagree(format!("the batch at offset {base} holds offset {} where {expected} belongs", record.offset)));
+        }
+        self.records.push(record);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<RebuiltBatch, ArchiveError> {
+        let rows = self.records.len();
+        if i64::try_from(rows).ok() != Some(i64::from(self.fields.last_offset_delta) + 1) {
+            return Err(disagree(format!(
+                "the batch at offset {} covers {} offsets but has {rows} rows",
+                self.fields.base_offset,
+                i64::from(self.fields.last_offset_delta) + 1
+            )));
+        }
+        Ok(finish_batch(&self.fields, &self.records))
+    }
 }
 
 fn finish_batch(fields: &BatchFields, records: &[Record]) -> RebuiltBatch {
@@ -451,6 +514,75 @@ mod tests {
         assert_eq!(stats.min_bytes_opt().map(|b| i64::from_le_bytes(b.try_into().unwrap())), Some(100));
         let kv = builder.metadata().file_metadata().key_value_metadata().unwrap();
         assert!(kv.iter().any(|k| k.key == "silt.topic" && k.value.as_deref() == Some("t")));
+    }
+
+    /// The rows of a real file: 3 batches of 4 records, offsets 100..=111.
+    fn real_rows() -> Vec<RecordBatch> {
+        let encoded = encode_segment(&segment(3, 4, Codec::None), "t", 0, &EncodeOptions::default()).unwrap();
+        read_back(&encoded.parquet).0
+    }
+
+    /// `rows` with the column `name` replaced by `f` of its values.
+    fn with_column(rows: &[RecordBatch], name: &str, f: impl Fn(usize, i64) -> i64) -> Vec<RecordBatch> {
+        rows.iter()
+            .map(|rb| {
+                let index = rb.schema().index_of(name).unwrap();
+                let old = rb.column(index).as_any().downcast_ref::<Int64Array>().unwrap();
+                let mut columns = rb.columns().to_vec();
+                columns[index] = Arc::new(Int64Array::from_iter_values((0..old.len()).map(|row| f(row, old.value(row)))));
+                RecordBatch::try_new(rb.schema(), columns).unwrap()
+            })
+            .collect()
+    }
+
+    fn refused(rows: &[RecordBatch]) -> String {
+        match rebuild_batches(rows) {
+            Err(ArchiveError::Decode { reason }) => reason,
+            other => panic!("rows that disagree were not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rows_that_disagree_with_their_batch_are_refused() {
+        let rows = real_rows();
+        assert_eq!(rebuild_batches(&rows).unwrap().len(), 3);
+        // A record offset that is not the next one of its batch (a gap, then a repeat).
+        assert!(refused(&with_column(&rows, column::OFFSET, |row, o| if row == 1 { o + 1 } else { o })).contains("where 101 belongs"));
+        assert!(refused(&with_column(&rows, column::OFFSET, |row, o| if row == 2 { o - 1 } else { o })).contains("where 102 belongs"));
+        // A batch whose last offset says it holds fewer or more records than it has rows.
+        assert!(refused(&with_column(&rows, column::BATCH_LAST_OFFSET, |_, o| o - 1)).contains("more rows than its offsets"));
+        assert!(refused(&with_column(&rows, column::BATCH_LAST_OFFSET, |_, o| o + 1)).contains("covers 5 offsets but has 4 rows"));
+        // Rows of one batch with different header fields.
+        assert!(refused(&with_column(&rows, column::PRODUCER_ID, |row, p| if row == 3 { p + 1 } else { p })).contains("disagree on its header fields"));
+        // Offsets no batch header can hold.
+        assert!(refused(&with_column(&rows, column::BATCH_BASE_OFFSET, |_, o| o - 1_000)).contains("cannot run from offset"));
+        assert!(refused(&with_column(&rows, column::BATCH_LAST_OFFSET, |_, _| i64::MAX)).contains("cannot run from offset"));
+        assert!(refused(&with_column(&rows, column::BATCH_LAST_OFFSET, |_, o| o + (1 << 40))).contains("spans too many offsets"));
+    }
+
+    #[test]
+    fn batches_out_of_order_or_overlapping_are_refused() {
+        let rows = real_rows();
+        let twice: Vec<RecordBatch> = rows.iter().chain(rows.iter()).cloned().collect();
+        assert!(refused(&twice).contains("overlaps or precedes"));
+    }
+
+    #[test]
+    fn headers_of_the_wrong_shape_are_refused() {
+        let rows = real_rows();
+        let rb = &rows[0];
+        let index = rb.schema().index_of(column::HEADERS).unwrap();
+        // A list of structs with one field instead of a key and a value.
+        let one_field = Fields::from(vec![Field::new("key", DataType::Utf8, false)]);
+        let items = StructArray::new(one_field.clone(), vec![Arc::new(StringArray::from(Vec::<&str>::new())) as ArrayRef], None);
+        let offsets = arrow_buffer::OffsetBuffer::new_zeroed(rb.num_rows());
+        let list = ListArray::new(Arc::new(Field::new("item", DataType::Struct(one_field), false)), offsets, Arc::new(items), None);
+        let mut fields: Vec<Field> = rb.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields[index] = Field::new(column::HEADERS, list.data_type().clone(), false);
+        let mut columns = rb.columns().to_vec();
+        columns[index] = Arc::new(list);
+        let damaged = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        assert!(refused(&[damaged]).contains("headers have 1 fields"));
     }
 
     #[test]

@@ -136,13 +136,15 @@ impl Manifest {
         self.segments.drain(..keep_from).collect()
     }
 
-    /// Bytes of record batches archived at or past `from_offset`.
+    /// Bytes of record batches archived at or past `from_offset` (sizes come
+    /// from a stored file: the sum saturates rather than overflow).
     pub fn segment_bytes_from(&self, from_offset: i64) -> u64 {
-        self.segments.iter().filter(|s| s.base_offset >= from_offset).map(|s| s.segment_bytes).sum()
+        self.segments.iter().filter(|s| s.base_offset >= from_offset).fold(0, |sum, s| sum.saturating_add(s.segment_bytes))
     }
 
+    /// Bytes of the archived files (saturating, like [`Manifest::segment_bytes_from`]).
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.size_bytes).sum()
+        self.segments.iter().fold(0, |sum, s| sum.saturating_add(s.size_bytes))
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -153,6 +155,18 @@ impl Manifest {
         let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if manifest.version != MANIFEST_VERSION {
             return Err(format!("unsupported manifest version {}", manifest.version));
+        }
+        if manifest.log_start_offset < 0 {
+            return Err(format!("log start offset {} is negative", manifest.log_start_offset));
+        }
+        for s in &manifest.segments {
+            // The last offset must leave room for the next one (`next_offset`).
+            if s.base_offset < 0 || s.last_offset < s.base_offset || s.last_offset == i64::MAX {
+                return Err(format!("segment {} cannot run from offset {} to {}", s.file, s.base_offset, s.last_offset));
+            }
+            if s.file != file_name(s.base_offset, s.last_offset) {
+                return Err(format!("segment {} is not named after its offsets {}..={}", s.file, s.base_offset, s.last_offset));
+            }
         }
         if manifest.segments.windows(2).any(|w| w[1].base_offset <= w[0].last_offset) {
             return Err("segments overlap or are out of order".into());
@@ -220,6 +234,44 @@ mod tests {
         bad.segments.push(seg(5, 20));
         assert!(Manifest::from_json(&bad.to_json()).is_err());
         assert_eq!(file_name(1, 22), "00000000000000000001-00000000000000000022.parquet");
+    }
+
+    /// Found by running hand-made manifests through the `manifest` fuzz target
+    /// (fuzz/fuzz_targets/manifest.rs): a last offset of i64::MAX overflowed
+    /// `next_offset`, and file sizes near u64::MAX overflowed the size sums.
+    #[test]
+    fn offsets_and_names_a_segment_cannot_have_are_refused() {
+        let with = |segments: Vec<ArchivedSegment>| {
+            let mut m = Manifest::new("t", 0, "id");
+            m.segments = segments;
+            Manifest::from_json(&m.to_json())
+        };
+        let mut to_the_end = seg(0, 9);
+        (to_the_end.last_offset, to_the_end.file) = (i64::MAX, file_name(0, i64::MAX));
+        let err = with(vec![to_the_end]).unwrap_err();
+        assert!(err.contains("cannot run from offset 0 to 9223372036854775807"), "{err}");
+        let mut backwards = seg(0, 9);
+        (backwards.base_offset, backwards.last_offset, backwards.file) = (5, 1, file_name(5, 1));
+        assert!(with(vec![backwards]).unwrap_err().contains("cannot run from offset 5 to 1"));
+        assert!(with(vec![seg(-3, 1)]).unwrap_err().contains("cannot run from offset -3"));
+        let mut renamed = seg(0, 9);
+        renamed.file = "../../elsewhere.parquet".into();
+        assert!(with(vec![renamed]).unwrap_err().contains("not named after its offsets"));
+        let mut m = Manifest::new("t", 0, "id");
+        m.log_start_offset = -1;
+        assert!(Manifest::from_json(&m.to_json()).unwrap_err().contains("negative"));
+    }
+
+    #[test]
+    fn sizes_near_the_limit_saturate() {
+        let mut m = Manifest::new("t", 0, "id");
+        for b in [0, 10] {
+            let mut s = seg(b, b + 9);
+            (s.size_bytes, s.segment_bytes) = (u64::MAX, u64::MAX);
+            m.push(s).unwrap();
+        }
+        let m = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!((m.size_bytes(), m.segment_bytes_from(0)), (u64::MAX, u64::MAX));
     }
 
     #[test]

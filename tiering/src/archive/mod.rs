@@ -12,7 +12,7 @@
 //! | `fence` | manifest reads and writes fenced by the leader epoch |
 //! | [`store`] | opening the object store an archive URL names |
 //! | [`cache`] | the bounded cache of decoded row groups and file footers |
-//! | `reader` | Parquet's async reader over byte ranges of an archived object |
+//! | [`reader`] | reading archived files back: byte ranges of an object, the checked footer, row groups |
 //!
 //! Rules this module keeps:
 //! - A file becomes part of the archive only when the manifest naming it has
@@ -32,7 +32,7 @@ pub mod cache;
 mod fence;
 pub mod format;
 pub mod manifest;
-mod reader;
+pub mod reader;
 pub mod store;
 
 use std::path::PathBuf;
@@ -45,8 +45,7 @@ use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, UpdateVersion};
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::file::statistics::Statistics;
 use tokio::sync::Semaphore;
 
@@ -263,7 +262,7 @@ impl Archive {
             return Ok((*hit).clone());
         }
         let mut reader = reader::ObjectFileReader::new(Arc::clone(&self.store), path.clone(), size);
-        let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await.map_err(|e| read_error(path, e))?;
+        let metadata = reader::load_footer(&mut reader, path, size).await?;
         let weight = metadata.metadata().memory_size() as u64;
         self.footers.insert(path.clone(), Arc::new(metadata.clone()), weight);
         Ok(metadata)
@@ -277,9 +276,7 @@ impl Archive {
         }
         let metadata = self.footer(path, size).await?;
         let reader = reader::ObjectFileReader::new(Arc::clone(&self.store), path.clone(), size);
-        let stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata).with_row_groups(vec![index]).build().map_err(|e| read_error(path, e))?;
-        let batches: Vec<_> = stream.try_collect().await.map_err(|e| read_error(path, e))?;
+        let batches = reader::load_row_group(reader, metadata, index, path).await?;
         let rebuilt =
             tokio::task::spawn_blocking(move || format::rebuild_batches(&batches)).await.map_err(|e| ArchiveError::Task { reason: e.to_string() })??;
         let weight = rebuilt.iter().map(|b| b.bytes.len() as u64).sum::<u64>() + 64;
@@ -455,7 +452,8 @@ impl PartitionArchive {
         local_bytes: u64,
     ) -> Result<Option<i64>, ArchiveError> {
         let manifest = self.manifest();
-        let mut total = local_bytes + manifest.segments.iter().filter(|s| s.last_offset < local_start).map(|s| s.segment_bytes).sum::<u64>();
+        // Sizes come from a stored manifest: saturate rather than overflow.
+        let mut total = manifest.segments.iter().filter(|s| s.last_offset < local_start).fold(local_bytes, |sum, s| sum.saturating_add(s.segment_bytes));
         let mut new_start = None;
         for s in &manifest.segments {
             let expired = retention_ms.is_some_and(|ms| s.max_timestamp >= 0 && now_ms.saturating_sub(s.max_timestamp) > ms as i64);
@@ -465,7 +463,7 @@ impl PartitionArchive {
                 break;
             }
             if archive_only {
-                total -= s.segment_bytes;
+                total = total.saturating_sub(s.segment_bytes);
             }
             new_start = Some(s.next_offset());
         }
@@ -598,19 +596,6 @@ impl PartitionArchive {
             }
         }
         Ok(None)
-    }
-}
-
-/// A failed read of an archived file: the store's own error when the reader
-/// passed one up (a missing object, an unreachable store), otherwise the file
-/// itself is unreadable.
-fn read_error(path: &Path, e: parquet::errors::ParquetError) -> ArchiveError {
-    match e {
-        parquet::errors::ParquetError::External(source) => match source.downcast::<object_store::Error>() {
-            Ok(store) => ArchiveError::store(path)(*store),
-            Err(source) => ArchiveError::Unreadable { path: path.to_string(), source: parquet::errors::ParquetError::External(source) },
-        },
-        source => ArchiveError::Unreadable { path: path.to_string(), source },
     }
 }
 

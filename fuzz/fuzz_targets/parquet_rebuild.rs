@@ -22,7 +22,15 @@ thread_local! {
 
 fuzz_target!(
     init: {
-        std::panic::set_hook(Box::new(|info| LAST_PANIC.with(|p| *p.borrow_mut() = info.to_string())));
+        // SILT_FUZZ_SHOW_CONTAINED=1 prints contained panics too (to find inputs
+        // that reach them: run the binary over a corpus with -runs=0).
+        let show = std::env::var_os("SILT_FUZZ_SHOW_CONTAINED").is_some();
+        std::panic::set_hook(Box::new(move |info| {
+            if show {
+                eprintln!("contained panic: {info}");
+            }
+            LAST_PANIC.with(|p| *p.borrow_mut() = info.to_string());
+        }));
     },
     |data: &[u8]| {
         if std::panic::catch_unwind(|| rebuild(data)).is_err() {

@@ -387,7 +387,8 @@ pub fn decode_records(batch: &Bytes) -> Result<DecodedBatch, BatchError> {
             return Err(undecodable("record length does not match its fields"));
         }
         let timestamp = if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp.wrapping_add(timestamp_delta) };
-        records.push(Record { offset: header.base_offset + i64::from(offset_delta), timestamp, key, value, headers });
+        let offset = header.base_offset.checked_add(i64::from(offset_delta)).ok_or_else(|| undecodable("a record's offset overflows"))?;
+        records.push(Record { offset, timestamp, key, value, headers });
     }
     Ok(DecodedBatch { header, records })
 }
@@ -590,6 +591,25 @@ pub(crate) mod tests {
         let header = validate(&appended).expect("CRC recomputed");
         assert!(header.is_log_append_time());
         assert_eq!(header.max_timestamp, 99_999);
+    }
+
+    /// Found by the record_batches fuzz target (fuzz/fuzz_targets/record_batches.rs)
+    /// in 90 s: a base offset near i64::MIN plus a negative offset delta
+    /// overflowed the record's offset.
+    #[test]
+    fn a_record_offset_that_overflows_is_undecodable() {
+        const CRASH: [u8; 93] = [
+            0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x51, 0x00, 0x01, 0x07, 0x00, 0x02, 0xd9, 0x92, 0xb8, 0x6b, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x02, 0x3b, 0x00, 0x6b, 0x00, 0x5d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xa2, 0x3b, 0x6b, 0x60, 0xd8, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x03, 0x12, 0x00, 0x0c, 0x01, 0x06, 0x01, 0x6f, 0x6e, 0x65, 0x00, 0x12,
+            0x00, 0x00, 0x74, 0x06, 0x6f, 0x01, 0x02, 0x91, 0xff, 0xe9, 0xff, 0x00, 0x04, 0x00, 0x0a, 0x74, 0x68, 0x72, 0x65, 0x65, 0x00,
+        ];
+        let err = decode_records(&Bytes::from_static(&CRASH)).unwrap_err();
+        assert!(matches!(&err, BatchError::Undecodable { reason } if reason.contains("overflows")), "{err:?}");
+        // The same through a real batch: its second record at base offset i64::MAX.
+        let batch = stamp(&make_batch(2, 1_000, Compression::None), i64::MAX, 0, None);
+        assert!(matches!(decode_records(&batch), Err(BatchError::Undecodable { .. })));
+        assert!(record_positions(&batch).is_err());
     }
 
     #[test]

@@ -233,6 +233,23 @@ mod tests {
         assert!(matches!(load(b"PAR1"), Err(ArchiveError::Unreadable { .. })));
     }
 
+    /// Files the parquet_rebuild fuzz target generated (fuzz/fuzz_targets/
+    /// parquet_rebuild.rs, from archived seeds) on which the Parquet decoder
+    /// panics: each must be an error for the read, never a panic.
+    #[test]
+    fn corrupt_files_that_panic_the_parquet_decoder_are_errors() {
+        let cases: [(&[u8], &str); 3] = [
+            (include_bytes!("testdata/def-levels-out-of-bounds.parquet"), "offset + len out of bounds"),
+            (include_bytes!("testdata/byte-array-divide-by-zero.parquet"), "divide by zero"),
+            (include_bytes!("testdata/dictionary-decoder-unset.parquet"), "Decoder for dict should have been set"),
+        ];
+        for (file, message) in cases {
+            let metadata = load(file).unwrap();
+            let read = futures::executor::block_on(load_row_group(Cursor::new(file.to_vec()), metadata, 0, &path()));
+            assert!(matches!(&read, Err(ArchiveError::DecoderPanicked { reason, .. }) if reason.contains(message)), "{message}: {read:?}");
+        }
+    }
+
     #[test]
     fn a_panic_in_the_decoder_becomes_an_error_for_that_read() {
         let read = futures::executor::block_on(AssertUnwindSafe(async { panic!("index out of bounds") }).catch_unwind());

@@ -7,9 +7,13 @@
 //! session id 0, which tells clients to send full fetch requests.
 //!
 //! A fetch with a replica id (a follower's, `ReplicaState` since v15) reads
-//! up to the log end rather than the high watermark, and its first read of
-//! every partition goes to the actor even without new data: the fetch
-//! offset is the follower's log end, which may move the high watermark.
+//! up to the log end rather than the high watermark, and it tells every
+//! partition the follower's position even without new data: the fetch
+//! offset is the follower's log end, which may move the high watermark. A
+//! partition with records to read learns it with the read (`ReplicaFetch`);
+//! one where the follower is at the log end is told (`FollowerAtLogEnd`)
+//! without a read or a wait, since a follower copies every partition of its
+//! leader in one fetch and most of them are idle.
 //! Every read carries the client's `current_leader_epoch` (FENCED_LEADER_EPOCH
 //! / UNKNOWN_LEADER_EPOCH) and a follower refuses consumers with
 //! NOT_LEADER_OR_FOLLOWER (no fetching from followers yet).
@@ -22,7 +26,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use silt_actors::partition::Watermarks;
-use silt_actors::partition::{CheckedRead, Read, ReplicaFetch};
+use silt_actors::partition::{CheckedRead, FollowerAtLogEnd, Read, ReplicaFetch};
 use silt_actors::PartitionHandle;
 use tokio::time::Instant;
 
@@ -166,6 +170,13 @@ fn would_answer(marks: &Watermarks, slot: &Slot, replica: Option<i32>) -> bool {
     }
 }
 
+/// Whether a follower's fetch at `slot` has nothing to read (it is at the
+/// log end) and the leader would not refuse it by its published role, so
+/// that telling the partition the follower's position is the whole answer.
+fn follower_at_log_end(marks: &Watermarks, slot: &Slot) -> bool {
+    marks.open && !marks.refuses(slot.current_leader_epoch) && slot.fetch_offset == marks.log_end_offset && slot.fetch_offset >= marks.local_log_start_offset
+}
+
 /// Reads every partition that has data past its fetch offset and has not been
 /// read yet, within the response's byte budget. Returns the bytes gathered so far.
 async fn read_available(topics: &mut [TopicSlots], max_bytes: usize, replica: Option<i32>) -> usize {
@@ -180,6 +191,15 @@ async fn read_available(topics: &mut [TopicSlots], max_bytes: usize, replica: Op
         }
         if !would_answer(&marks, slot, replica) {
             continue; // nothing new yet
+        }
+        if let Some(replica) = replica.filter(|_| follower_at_log_end(&marks, slot)) {
+            // Nothing to read: the leader only learns the follower's position.
+            slot.asked = true;
+            let told = FollowerAtLogEnd { replica, offset: slot.fetch_offset, current_leader_epoch: slot.current_leader_epoch };
+            if let Err(e) = handle.tell(told) {
+                slot.error = Some(e);
+            }
+            continue;
         }
         // Always let the first partition with data return one batch, even past max_bytes (KIP-74).
         let budget = max_bytes.saturating_sub(gathered).min(slot.partition_max_bytes);

@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use futures::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName};
@@ -423,45 +424,52 @@ async fn fetch(
     if response.error_code != 0 {
         return Err(ReplicationError::Protocol(format!("{} answered Fetch with error code {}", conn.addr(), response.error_code)));
     }
-    for topic in &response.responses {
-        for answer in &topic.partitions {
-            let found = fetching.iter().find(|(p, _)| {
-                p.handle.tp.partition == answer.partition_index
-                    && if version >= TOPIC_IDS_SINCE_VERSION { p.topic_id == topic.topic_id } else { &*p.handle.tp.topic == topic.topic.0.as_str() }
-            });
-            let Some((part, offset)) = found else { continue };
-            let retry = Some(settings.partition_backoff);
-            let (next, delay) = if answer.error_code == 0 {
-                let records = answer.records.clone().unwrap_or_else(Bytes::new);
-                let bytes = records.len();
-                let appended = part.handle.ask(AppendAsFollower { records, leader_hw: answer.high_watermark, leader_log_start: answer.log_start_offset }).await;
-                match appended {
-                    Ok(position) => {
-                        shared.stats.fetched(&part.handle.tp, bytes, answer.high_watermark, position.log_end_offset);
-                        (State::Fetching { offset: position.log_end_offset }, None)
-                    }
-                    Err(e @ silt_actors::Error::NotLeaderOrFollower { .. }) => {
-                        tracing::info!(partition = %part.handle.tp, cause = %e, "no longer a follower");
-                        (State::Parked, None)
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition = %part.handle.tp, cause = %e, "follower append failed; truncating again");
-                        (State::Truncating, retry)
-                    }
-                }
-            } else if parks(answer.error_code) {
-                tracing::info!(partition = %part.handle.tp, error_code = answer.error_code, "leader fenced the fetch; waiting for a new role");
-                (State::Parked, None)
-            } else if answer.error_code == ResponseError::OffsetOutOfRange.code() {
-                (State::OutOfRange { tiered: false }, None)
-            } else if answer.error_code == ResponseError::OffsetMovedToTieredStorage.code() {
-                (State::OutOfRange { tiered: true }, None)
-            } else {
-                tracing::debug!(partition = %part.handle.tp, error_code = answer.error_code, "fetch refused; asking again after the backoff");
-                (State::Fetching { offset: *offset }, retry)
-            };
-            shared.update(part, next, delay);
-        }
+    // Partitions are independent actors: their appends run side by side.
+    let outcomes = response.responses.iter().flat_map(|topic| topic.partitions.iter().map(move |answer| (topic, answer))).filter_map(|(topic, answer)| {
+        let found = fetching.iter().find(|(p, _)| {
+            p.handle.tp.partition == answer.partition_index
+                && if version >= TOPIC_IDS_SINCE_VERSION { p.topic_id == topic.topic_id } else { &*p.handle.tp.topic == topic.topic.0.as_str() }
+        });
+        found.map(|(part, offset)| async move { (part, settle(shared, settings, part, *offset, answer).await) })
+    });
+    for (part, (next, delay)) in join_all(outcomes).await {
+        shared.update(part, next, delay);
     }
     Ok(())
+}
+
+/// A partition's next state (and backoff) after its leader's answer to a
+/// fetch: its records appended, or its error handled (see the module docs).
+async fn settle(shared: &Shared, settings: &FetcherSettings, part: &FollowedPartition, offset: i64, answer: &PartitionData) -> (State, Option<Duration>) {
+    let retry = Some(settings.partition_backoff);
+    if answer.error_code == 0 {
+        let records = answer.records.clone().unwrap_or_default();
+        let bytes = records.len();
+        let appended = part.handle.ask(AppendAsFollower { records, leader_hw: answer.high_watermark, leader_log_start: answer.log_start_offset }).await;
+        return match appended {
+            Ok(position) => {
+                shared.stats.fetched(&part.handle.tp, bytes, answer.high_watermark, position.log_end_offset);
+                (State::Fetching { offset: position.log_end_offset }, None)
+            }
+            Err(e @ silt_actors::Error::NotLeaderOrFollower { .. }) => {
+                tracing::info!(partition = %part.handle.tp, cause = %e, "no longer a follower");
+                (State::Parked, None)
+            }
+            Err(e) => {
+                tracing::warn!(partition = %part.handle.tp, cause = %e, "follower append failed; truncating again");
+                (State::Truncating, retry)
+            }
+        };
+    }
+    if parks(answer.error_code) {
+        tracing::info!(partition = %part.handle.tp, error_code = answer.error_code, "leader fenced the fetch; waiting for a new role");
+        (State::Parked, None)
+    } else if answer.error_code == ResponseError::OffsetOutOfRange.code() {
+        (State::OutOfRange { tiered: false }, None)
+    } else if answer.error_code == ResponseError::OffsetMovedToTieredStorage.code() {
+        (State::OutOfRange { tiered: true }, None)
+    } else {
+        tracing::debug!(partition = %part.handle.tp, error_code = answer.error_code, "fetch refused; asking again after the backoff");
+        (State::Fetching { offset }, retry)
+    }
 }

@@ -129,6 +129,15 @@ impl Handler<Counted<Reconfigure>> for PartitionActor {
     }
 }
 
+impl Handler<Counted<super::FollowerAtLogEnd>> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, counted: Counted<super::FollowerAtLogEnd>, ctx: &mut Context<Self>) {
+        let Counted { msg, _queued } = counted;
+        <PartitionActor as Handler<super::FollowerAtLogEnd>>::handle(self, msg, ctx)
+    }
+}
+
 /// The replica manager tells partitions their new role in image order; a
 /// refused role is logged by the actor.
 impl Handler<Counted<crate::replication::SetRole>> for PartitionActor {

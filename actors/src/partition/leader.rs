@@ -13,7 +13,7 @@ use silt_tiering::{AppendResult, PartitionLog, ReadResult};
 use super::append::commit_sole_replica;
 use super::read::ReadEnd;
 use super::replicas::SOLE;
-use super::{LogFuture, PartitionActor, Read, ReplicaFetch};
+use super::{FollowerAtLogEnd, LogFuture, PartitionActor, Read, ReplicaFetch};
 use crate::error::Error;
 use crate::metadata::quorum::BrokerId;
 use crate::replication::{IsrChange, PartitionRole};
@@ -39,6 +39,29 @@ impl Handler<ReplicaFetch> for PartitionActor {
 
     fn handle(&mut self, msg: ReplicaFetch, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |act, _| act.replica_fetch(msg))
+    }
+}
+
+impl Handler<FollowerAtLogEnd> for PartitionActor {
+    type Result = ();
+
+    /// Records the follower's position as a fetch with records does, without
+    /// the read; the high watermark moves (a log operation) only if it can.
+    fn handle(&mut self, msg: FollowerAtLogEnd, ctx: &mut Context<Self>) {
+        if self.check_leader(msg.current_leader_epoch).is_err() || !self.replicas.is_follower(msg.replica) {
+            return;
+        }
+        let marks = *self.watermarks.borrow();
+        if !marks.open || msg.offset < marks.local_log_start_offset || msg.offset > marks.log_end_offset {
+            return;
+        }
+        self.replicas.fetched(msg.replica, msg.offset, marks.log_end_offset, Instant::now());
+        self.refresh_hw_bound();
+        let bound = self.hw_bound.load(Ordering::Acquire);
+        if bound != SOLE && bound > marks.high_watermark {
+            self.advance_high_watermark(ctx);
+        }
+        self.maybe_expand_isr(ctx, marks.high_watermark);
     }
 }
 

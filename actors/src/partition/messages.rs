@@ -108,6 +108,22 @@ pub struct ReplicaFetch {
     pub current_leader_epoch: Option<i32>,
 }
 
+/// A follower's fetch at the leader's log end: nothing to read, but the
+/// follower is caught up, and its position may move the high watermark.
+/// Told, not asked (see [`PartitionHandle::tell`](super::PartitionHandle::tell)):
+/// a follower copies every partition its leader leads, mostly idle ones, and
+/// a read per idle partition per fetch cost more than the copying. The
+/// fetch answers without waiting; a refusal (a stale epoch, not a replica) is
+/// dropped here and answered to the follower's next fetch that has records
+/// to read, which asks with [`ReplicaFetch`].
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FollowerAtLogEnd {
+    pub replica: BrokerId,
+    pub offset: i64,
+    pub current_leader_epoch: Option<i32>,
+}
+
 /// Store batches fetched from the leader, keeping their offsets and epochs,
 /// and learn the leader's high watermark and log start. Empty `records`
 /// only moves the high watermark.

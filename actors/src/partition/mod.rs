@@ -73,8 +73,8 @@ use archiving::{ArchiveState, UploadSchedule, UPLOAD_BACKOFF_MIN};
 pub use describe::{DescribeProducers, EndOffsetForEpoch};
 pub use handle::{Counted, PartitionHandle, ResultInner};
 pub use messages::{
-    Append, AppendAsFollower, CheckedListOffset, CheckedRead, Close, DeleteRecords, GetReplicaPosition, ListOffset, OffsetSpec, Read, Reconfigure,
-    ReplicaFetch, ReplicaPosition, RequiredAcks, Retire, StartAt, TruncateTo, TruncateToLeader, Truncation,
+    Append, AppendAsFollower, CheckedListOffset, CheckedRead, Close, DeleteRecords, FollowerAtLogEnd, GetReplicaPosition, ListOffset, OffsetSpec, Read,
+    Reconfigure, ReplicaFetch, ReplicaPosition, RequiredAcks, Retire, StartAt, TruncateTo, TruncateToLeader, Truncation,
 };
 use replicas::ReplicaSet;
 pub use replicas::{IsrChangeCounts, ReplicationOptions, PENDING_ACKS_MAX, REPLICA_LAG_TIME_MAX_DEFAULT};

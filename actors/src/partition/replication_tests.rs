@@ -294,3 +294,32 @@ impl AppendExt for Append {
         Append { acks, ..self }
     }
 }
+
+#[actix_rt::test]
+async fn a_follower_told_at_the_log_end_commits_waiting_produces_and_stays_in_sync_without_reads() {
+    let p = pair(2, Duration::from_millis(300));
+    let leader = p.leader.clone();
+    let produced = actix_rt::spawn(async move { leader.ask(acks_all(3)).await });
+    written_up_to(&p.leader, 3).await;
+    let copied = replicate(&p.leader, &p.follower, FOLLOWER, 1).await.expect("fetch");
+    assert_eq!(copied.log_end_offset, 3);
+    assert!(!produced.is_finished(), "the leader has not yet heard that the follower has 3");
+
+    // The fetch handler's idle path: no read, only the position.
+    let told = |offset, epoch| FollowerAtLogEnd { replica: FOLLOWER, offset, current_leader_epoch: Some(epoch) };
+    p.leader.tell(told(3, 0)).expect("tell");
+    p.leader.tell(told(3, 2)).expect("tell");
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(p.leader.watermarks().high_watermark, 0, "a stale or newer epoch is dropped, not recorded");
+    p.leader.tell(told(3, 1)).expect("tell");
+    let answered: AppendResult = tokio::time::timeout(Duration::from_secs(5), produced).await.expect("committed in time").expect("join").expect("ok");
+    assert_eq!(answered.last_offset, 2);
+    assert_eq!(p.leader.watermarks().high_watermark, 3);
+
+    // Told every 50 ms for longer than replica.lag.time.max.ms: still caught up, so the ISR keeps it.
+    for _ in 0..12 {
+        p.leader.tell(told(3, 1)).expect("tell");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(p.controller.changes.lock().expect("lock").is_empty(), "no ISR shrink for a follower at the log end");
+}

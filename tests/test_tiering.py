@@ -88,7 +88,8 @@ def local_segments(data_dir: Path, topic: str, partition: int) -> list[Path]:
 
 
 def read_manifest(root: Path, topic: str, partition: int) -> dict | None:
-    path = root / f"topic={topic}" / f"partition={partition}" / "manifest.json"
+    # Apart from the data, so that a topic's folder holds Parquet files only.
+    path = root / "_silt" / f"topic={topic}" / f"partition={partition}" / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -430,7 +431,7 @@ def test_s3_archive_survives_an_outage_and_serves_history(broker_factory, s3_ser
 
     def manifest_of(p):
         try:
-            body = s3.get_object(Bucket="silt-archive", Key=f"cluster-a/topic={topic}/partition={p}/manifest.json")["Body"]
+            body = s3.get_object(Bucket="silt-archive", Key=f"cluster-a/_silt/topic={topic}/partition={p}/manifest.json")["Body"]
             return json.loads(body.read())
         except s3.exceptions.NoSuchKey:
             return None

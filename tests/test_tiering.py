@@ -1,7 +1,7 @@
 """Tiered storage, end to end: sealed segments archived as Parquet (to the
 embedded file:// default and to a real S3-compatible server, moto), queried
 in place with DuckDB, DataFusion, Polars and pyarrow (given the whole archive
-with a glob, and a topic's folder as a table), replayed through the Kafka
+with a glob, and a topic's folder as a table) and Spark (the folder), replayed through the Kafka
 protocol from offset 0 with confluent-kafka and kcat, found by timestamp,
 replayed by `silt replay`, kept correct across an object-store outage and a
 kill -9 in the middle of uploads, and moved from the first layout (manifests
@@ -120,7 +120,40 @@ def expected_rows(placed: dict, ids: list[int]) -> dict[tuple[int, int], tuple[b
     return {placed[i]: (record(i)["key"], record(i)["value"]) for i in ids}
 
 
-def assert_engines_read_topic_folder(folder: Path, want: dict[tuple[int, int], tuple[bytes, bytes]]):
+@pytest.fixture
+def spark(tmp_path):
+    """A local SparkSession (one core, no UI, loopback only) whose JVM is
+    ended with the test: pyspark starts it with a stdin pipe and it exits on EOF."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+    session = (SparkSession.builder.master("local[1]").appName("silt-tests")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               # A short run: the C1 compiler alone and no adaptive re-planning
+               # cut the queries from about 30 s to 10 s on a loaded 2-core machine.
+               .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+               .config("spark.sql.adaptive.enabled", "false")
+               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+               .config("spark.local.dir", str(tmp_path / "spark"))
+               .config("spark.sql.warehouse.dir", str(tmp_path / "spark-warehouse"))
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    gateway = SparkContext._gateway
+    try:
+        yield session
+    finally:
+        session.stop()
+        gateway.shutdown()
+        gateway.proc.stdin.close()
+        try:
+            gateway.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            gateway.proc.kill()
+            gateway.proc.wait(10)
+        SparkContext._gateway = SparkContext._jvm = None
+
+
+def assert_engines_read_topic_folder(folder: Path, want: dict[tuple[int, int], tuple[bytes, bytes]], spark):
     """Each engine is given the topic's folder, as a user would point it at a
     table (no glob picking the Parquet files out), and must see exactly the
     archived records: count, then every (partition, offset, key, value)."""
@@ -152,6 +185,17 @@ def assert_engines_read_topic_folder(folder: Path, want: dict[tuple[int, int], t
     ctx.register_parquet("topic_table", str(folder), table_partition_cols=[("partition", pa.int32())])
     out = ctx.sql('SELECT "partition", "offset", key, value FROM topic_table').to_pydict()
     check("DataFusion", zip(*(out[c] for c in columns)))
+
+    # Spark, with the query of docs/archive.md ("Spark") as well.
+    df = spark.read.parquet(str(folder))
+    check("Spark", df.select(*columns).collect())
+    sums = {int(r["partition"]): r["sum(n)"] for r in
+            df.selectExpr("partition", "get_json_object(cast(value as string), '$.n') as n")
+              .groupBy("partition").agg({"n": "sum"}).collect()}
+    want_sums: dict[int, int] = {}
+    for (p, _), (_, value) in want.items():
+        want_sums[p] = want_sums.get(p, 0) + json.loads(value)["n"]
+    assert sums == want_sums, f"Spark: sums per partition {sums}, want {want_sums}"
 
 
 def wait_until_offloaded(broker, topic: str, partitions: int, manifest_of) -> dict[int, dict]:
@@ -204,7 +248,7 @@ def tiered(broker_factory):
     return broker_factory(env=dict(TIERING_ENV))
 
 
-def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, silt_bin):
+def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, silt_bin, spark):
     broker, topic, partitions, n = tiered, "orders", 3, 24_000
     create_topic(broker, topic, partitions, config=TOPIC_CONFIG)
     placed = produce_dataset(broker, topic, range(n), partitions)
@@ -266,7 +310,9 @@ def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, si
     assert (out["c"][0], out["k"][0], out["s"][0]) == (want_count, want_keys, want_sum), out
 
     # Every engine reads the topic's folder as a table.
-    assert_engines_read_topic_folder(root / f"topic={topic}", expected_rows(placed, ids))
+    started = time.monotonic()
+    assert_engines_read_topic_folder(root / f"topic={topic}", expected_rows(placed, ids), spark)
+    print(f"the engines read the topic's folder in {time.monotonic() - started:.1f} s")
 
     # Consumers at offset 0 replay the whole history through the Kafka protocol.
     assert_consumed_exactly(broker, topic, placed, partitions)

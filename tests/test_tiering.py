@@ -153,19 +153,29 @@ def spark(tmp_path):
         SparkContext._gateway = SparkContext._jvm = None
 
 
+#: The columns an engine's rows are compared on (`partition` comes from the path).
+ROW_COLUMNS = ["partition", "offset", "key", "value"]
+
+
+def assert_rows(engine: str, rows, want: dict[tuple[int, int], tuple[bytes, bytes]]):
+    """`rows` (partition, offset, key, value) are exactly `want`: the count,
+    no duplicate, every record."""
+    got = [(int(p), o, bytes(k), bytes(v)) for p, o, k, v in rows]
+    assert len(got) == len(want), f"{engine} read {len(got)} rows, want {len(want)}"
+    by_offset = {(p, o): (k, v) for p, o, k, v in got}
+    assert len(by_offset) == len(got), f"{engine}: duplicate (partition, offset) rows"
+    wrong = sorted(po for po in want if by_offset.get(po) != want[po])
+    assert not wrong, f"{engine}: {len(wrong)} records differ or are missing, first {wrong[:3]}"
+
+
 def assert_engines_read_topic_folder(folder: Path, want: dict[tuple[int, int], tuple[bytes, bytes]], spark):
     """Each engine is given the topic's folder, as a user would point it at a
     table (no glob picking the Parquet files out), and must see exactly the
     archived records: count, then every (partition, offset, key, value)."""
     def check(engine: str, rows):
-        got = [(int(p), o, bytes(k), bytes(v)) for p, o, k, v in rows]
-        assert len(got) == len(want), f"{engine} read {len(got)} rows from {folder}, want {len(want)}"
-        by_offset = {(p, o): (k, v) for p, o, k, v in got}
-        assert len(by_offset) == len(got), f"{engine}: duplicate (partition, offset) rows"
-        wrong = sorted(po for po in want if by_offset.get(po) != want[po])
-        assert not wrong, f"{engine}: {len(wrong)} records differ or are missing, first {wrong[:3]}"
+        assert_rows(f"{engine} on {folder}", rows, want)
 
-    columns = ["partition", "offset", "key", "value"]
+    columns = ROW_COLUMNS
     import pyarrow.dataset as ds
     table = ds.dataset(str(folder), format="parquet", partitioning="hive").to_table(columns=columns)
     check("pyarrow", zip(*(table[c].to_pylist() for c in columns)))
@@ -604,6 +614,10 @@ def test_s3_archive_survives_an_outage_and_serves_history(broker_factory, s3_ser
     parquet = sorted(k for k in listed if k.endswith(".parquet"))
     assert all(FILE_RE.match(k.removeprefix("cluster-a/")) for k in parquet), parquet[:3]
     assert len(parquet) == sum(len(m["segments"]) for m in manifests.values())
+    # The topic's folder holds the Parquet files only; the manifests are apart.
+    assert sorted(k for k in listed if k.startswith(f"cluster-a/topic={topic}/")) == parquet
+    assert sorted(k for k in listed if k not in parquet) == \
+        [f"cluster-a/_silt/topic={topic}/partition={p}/manifest.json" for p in range(partitions)]
 
     # History replays from S3, and Polars queries the bucket in place.
     assert_consumed_exactly(broker, topic, placed, partitions)
@@ -615,4 +629,15 @@ def test_s3_archive_survives_an_outage_and_serves_history(broker_factory, s3_ser
            .select(pl.len().alias("c"), pl.col("value").cast(pl.String).str.json_path_match("$.n").cast(pl.Int64).sum().alias("s"))
            .collect())
     assert (out["c"][0], out["s"][0]) == (len(ids), sum(ids))
+    # And the topic's folder in the bucket, as a table (DuckDB would need its
+    # httpfs extension, downloaded on demand, and Spark its s3a connector).
+    want = expected_rows(placed, ids)
+    folder = f"silt-archive/cluster-a/topic={topic}"
+    assert_rows("Polars on S3", pl.scan_parquet(f"s3://{folder}/", storage_options=storage).select(ROW_COLUMNS).collect().rows(), want)
+    import pyarrow.dataset as ds
+    import pyarrow.fs
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                 access_key="silt", secret_key="silt-secret")
+    table = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=ROW_COLUMNS)
+    assert_rows("pyarrow on S3", zip(*(table[c].to_pylist() for c in ROW_COLUMNS)), want)
     proxy.cut()

@@ -331,6 +331,18 @@ mod tests {
     }
 
     #[test]
+    fn partitions_are_listed_at_either_layout_once() {
+        on_both_stores(|archive, rt| {
+            put(archive, rt, &legacy_manifest_path(&archive.root, "t", 0), &manifest(1, 0));
+            put(archive, rt, &manifest_path(&archive.root, "t", 1), &manifest(1, 0));
+            put(archive, rt, &legacy_manifest_path(&archive.root, "t", 1), &manifest(1, 0));
+            put(archive, rt, &manifest_path(&archive.root, "t", 2), &manifest(1, 0));
+            assert_eq!(rt.block_on(archive.list_partitions("t")).expect("list"), vec![0, 1, 2]);
+            assert_eq!(rt.block_on(archive.list_partitions("other")).expect("list"), Vec::<i32>::new());
+        });
+    }
+
+    #[test]
     fn an_old_manifest_of_another_topic_id_is_left_untouched() {
         on_both_stores(|archive: &Arc<Archive>, rt| {
             let (current, legacy) = paths(archive);

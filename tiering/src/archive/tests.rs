@@ -177,6 +177,30 @@ fn a_crash_between_upload_and_manifest_leaves_no_duplicate_and_no_gap() {
 }
 
 #[test]
+fn a_crash_mid_write_leaves_nothing_among_the_data() {
+    let mut f = fixture();
+    fill(&mut f.log, 100);
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
+    let segment = f.log.sealed_segments_from(0)[0].clone();
+    // What a kill -9 during the write of the first file leaves: a partial
+    // staged file (the store's own `#<n>` temporary sits beside it, under
+    // `_silt/` as well).
+    let encoded = format::encode_segment(&Bytes::from(std::fs::read(&segment.path).unwrap()), "t", 0, &EncodeOptions::default()).unwrap();
+    let file = manifest::file_name(encoded.summary.base_offset, encoded.summary.last_offset);
+    let staged = f.archive_dir.join("_silt/staging/topic=t/partition=0").join(&file);
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::write(&staged, &encoded.parquet[..encoded.parquet.len() / 2]).unwrap();
+    assert!(!f.archive_dir.join("topic=t").exists(), "nothing reached the topic's folder");
+    // The retry writes the whole file over it and moves it into place.
+    f.runtime.block_on(part.upload(segment)).unwrap().expect("uploaded");
+    assert!(!staged.exists());
+    let data = f.archive_dir.join("topic=t/partition=0").join(&file);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), part.manifest().segments[0].size_bytes, "the whole file");
+    assert!(f.runtime.block_on(part.read(0, 100)).unwrap().is_some(), "and it reads back");
+    assert_eq!(std::fs::read_dir(data.parent().unwrap()).unwrap().count(), 1);
+}
+
+#[test]
 fn retention_and_delete_records_remove_archived_files() {
     let mut f = fixture();
     fill(&mut f.log, 100);

@@ -323,6 +323,12 @@ def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, si
     started = time.monotonic()
     assert_engines_read_topic_folder(root / f"topic={topic}", expected_rows(placed, ids), spark)
     print(f"the engines read the topic's folder in {time.monotonic() - started:.1f} s")
+    # The whole root reads as one table too, where the engine skips `_silt/`
+    # by the Hive/Spark convention (Polars does not: docs/archive.md).
+    import pyarrow.dataset as ds
+    whole = ds.dataset(str(root), format="parquet", partitioning="hive")
+    assert whole.count_rows(filter=ds.field("topic") == topic) == want_count
+    assert spark.read.parquet(str(root)).where(f"topic = '{topic}'").count() == want_count
 
     # Consumers at offset 0 replay the whole history through the Kafka protocol.
     assert_consumed_exactly(broker, topic, placed, partitions)

@@ -183,7 +183,7 @@ def cut_seeds(work, data_dir, archive, out):
     files = sorted(archive.glob("topic=*/partition=*/*.parquet"), key=lambda p: p.stat().st_size)
     for path in files[:PARQUET_FILES_MAX]:
         write(out / "parquet_rebuild", f"{path.parent.parent.name}-{path.name}", path.read_bytes())
-    for path in sorted(archive.glob("topic=*/partition=*/manifest.json")):
+    for path in sorted(archive.glob("_silt/topic=*/partition=*/manifest.json")):
         write(out / "manifest", f"{path.parent.parent.name}-{path.parent.name}.json", path.read_bytes())
 
 

@@ -93,6 +93,7 @@ fn archive_error_code(error: &ArchiveError) -> ResponseError {
         | ArchiveError::Batch(_)
         | ArchiveError::CorruptManifest { .. }
         | ArchiveError::ForeignManifest { .. }
+        | ArchiveError::ManifestsDisagree { .. }
         | ArchiveError::ReadOnly { .. } => ResponseError::UnknownServerError,
     }
 }

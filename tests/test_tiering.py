@@ -1,9 +1,11 @@
 """Tiered storage, end to end: sealed segments archived as Parquet (to the
 embedded file:// default and to a real S3-compatible server, moto), queried
-in place with DuckDB, DataFusion and Polars, replayed through the Kafka
+in place with DuckDB, DataFusion, Polars and pyarrow (given the whole archive
+with a glob, and a topic's folder as a table) and Spark (the folder), replayed through the Kafka
 protocol from offset 0 with confluent-kafka and kcat, found by timestamp,
-replayed by `silt replay`, and kept correct across an object-store outage
-and a kill -9 in the middle of uploads.
+replayed by `silt replay`, kept correct across an object-store outage and a
+kill -9 in the middle of uploads, and moved from the first layout (manifests
+inside the topic's folder) by a restarted broker.
 """
 
 from __future__ import annotations
@@ -87,9 +89,123 @@ def local_segments(data_dir: Path, topic: str, partition: int) -> list[Path]:
     return sorted((data_dir / f"{topic}-{partition}").glob("*.log"))
 
 
+def manifest_path(root: Path, topic: str, partition: int) -> Path:
+    """Where the manifest lives: apart from the data, so that a topic's folder
+    holds Parquet files only (docs/archive.md, "Layout")."""
+    return root / "_silt" / f"topic={topic}" / f"partition={partition}" / "manifest.json"
+
+
+def legacy_manifest_path(root: Path, topic: str, partition: int) -> Path:
+    """Where the first layout kept it: inside the partition's data folder."""
+    return root / f"topic={topic}" / f"partition={partition}" / "manifest.json"
+
+
 def read_manifest(root: Path, topic: str, partition: int) -> dict | None:
-    path = root / f"topic={topic}" / f"partition={partition}" / "manifest.json"
+    path = manifest_path(root, topic, partition)
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def assert_topic_folder_is_parquet_only(root: Path, topic: str, manifests: dict[int, dict]):
+    """Everything under topic=<topic>/ is a file some manifest names: no
+    manifest, temporary or staged upload that an engine would try to read."""
+    folder = root / f"topic={topic}"
+    found = sorted(str(f.relative_to(root)) for f in folder.rglob("*") if not f.is_dir())
+    named = sorted(f"topic={topic}/partition={p}/{s['file']}" for p, m in manifests.items() for s in m["segments"])
+    assert found == named, f"unexpected files: {sorted(set(found) - set(named))[:5]}, missing: {sorted(set(named) - set(found))[:5]}"
+    assert all(FILE_RE.match(f) for f in found), found[:5]
+
+
+def expected_rows(placed: dict, ids: list[int]) -> dict[tuple[int, int], tuple[bytes, bytes]]:
+    """{(partition, offset): (key, value)} of the records `ids`."""
+    return {placed[i]: (record(i)["key"], record(i)["value"]) for i in ids}
+
+
+@pytest.fixture
+def spark(tmp_path):
+    """A local SparkSession (one core, no UI, loopback only) whose JVM is
+    ended with the test: pyspark starts it with a stdin pipe and it exits on EOF."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+    session = (SparkSession.builder.master("local[1]").appName("silt-tests")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               # A short run: the C1 compiler alone and no adaptive re-planning
+               # cut the queries from about 30 s to 10 s on a loaded 2-core machine.
+               .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+               .config("spark.sql.adaptive.enabled", "false")
+               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+               .config("spark.local.dir", str(tmp_path / "spark"))
+               .config("spark.sql.warehouse.dir", str(tmp_path / "spark-warehouse"))
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    gateway = SparkContext._gateway
+    try:
+        yield session
+    finally:
+        session.stop()
+        gateway.shutdown()
+        gateway.proc.stdin.close()
+        try:
+            gateway.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            gateway.proc.kill()
+            gateway.proc.wait(10)
+        SparkContext._gateway = SparkContext._jvm = None
+
+
+#: The columns an engine's rows are compared on (`partition` comes from the path).
+ROW_COLUMNS = ["partition", "offset", "key", "value"]
+
+
+def assert_rows(engine: str, rows, want: dict[tuple[int, int], tuple[bytes, bytes]]):
+    """`rows` (partition, offset, key, value) are exactly `want`: the count,
+    no duplicate, every record."""
+    got = [(int(p), o, bytes(k), bytes(v)) for p, o, k, v in rows]
+    assert len(got) == len(want), f"{engine} read {len(got)} rows, want {len(want)}"
+    by_offset = {(p, o): (k, v) for p, o, k, v in got}
+    assert len(by_offset) == len(got), f"{engine}: duplicate (partition, offset) rows"
+    wrong = sorted(po for po in want if by_offset.get(po) != want[po])
+    assert not wrong, f"{engine}: {len(wrong)} records differ or are missing, first {wrong[:3]}"
+
+
+def assert_engines_read_topic_folder(folder: Path, want: dict[tuple[int, int], tuple[bytes, bytes]], spark):
+    """Each engine is given the topic's folder, as a user would point it at a
+    table (no glob picking the Parquet files out), and must see exactly the
+    archived records: count, then every (partition, offset, key, value)."""
+    def check(engine: str, rows):
+        assert_rows(f"{engine} on {folder}", rows, want)
+
+    columns = ROW_COLUMNS
+    import pyarrow.dataset as ds
+    table = ds.dataset(str(folder), format="parquet", partitioning="hive").to_table(columns=columns)
+    check("pyarrow", zip(*(table[c].to_pylist() for c in columns)))
+
+    import polars as pl
+    check("Polars", pl.scan_parquet(f"{folder}/").select(columns).collect().rows())
+
+    import duckdb
+    con = duckdb.connect()
+    for source in (f"{folder}/**", str(folder)):
+        check(f"DuckDB read_parquet('{source}')",
+              con.execute(f"SELECT partition, \"offset\", key, value FROM read_parquet('{source}')").fetchall())
+
+    import datafusion
+    import pyarrow as pa
+    ctx = datafusion.SessionContext()
+    ctx.register_parquet("topic_table", str(folder), table_partition_cols=[("partition", pa.int32())])
+    out = ctx.sql('SELECT "partition", "offset", key, value FROM topic_table').to_pydict()
+    check("DataFusion", zip(*(out[c] for c in columns)))
+
+    # Spark, with the query of docs/archive.md ("Spark") as well.
+    df = spark.read.parquet(str(folder))
+    check("Spark", df.select(*columns).collect())
+    sums = {int(r["partition"]): r["sum(n)"] for r in
+            df.selectExpr("partition", "get_json_object(cast(value as string), '$.n') as n")
+              .groupBy("partition").agg({"n": "sum"}).collect()}
+    want_sums: dict[int, int] = {}
+    for (p, _), (_, value) in want.items():
+        want_sums[p] = want_sums.get(p, 0) + json.loads(value)["n"]
+    assert sums == want_sums, f"Spark: sums per partition {sums}, want {want_sums}"
 
 
 def wait_until_offloaded(broker, topic: str, partitions: int, manifest_of) -> dict[int, dict]:
@@ -142,7 +258,7 @@ def tiered(broker_factory):
     return broker_factory(env=dict(TIERING_ENV))
 
 
-def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, silt_bin):
+def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, silt_bin, spark):
     broker, topic, partitions, n = tiered, "orders", 3, 24_000
     create_topic(broker, topic, partitions, config=TOPIC_CONFIG)
     placed = produce_dataset(broker, topic, range(n), partitions)
@@ -150,11 +266,10 @@ def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, si
     root = broker.data_dir.with_name(broker.data_dir.name + "-archive")
     manifests = wait_until_offloaded(broker, topic, partitions, lambda p: read_manifest(root, topic, p))
 
-    # Layout: a Hive-partitioned dataset; exactly the files the manifests name.
-    files = sorted(str(f.relative_to(root)) for f in root.rglob("*.parquet"))
-    assert files and all(FILE_RE.match(f) for f in files), files[:5]
-    named = sorted(f"topic={topic}/partition={p}/{s['file']}" for p, m in manifests.items() for s in m["segments"])
-    assert files == named
+    # Layout: a Hive-partitioned dataset; exactly the files the manifests
+    # name, and nothing else in the topic's folder.
+    assert_topic_folder_is_parquet_only(root, topic, manifests)
+    assert sorted(root.rglob("*.parquet")) == sorted((root / f"topic={topic}").rglob("*.parquet")), "no Parquet elsewhere"
     for p, m in manifests.items():
         segs = m["segments"]
         assert segs[0]["base_offset"] == 0
@@ -203,6 +318,17 @@ def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, si
                    pl.col("value").cast(pl.String).str.json_path_match("$.n").cast(pl.Int64).sum().alias("s"))
            .collect())
     assert (out["c"][0], out["k"][0], out["s"][0]) == (want_count, want_keys, want_sum), out
+
+    # Every engine reads the topic's folder as a table.
+    started = time.monotonic()
+    assert_engines_read_topic_folder(root / f"topic={topic}", expected_rows(placed, ids), spark)
+    print(f"the engines read the topic's folder in {time.monotonic() - started:.1f} s")
+    # The whole root reads as one table too, where the engine skips `_silt/`
+    # by the Hive/Spark convention (Polars does not: docs/archive.md).
+    import pyarrow.dataset as ds
+    whole = ds.dataset(str(root), format="parquet", partitioning="hive")
+    assert whole.count_rows(filter=ds.field("topic") == topic) == want_count
+    assert spark.read.parquet(str(root)).where(f"topic = '{topic}'").count() == want_count
 
     # Consumers at offset 0 replay the whole history through the Kafka protocol.
     assert_consumed_exactly(broker, topic, placed, partitions)
@@ -305,8 +431,39 @@ def test_kill9_during_uploads_leaves_no_duplicates_and_no_gaps(broker_factory):
         segs = m["segments"]
         assert segs[0]["base_offset"] == 0
         assert all(b["base_offset"] == a["last_offset"] + 1 for a, b in zip(segs, segs[1:])), f"gap in partition {p}"
-        files = sorted(f.name for f in (root / f"topic={topic}" / f"partition={p}").glob("*.parquet"))
-        assert files == sorted(s["file"] for s in segs), f"partition {p}: unlisted or duplicate files"
+    # No unlisted, duplicate or half-written file is left among the data.
+    assert_topic_folder_is_parquet_only(root, topic, manifests)
+    assert_consumed_exactly(broker, topic, placed, partitions)
+
+
+def test_an_archive_of_the_first_layout_is_moved_on_restart_and_replays(tiered):
+    """The first layout kept each manifest.json inside the partition's data
+    folder. A broker restarted on such an archive moves every manifest out
+    (partition 0: the old one alone; partition 1: both, as a crash in the
+    middle of the move leaves them) and loses or duplicates nothing."""
+    broker, topic, partitions = tiered, "legacy", 2
+    create_topic(broker, topic, partitions, config=TOPIC_CONFIG)
+    placed = produce_dataset(broker, topic, range(12_000), partitions)
+    root = broker.data_dir.with_name(broker.data_dir.name + "-archive")
+    manifests = wait_until_offloaded(broker, topic, partitions, lambda p: read_manifest(root, topic, p))
+    assert all(len(m["segments"]) >= 2 for m in manifests.values()), "several segments per partition"
+    assert broker.stop() == 0
+    # The same archive at the first layout (the manifest's format did not change).
+    for p in range(partitions):
+        current, legacy = manifest_path(root, topic, p), legacy_manifest_path(root, topic, p)
+        legacy.write_bytes(current.read_bytes())
+        if p == 0:
+            current.unlink()
+    broker.restart()
+
+    def moved():
+        return all(manifest_path(root, topic, p).is_file() and not legacy_manifest_path(root, topic, p).exists()
+                   for p in range(partitions))
+    wait_until(moved, ARCHIVE_TIMEOUT_S, "every manifest moved out of the topic's folder", diagnostics=broker.log_tail)
+    after = {p: read_manifest(root, topic, p) for p in range(partitions)}
+    assert {p: m["segments"] for p, m in after.items()} == {p: m["segments"] for p, m in manifests.items()}, \
+        "the moved manifests list the same segments"
+    assert_topic_folder_is_parquet_only(root, topic, after)
     assert_consumed_exactly(broker, topic, placed, partitions)
 
 
@@ -430,7 +587,7 @@ def test_s3_archive_survives_an_outage_and_serves_history(broker_factory, s3_ser
 
     def manifest_of(p):
         try:
-            body = s3.get_object(Bucket="silt-archive", Key=f"cluster-a/topic={topic}/partition={p}/manifest.json")["Body"]
+            body = s3.get_object(Bucket="silt-archive", Key=f"cluster-a/_silt/topic={topic}/partition={p}/manifest.json")["Body"]
             return json.loads(body.read())
         except s3.exceptions.NoSuchKey:
             return None
@@ -463,6 +620,10 @@ def test_s3_archive_survives_an_outage_and_serves_history(broker_factory, s3_ser
     parquet = sorted(k for k in listed if k.endswith(".parquet"))
     assert all(FILE_RE.match(k.removeprefix("cluster-a/")) for k in parquet), parquet[:3]
     assert len(parquet) == sum(len(m["segments"]) for m in manifests.values())
+    # The topic's folder holds the Parquet files only; the manifests are apart.
+    assert sorted(k for k in listed if k.startswith(f"cluster-a/topic={topic}/")) == parquet
+    assert sorted(k for k in listed if k not in parquet) == \
+        [f"cluster-a/_silt/topic={topic}/partition={p}/manifest.json" for p in range(partitions)]
 
     # History replays from S3, and Polars queries the bucket in place.
     assert_consumed_exactly(broker, topic, placed, partitions)
@@ -474,4 +635,15 @@ def test_s3_archive_survives_an_outage_and_serves_history(broker_factory, s3_ser
            .select(pl.len().alias("c"), pl.col("value").cast(pl.String).str.json_path_match("$.n").cast(pl.Int64).sum().alias("s"))
            .collect())
     assert (out["c"][0], out["s"][0]) == (len(ids), sum(ids))
+    # And the topic's folder in the bucket, as a table (DuckDB would need its
+    # httpfs extension, downloaded on demand, and Spark its s3a connector).
+    want = expected_rows(placed, ids)
+    folder = f"silt-archive/cluster-a/topic={topic}"
+    assert_rows("Polars on S3", pl.scan_parquet(f"s3://{folder}/", storage_options=storage).select(ROW_COLUMNS).collect().rows(), want)
+    import pyarrow.dataset as ds
+    import pyarrow.fs
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                 access_key="silt", secret_key="silt-secret")
+    table = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=ROW_COLUMNS)
+    assert_rows("pyarrow on S3", zip(*(table[c].to_pylist() for c in ROW_COLUMNS)), want)
     proxy.cut()

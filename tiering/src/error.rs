@@ -91,6 +91,8 @@ pub enum ArchiveError {
     Fenced { path: String, stored: i32, epoch: i32 },
     #[error("archive manifest {path} changed under this writer (leader epoch {stored}); reloaded, the change is retried")]
     ManifestChanged { path: String, stored: i32 },
+    #[error("archive manifest {legacy} (the first layout's) lists offsets up to {legacy_end}, past the end {current_end} of {current}; both are kept: move the one that is wrong away")]
+    ManifestsDisagree { legacy: String, current: String, legacy_end: i64, current_end: i64 },
     #[error("archive manifest {path} was opened read-only")]
     ReadOnly { path: String },
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
-use super::manifest::{Manifest, MANIFEST_FILE};
+use super::manifest::Manifest;
 use super::{Archive, PartitionArchive};
 use crate::error::ArchiveError;
 
@@ -32,18 +32,17 @@ pub(super) struct Stored {
 }
 
 impl Archive {
-    /// Reads a partition's manifest and its version; `None` when it has none yet.
-    pub(super) async fn load_manifest(&self, prefix: &Path) -> Result<Option<Stored>, ArchiveError> {
-        let path = prefix.clone().join(MANIFEST_FILE);
-        match self.store.get(&path).await {
+    /// Reads the manifest at `path` and its version; `None` when there is none.
+    pub(super) async fn load_manifest(&self, path: &Path) -> Result<Option<Stored>, ArchiveError> {
+        match self.store.get(path).await {
             Ok(got) => {
                 let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
-                let bytes = got.bytes().await.map_err(ArchiveError::store(&path))?;
+                let bytes = got.bytes().await.map_err(ArchiveError::store(path))?;
                 let manifest = Manifest::from_json(&bytes).map_err(|reason| ArchiveError::CorruptManifest { path: path.to_string(), reason })?;
                 Ok(Some(Stored { manifest, version }))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(ArchiveError::store(&path)(e)),
+            Err(e) => Err(ArchiveError::store(path)(e)),
         }
     }
 }
@@ -58,7 +57,7 @@ pub(super) fn check_epoch(path: &Path, stored: &Manifest, epoch: i32) -> Result<
 
 impl PartitionArchive {
     fn manifest_path(&self) -> Path {
-        self.prefix.clone().join(MANIFEST_FILE)
+        self.manifest_path.clone()
     }
 
     fn stored_version(&self) -> Option<UpdateVersion> {
@@ -96,7 +95,7 @@ impl PartitionArchive {
         let path = self.manifest_path();
         let Some(epoch) = self.epoch else { return Err(ArchiveError::ReadOnly { path: path.to_string() }) };
         let expected = self.stored_version();
-        let stored = self.archive.load_manifest(&self.prefix).await?;
+        let stored = self.archive.load_manifest(&self.manifest_path).await?;
         let unchanged = match (&stored, &expected) {
             (Some(s), Some(v)) => s.version == *v && s.manifest.leader_epoch <= epoch,
             (None, None) => true,
@@ -131,7 +130,7 @@ impl PartitionArchive {
                 Ok(())
             }
             Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
-                let stored = self.archive.load_manifest(&self.prefix).await?;
+                let stored = self.archive.load_manifest(&self.manifest_path).await?;
                 Err(self.adopt(stored, epoch))
             }
             Err(e) => Err(ArchiveError::store(&path)(e)),
@@ -141,31 +140,8 @@ impl PartitionArchive {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use super::super::format::EncodeOptions;
-    use super::super::{ArchiveSettings, NoObserver, StoreSettings};
+    use super::super::tests::{on_both_stores, open};
     use super::*;
-
-    fn open(url: &str, runtime: &tokio::runtime::Runtime) -> Arc<Archive> {
-        let settings = ArchiveSettings {
-            store: StoreSettings { url: url.to_owned(), ..StoreSettings::default() },
-            encode: EncodeOptions::default(),
-            upload_concurrency: 1,
-            cache_bytes: 1 << 20,
-        };
-        Archive::open(settings, runtime.handle().clone(), Arc::new(NoObserver)).expect("open the archive")
-    }
-
-    /// Runs `check` against the local-folder store and the in-memory one.
-    fn on_both_stores(check: impl Fn(&Arc<Archive>, &tokio::runtime::Runtime)) {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let local = url::Url::from_directory_path(dir.path().join("archive")).expect("url").to_string();
-        for url in [local.as_str(), "memory:///archive"] {
-            check(&open(url, &runtime), &runtime);
-        }
-    }
 
     fn with_start(part: &PartitionArchive, start: i64) -> Manifest {
         let mut next = (*part.manifest()).clone();

@@ -1,5 +1,6 @@
-//! A partition's manifest: the list of its archived segments, stored beside
-//! them as `manifest.json`. It is the archive's index: reads find files
+//! A partition's manifest: the list of its archived segments, stored as
+//! `_silt/topic=<topic>/partition=<n>/manifest.json` (apart from them: see
+//! `layout`). It is the archive's index: reads find files
 //! through it and never list the bucket, and a file is part of the archive
 //! only once the manifest names it.
 //!
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// The manifest's layout version.
 pub const MANIFEST_VERSION: u32 = 1;
-/// The manifest's object name within a partition's prefix.
+/// The manifest's object name (within its partition's metadata prefix).
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// One archived segment.

@@ -2,14 +2,16 @@
 //! segment, indexed by a manifest per partition.
 //!
 //! Layout under the archive root (a Hive-partitioned dataset):
-//! `topic=<topic>/partition=<n>/<base offset, 20 digits>-<last offset, 20 digits>.parquet`
-//! beside `topic=<topic>/partition=<n>/manifest.json`.
+//! `topic=<topic>/partition=<n>/<base offset, 20 digits>-<last offset, 20 digits>.parquet`,
+//! and nothing else under `topic=<topic>/`; the manifests live apart, at
+//! `_silt/topic=<topic>/partition=<n>/manifest.json` (see `layout`).
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`format`] | the Parquet schema; segment to file and file rows back to batches |
 //! | [`manifest`] | the per-partition index of archived segments |
 //! | `fence` | manifest reads and writes fenced by the leader epoch |
+//! | `layout` | object paths; moving first-layout manifests to the current layout |
 //! | [`store`] | opening the object store an archive URL names |
 //! | [`cache`] | the bounded cache of decoded row groups and file footers |
 //! | [`reader`] | reading archived files back: byte ranges of an object, the checked footer, row groups |
@@ -31,6 +33,7 @@
 pub mod cache;
 mod fence;
 pub mod format;
+mod layout;
 pub mod manifest;
 pub mod reader;
 pub mod store;
@@ -52,7 +55,7 @@ use tokio::sync::Semaphore;
 use crate::error::ArchiveError;
 use cache::Lru;
 use format::{EncodeOptions, RebuiltBatch};
-use manifest::{ArchivedSegment, Manifest, MANIFEST_FILE};
+use manifest::{ArchivedSegment, Manifest};
 pub use store::{S3Settings, StoreSettings};
 
 /// The most footers kept (each a few KiB): one per file recently read.
@@ -110,6 +113,10 @@ pub struct Archive {
     observer: Arc<dyn ArchiveObserver>,
     /// Set once the store answered a conditional update with `NotImplemented`.
     no_conditional_updates: AtomicBool,
+    /// Uploads go to a staging path and are renamed into place: the store
+    /// (a local folder) would otherwise leave a partly written temporary
+    /// among the data on a crash (see `layout`).
+    stage_uploads: bool,
 }
 
 impl std::fmt::Debug for Archive {
@@ -122,6 +129,7 @@ impl Archive {
     /// Opens the store the settings name. I/O runs on `runtime`.
     pub fn open(settings: ArchiveSettings, runtime: tokio::runtime::Handle, observer: Arc<dyn ArchiveObserver>) -> Result<Arc<Archive>, ArchiveError> {
         let (store, root) = store::open(&settings.store)?;
+        let stage_uploads = store::is_local(&settings.store);
         Ok(Arc::new(Archive {
             store,
             root,
@@ -132,6 +140,7 @@ impl Archive {
             runtime,
             observer,
             no_conditional_updates: AtomicBool::new(false),
+            stage_uploads,
         }))
     }
 
@@ -148,14 +157,6 @@ impl Archive {
         }
     }
 
-    fn topic_prefix(&self, topic: &str) -> Path {
-        self.root.clone().join(format!("topic={topic}"))
-    }
-
-    fn partition_prefix(&self, topic: &str, partition: i32) -> Path {
-        self.topic_prefix(topic).join(format!("partition={partition}"))
-    }
-
     fn partition_archive(
         self: &Arc<Self>,
         topic: String,
@@ -166,7 +167,8 @@ impl Archive {
     ) -> Arc<PartitionArchive> {
         Arc::new(PartitionArchive {
             archive: Arc::clone(self),
-            prefix: self.partition_prefix(&topic, partition),
+            prefix: layout::data_prefix(&self.root, &topic, partition),
+            manifest_path: layout::manifest_path(&self.root, &topic, partition),
             topic,
             partition,
             epoch,
@@ -183,6 +185,7 @@ impl Archive {
     /// or a lost data directory) is refused and left untouched: it may be the
     /// only copy of that history, so only an operator removes it. A manifest
     /// written by a newer leader epoch is refused too ([`ArchiveError::Fenced`]).
+    /// A manifest at the first layout's path is moved to the current one.
     pub async fn open_partition(
         self: &Arc<Self>,
         topic: &str,
@@ -193,13 +196,15 @@ impl Archive {
         let archive = Arc::clone(self);
         let (topic, topic_id) = (topic.to_owned(), topic_id.to_owned());
         self.run(async move {
-            let prefix = archive.partition_prefix(&topic, partition);
-            let (manifest, version) = match archive.load_manifest(&prefix).await? {
-                Some(s) if s.manifest.topic_id == topic_id => {
-                    fence::check_epoch(&prefix.clone().join(MANIFEST_FILE), &s.manifest, leader_epoch)?;
+            let (manifest, version) = match archive.find_manifest(&topic, partition).await? {
+                Some(found) if found.stored.manifest.topic_id == topic_id => {
+                    let s = archive.migrate(&topic, partition, found, leader_epoch).await?;
                     (s.manifest, Some(s.version))
                 }
-                Some(s) => return Err(ArchiveError::ForeignManifest { path: prefix.to_string(), found: s.manifest.topic_id, expected: topic_id }),
+                Some(found) => {
+                    let path = layout::data_prefix(&archive.root, &topic, partition).to_string();
+                    return Err(ArchiveError::ForeignManifest { path, found: found.stored.manifest.topic_id, expected: topic_id });
+                }
                 None => (Manifest::new(&topic, partition, &topic_id), None),
             };
             let part = archive.partition_archive(topic, partition, manifest, version, Some(leader_epoch));
@@ -211,39 +216,56 @@ impl Archive {
 
     /// Opens a partition's archive for reading only (tools such as `silt
     /// replay`, followers learning what the leader archived): nothing is
-    /// changed or deleted. `None` when it has no manifest.
+    /// changed or deleted, not even a first-layout manifest moved. `None`
+    /// when it has no manifest.
     pub async fn read_partition(self: &Arc<Self>, topic: &str, partition: i32) -> Result<Option<Arc<PartitionArchive>>, ArchiveError> {
         let archive = Arc::clone(self);
         let topic = topic.to_owned();
         self.run(async move {
-            let prefix = archive.partition_prefix(&topic, partition);
-            Ok(archive.load_manifest(&prefix).await?.map(|s| archive.partition_archive(topic, partition, s.manifest, Some(s.version), None)))
+            let found = archive.find_manifest(&topic, partition).await?;
+            Ok(found.map(|f| archive.partition_archive(topic, partition, f.stored.manifest, Some(f.stored.version), None)))
         })
         .await
     }
 
-    /// The partitions of `topic` that have an archive (lists the bucket: for tools, not reads).
+    /// The partitions of `topic` that have an archive, at either layout
+    /// (lists the bucket: for tools, not reads).
     pub async fn list_partitions(self: &Arc<Self>, topic: &str) -> Result<Vec<i32>, ArchiveError> {
         let archive = Arc::clone(self);
-        let prefix = self.topic_prefix(topic);
+        let prefixes = [layout::metadata_topic_prefix(&self.root, topic), layout::topic_prefix(&self.root, topic)];
         self.run(async move {
-            let listing = archive.store.list_with_delimiter(Some(&prefix)).await.map_err(ArchiveError::store(&prefix))?;
-            let mut partitions: Vec<i32> = listing
-                .common_prefixes
-                .iter()
-                .filter_map(|p| p.filename().and_then(|name| name.strip_prefix("partition=")).and_then(|n| n.parse().ok()))
-                .collect();
+            let mut partitions: Vec<i32> = Vec::new();
+            for prefix in &prefixes {
+                let listing = archive.store.list_with_delimiter(Some(prefix)).await.map_err(ArchiveError::store(prefix))?;
+                partitions.extend(
+                    listing
+                        .common_prefixes
+                        .iter()
+                        .filter_map(|p| p.filename().and_then(|name| name.strip_prefix("partition=")).and_then(|n| n.parse::<i32>().ok())),
+                );
+            }
             partitions.sort_unstable();
+            partitions.dedup();
             Ok(partitions)
         })
         .await
     }
 
-    /// Deletes every archived file of a topic (the topic was deleted).
+    /// Deletes every archived file of a topic (the topic was deleted): the
+    /// data first, then the manifests, so that a crash in between leaves
+    /// manifests naming missing files (which a retry deletes) rather than
+    /// unlisted files among a recreated topic's data.
     pub async fn delete_topic(self: &Arc<Self>, topic: &str) -> Result<(), ArchiveError> {
         let archive = Arc::clone(self);
-        let prefix = self.topic_prefix(topic);
-        self.run(async move { archive.delete_prefix(&prefix).await }).await
+        let prefixes =
+            [layout::topic_prefix(&self.root, topic), layout::staging_topic_prefix(&self.root, topic), layout::metadata_topic_prefix(&self.root, topic)];
+        self.run(async move {
+            for prefix in &prefixes {
+                archive.delete_prefix(prefix).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_prefix(&self, prefix: &Path) -> Result<(), ArchiveError> {
@@ -306,7 +328,10 @@ pub struct PartitionArchive {
     archive: Arc<Archive>,
     topic: String,
     partition: i32,
+    /// Where the partition's Parquet files are.
     prefix: Path,
+    /// Where its manifest is.
+    manifest_path: Path,
     /// The leader epoch this archive writes in; `None` when opened read-only.
     epoch: Option<i32>,
     /// The version of the manifest as last read or written: what a
@@ -395,7 +420,7 @@ impl PartitionArchive {
         let file = manifest::file_name(summary.base_offset, summary.last_offset);
         let object = self.file_path(&file);
         let size_bytes = encoded.parquet.len() as u64;
-        self.archive.store.put(&object, PutPayload::from(encoded.parquet)).await.map_err(ArchiveError::store(&object))?;
+        self.put_file(&object, &file, PutPayload::from(encoded.parquet)).await?;
         let entry = ArchivedSegment {
             file,
             base_offset: summary.base_offset,
@@ -417,6 +442,19 @@ impl PartitionArchive {
         self.archive.observer.uploaded(&self.topic, size_bytes, summary.segment_bytes, elapsed);
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = entry.base_offset, last_offset = entry.last_offset, size_bytes, elapsed_ms = elapsed.as_millis() as u64, "segment archived");
         Ok(Some(Uploaded { segment: entry, elapsed }))
+    }
+
+    /// Writes a Parquet file into the partition's folder, where it becomes
+    /// visible to engines only once whole (see `layout`).
+    async fn put_file(&self, object: &Path, file: &str, payload: PutPayload) -> Result<(), ArchiveError> {
+        let store = &self.archive.store;
+        if !self.archive.stage_uploads {
+            store.put(object, payload).await.map_err(ArchiveError::store(object))?;
+            return Ok(());
+        }
+        let staged = layout::staging_path(&self.archive.root, &self.topic, self.partition, file);
+        store.put(&staged, payload).await.map_err(ArchiveError::store(&staged))?;
+        store.rename(&staged, object).await.map_err(ArchiveError::store(object))
     }
 
     /// Moves the archive's start to `offset` (retention, DeleteRecords) and

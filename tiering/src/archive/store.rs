@@ -54,6 +54,12 @@ fn with_options<B, K: std::str::FromStr>(builder: B, settings: &StoreSettings, s
     })
 }
 
+/// Whether the settings name a local folder (`file://`), whose store stages
+/// each write as a temporary file beside its target.
+pub fn is_local(settings: &StoreSettings) -> bool {
+    Url::parse(&settings.url).ok().and_then(|url| ObjectStoreScheme::parse(&url).ok()).is_some_and(|(scheme, _)| scheme == ObjectStoreScheme::Local)
+}
+
 /// Opens the store and returns it with the root path of the archive in it.
 pub fn open(settings: &StoreSettings) -> Result<(Arc<dyn ObjectStore>, Path), ArchiveError> {
     let raw = settings.url.as_str();

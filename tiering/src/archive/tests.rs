@@ -15,6 +15,28 @@ struct Fixture {
     runtime: tokio::runtime::Runtime,
 }
 
+/// Opens an archive at `url` whose I/O runs on `runtime`.
+pub(super) fn open(url: &str, runtime: &tokio::runtime::Runtime) -> Arc<Archive> {
+    let settings = ArchiveSettings {
+        store: StoreSettings { url: url.to_owned(), ..StoreSettings::default() },
+        encode: EncodeOptions::default(),
+        upload_concurrency: 1,
+        cache_bytes: 1 << 20,
+    };
+    Archive::open(settings, runtime.handle().clone(), Arc::new(NoObserver)).expect("open the archive")
+}
+
+/// Runs `check` against the local-folder store and the in-memory one (which,
+/// like S3, has conditional updates).
+pub(super) fn on_both_stores(check: impl Fn(&Arc<Archive>, &tokio::runtime::Runtime)) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = url::Url::from_directory_path(dir.path().join("archive")).expect("url").to_string();
+    for url in [local.as_str(), "memory:///archive"] {
+        check(&open(url, &runtime), &runtime);
+    }
+}
+
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let archive_dir = dir.path().join("archive");
@@ -87,10 +109,15 @@ fn sealed_segments_are_archived_and_read_back_after_local_deletion() {
     let end = m.end_offset().unwrap();
     assert_eq!(m.start_offset(), Some(0));
     assert_eq!(f.log.sealed_segments_from(end), vec![], "everything sealed is archived");
-    // The layout analytics tools expect.
+    // The layout analytics tools expect: the partition folder holds the
+    // listed Parquet files and nothing else; the manifest lives apart.
     let dir = f.archive_dir.join("topic=t").join("partition=0");
-    assert!(dir.join("manifest.json").is_file());
-    assert!(dir.join(&m.segments[0].file).is_file());
+    let mut found: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    found.sort();
+    assert_eq!(found, m.segments.iter().map(|s| s.file.clone()).collect::<Vec<_>>());
+    assert!(f.archive_dir.join("_silt/topic=t/partition=0/manifest.json").is_file());
+    let staged = f.archive_dir.join("_silt/staging/topic=t/partition=0");
+    assert_eq!(std::fs::read_dir(&staged).map_or(0, |d| d.count()), 0, "staged uploads were moved into place");
     assert_eq!(m.segments[0].file, manifest::file_name(0, m.segments[0].last_offset));
 
     // Local retention may now delete what is archived, and only that.
@@ -150,6 +177,30 @@ fn a_crash_between_upload_and_manifest_leaves_no_duplicate_and_no_gap() {
 }
 
 #[test]
+fn a_crash_mid_write_leaves_nothing_among_the_data() {
+    let mut f = fixture();
+    fill(&mut f.log, 100);
+    let part = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap();
+    let segment = f.log.sealed_segments_from(0)[0].clone();
+    // What a kill -9 during the write of the first file leaves: a partial
+    // staged file (the store's own `#<n>` temporary sits beside it, under
+    // `_silt/` as well).
+    let encoded = format::encode_segment(&Bytes::from(std::fs::read(&segment.path).unwrap()), "t", 0, &EncodeOptions::default()).unwrap();
+    let file = manifest::file_name(encoded.summary.base_offset, encoded.summary.last_offset);
+    let staged = f.archive_dir.join("_silt/staging/topic=t/partition=0").join(&file);
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::write(&staged, &encoded.parquet[..encoded.parquet.len() / 2]).unwrap();
+    assert!(!f.archive_dir.join("topic=t").exists(), "nothing reached the topic's folder");
+    // The retry writes the whole file over it and moves it into place.
+    f.runtime.block_on(part.upload(segment)).unwrap().expect("uploaded");
+    assert!(!staged.exists());
+    let data = f.archive_dir.join("topic=t/partition=0").join(&file);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), part.manifest().segments[0].size_bytes, "the whole file");
+    assert!(f.runtime.block_on(part.read(0, 100)).unwrap().is_some(), "and it reads back");
+    assert_eq!(std::fs::read_dir(data.parent().unwrap()).unwrap().count(), 1);
+}
+
+#[test]
 fn retention_and_delete_records_remove_archived_files() {
     let mut f = fixture();
     fill(&mut f.log, 100);
@@ -199,10 +250,13 @@ fn a_recreated_topic_neither_adopts_nor_deletes_the_old_archive() {
     assert!(matches!(err, ArchiveError::ForeignManifest { .. }), "{err}");
     assert!(err.to_string().contains("old-id") && err.to_string().contains("topic=t/partition=0"), "{err}");
     let left = std::fs::read_dir(f.archive_dir.join("topic=t/partition=0")).unwrap().count();
-    assert_eq!(left, files + 1, "the old files and manifest are untouched");
+    assert_eq!(left, files, "the old files are untouched");
+    let manifest = f.archive_dir.join("_silt/topic=t/partition=0/manifest.json");
+    assert!(manifest.is_file(), "so is the old manifest");
     // Deleting the topic's archive (what DeleteTopic does) clears the way.
     f.runtime.block_on(f.archive.delete_topic("t")).unwrap();
-    assert!(!f.archive_dir.join("topic=t/partition=0/manifest.json").exists());
+    assert!(!manifest.exists());
+    assert_eq!(std::fs::read_dir(f.archive_dir.join("topic=t/partition=0")).map_or(0, |d| d.count()), 0);
     let fresh = f.runtime.block_on(f.archive.open_partition("t", 0, "new-id", 0)).unwrap();
     assert!(fresh.manifest().segments.is_empty());
 }
@@ -226,7 +280,7 @@ fn a_damaged_or_missing_file_is_an_error_for_that_read() {
     let third = m.segments[2].base_offset;
     assert!(f.runtime.block_on(part.read(third, 100)).unwrap().is_some());
     // A corrupt manifest is refused with its path.
-    std::fs::write(dir.join("manifest.json"), b"{").unwrap();
+    std::fs::write(f.archive_dir.join("_silt/topic=t/partition=0/manifest.json"), b"{").unwrap();
     let err = f.runtime.block_on(f.archive.open_partition("t", 0, "id-1", 0)).unwrap_err();
     assert!(err.to_string().contains("manifest.json"), "{err}");
 }

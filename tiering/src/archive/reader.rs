@@ -250,6 +250,20 @@ mod tests {
         }
     }
 
+    /// A file whose footer makes the Parquet crate's Thrift decoder skip for
+    /// seconds (`skip_till_depth`): the 30-minute parquet_rebuild run
+    /// reported it as a libFuzzer timeout. The read still ends, with an error.
+    #[test]
+    fn a_footer_that_keeps_the_thrift_decoder_skipping_still_ends_in_an_error() {
+        let file = include_bytes!("testdata/thrift-skip-slow.parquet");
+        let read = load(file).and_then(|metadata| {
+            (0..metadata.metadata().num_row_groups())
+                .map(|i| futures::executor::block_on(load_row_group(Cursor::new(file.to_vec()), metadata.clone(), i, &path())))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        assert!(matches!(&read, Err(ArchiveError::Unreadable { source, .. }) if source.to_string().contains("file_offset is missing")), "{read:?}");
+    }
+
     #[test]
     fn a_panic_in_the_decoder_becomes_an_error_for_that_read() {
         let read = futures::executor::block_on(AssertUnwindSafe(async { panic!("index out of bounds") }).catch_unwind());

@@ -17,7 +17,8 @@ pub enum Error {
     TopicAlreadyExists(String),
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopic { name: String, reason: String },
-    #[error("invalid partition count: {0}")]
+    /// A whole sentence, Kafka's where Kafka has one ("Topic already has 3 partition(s).").
+    #[error("{0}")]
     InvalidPartitions(String),
     /// Kafka's wording, e.g. "Replication factor: 3 larger than available brokers: 1."
     #[error("{0}")]

@@ -19,7 +19,7 @@ use actix::prelude::*;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use super::placement::{self, live_brokers, place};
+use super::placement::{self, live_brokers, new_partition, place, NewPartition};
 use super::registry::{PartitionView, TopicView};
 use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, PARTITIONS_MAX};
 use crate::catalog::{self, PRODUCER_ID_BLOCK};
@@ -59,9 +59,8 @@ pub(super) fn expect_applied(response: MetadataResponse) -> Result<MetadataRespo
     }
 }
 
-/// The records that create a topic: the topic, its partitions (the first
-/// replica leads, every replica in sync) and its config overrides.
-pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[Vec<BrokerId>], configs: &TopicConfigs) -> MetadataBatch {
+/// The records that create a topic: the topic, its partitions and its config overrides.
+pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[NewPartition], configs: &TopicConfigs) -> MetadataBatch {
     let mut records = vec![MetadataRecord::Topic { name: name.to_owned(), topic_id }];
     records.extend(partition_records(topic_id, 0, replicas));
     records.extend(configs.pairs().iter().map(|(k, v)| MetadataRecord::Config {
@@ -72,14 +71,20 @@ pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[Vec<BrokerId>]
     MetadataBatch { records }
 }
 
-fn partition_records(topic_id: Uuid, first: i32, replicas: &[Vec<BrokerId>]) -> impl Iterator<Item = MetadataRecord> + '_ {
-    replicas.iter().zip(first..).map(move |(replicas, partition)| MetadataRecord::Partition {
+fn partition_records(topic_id: Uuid, first: i32, partitions: &[NewPartition]) -> impl Iterator<Item = MetadataRecord> + '_ {
+    partitions.iter().zip(first..).map(move |(p, partition)| MetadataRecord::Partition {
         topic_id,
         partition,
-        replicas: replicas.clone(),
-        isr: replicas.clone(),
-        leader: replicas.first().copied(),
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+        leader: Some(p.leader),
     })
+}
+
+/// Each new partition's ISR and leader (the live replicas, the first of them
+/// leading), partitions numbered from `first`.
+fn start_partitions(image: &MetadataImage, first: i32, replicas: Vec<Vec<BrokerId>>) -> Result<Vec<NewPartition>, Error> {
+    replicas.into_iter().zip(first..).map(|(r, partition)| new_partition(image, partition, r)).collect()
 }
 
 fn image_topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a TopicImage, Error> {
@@ -144,7 +149,7 @@ impl Handler<CreateTopic> for Node {
             let partitions = match msg.partitions {
                 None | Some(-1) => self.options.default_partitions,
                 Some(n) if (1..=PARTITIONS_MAX).contains(&n) => n,
-                Some(n) => return Err(Error::InvalidPartitions(format!("{n} partitions; must be 1..={PARTITIONS_MAX}"))),
+                Some(n) => return Err(Error::InvalidPartitions(format!("The partition count must be 1..={PARTITIONS_MAX}, not {n}."))),
             };
             let replication_factor = match msg.replication_factor {
                 None | Some(-1) => 1,
@@ -156,7 +161,7 @@ impl Handler<CreateTopic> for Node {
                 Some(assigned) => placement::check_manual(&state.image, assigned)?,
                 None => place(&live_brokers(&state.image), id, 0, partitions, replication_factor)?,
             };
-            Ok((id, replicas, configs))
+            Ok((id, start_partitions(&state.image, 0, replicas)?, configs))
         })();
         let (id, replicas, configs) = match prepared {
             Ok(p) => p,
@@ -165,10 +170,10 @@ impl Handler<CreateTopic> for Node {
         if msg.validate_only {
             let partitions = replicas
                 .into_iter()
-                .map(|r| PartitionView {
-                    leader: r.first().copied(),
-                    isr: r.clone(),
-                    replicas: r,
+                .map(|p| PartitionView {
+                    leader: Some(p.leader),
+                    isr: p.isr,
+                    replicas: p.replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
                     adding_replicas: vec![],
@@ -209,15 +214,28 @@ impl Handler<CreatePartitions> for Node {
             self.refuse_if_shutting_down()?;
             let topic = image_topic(&state.image, &msg.name)?;
             let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
-            if msg.count <= current {
-                return Err(Error::InvalidPartitions(format!("topic {} has {current} partitions; the new count {} must be larger", msg.name, msg.count)));
+            // Kafka's messages, word for word.
+            if msg.count == current {
+                return Err(Error::InvalidPartitions(format!("Topic already has {current} partition(s).")));
+            }
+            if msg.count < current {
+                return Err(Error::InvalidPartitions(format!(
+                    "The topic {} currently has {current} partition(s); {} would not be an increase.",
+                    msg.name, msg.count
+                )));
             }
             if msg.count > PARTITIONS_MAX {
-                return Err(Error::InvalidPartitions(format!("{} partitions; must be at most {PARTITIONS_MAX}", msg.count)));
+                return Err(Error::InvalidPartitions(format!("The partition count must be at most {PARTITIONS_MAX}, not {}.", msg.count)));
             }
-            let factor = topic.partitions.first().map_or(1, |p| i32::try_from(p.replicas.len()).unwrap_or(i32::MAX));
-            let replicas = place(&live_brokers(&state.image), topic.topic_id, current, msg.count - current, factor)?;
-            Ok(MetadataBatch { records: partition_records(topic.topic_id, current, &replicas).collect() })
+            // Kafka takes the factor from the first partition (a reassignment's target where one is under way).
+            let factor = topic.partitions.first().map_or(1, |p| p.target_replicas().len());
+            let added = msg.count - current;
+            let replicas = match &msg.assignments {
+                Some(assigned) => placement::check_added(&state.image, assigned, added, factor)?,
+                None => place(&live_brokers(&state.image), topic.topic_id, current, added, i32::try_from(factor).unwrap_or(i32::MAX))?,
+            };
+            let partitions = start_partitions(&state.image, current, replicas)?;
+            Ok(MetadataBatch { records: partition_records(topic.topic_id, current, &partitions).collect() })
         })();
         match checked {
             Err(e) => AtomicResponse::new(ready(Err(e))),

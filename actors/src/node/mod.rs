@@ -200,8 +200,12 @@ pub struct DeleteTopic {
 #[rtype(result = "Result<(), Error>")]
 pub struct CreatePartitions {
     pub name: String,
+    /// The topic's new partition count.
     pub count: i32,
     pub validate_only: bool,
+    /// One replica list per added partition (`kafka-topics --alter
+    /// --replica-assignment`); `None` places them like a new topic's.
+    pub assignments: Option<Vec<Vec<BrokerId>>>,
 }
 
 /// Change a topic's config overrides, all or none.

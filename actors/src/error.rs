@@ -15,6 +15,9 @@ pub enum Error {
     UnknownTopicId(uuid::Uuid),
     #[error("topic {0} already exists")]
     TopicAlreadyExists(String),
+    /// Kafka's wording (BROKER_ID_NOT_REGISTERED).
+    #[error("Broker ID {0} is not currently registered")]
+    BrokerIdNotRegistered(i32),
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopic { name: String, reason: String },
     /// A whole sentence, Kafka's where Kafka has one ("Topic already has 3 partition(s).").

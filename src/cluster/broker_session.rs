@@ -264,6 +264,12 @@ impl Session {
                 tracing::warn!(broker_id = self.options.broker_id, controller = target, %reason, "registering again");
                 Attempt::Reregister
             }
+            ControllerError::Unregistered { .. } => {
+                // As Kafka's broker after UnregisterBroker: it keeps running,
+                // out of the cluster, until it is restarted.
+                tracing::warn!(broker_id = self.options.broker_id, controller = target, "this broker was unregistered: restart it to register again");
+                Attempt::Later
+            }
             ControllerError::DuplicateRegistration { .. } => {
                 tracing::info!(
                     broker_id = self.options.broker_id,

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::placement::{self, live_brokers, new_partition, place, NewPartition};
 use super::registry::{PartitionView, TopicView};
-use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, PARTITIONS_MAX};
+use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, UnregisterBroker, PARTITIONS_MAX};
 use crate::catalog::{self, PRODUCER_ID_BLOCK};
 use crate::error::{Error, MetadataError};
 use crate::metadata::quorum::{ApplyError, BrokerId, ConfigResource, MetadataBatch, MetadataImage, MetadataRecord, MetadataResponse, TopicImage};
@@ -241,6 +241,26 @@ impl Handler<CreatePartitions> for Node {
             Err(e) => AtomicResponse::new(ready(Err(e))),
             Ok(_) if msg.validate_only => AtomicResponse::new(ready(Ok(()))),
             Ok(batch) => AtomicResponse::new(self.propose_then(batch, |_, _| Ok(()))),
+        }
+    }
+}
+
+impl Handler<UnregisterBroker> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: UnregisterBroker, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let records = self.refuse_if_shutting_down().and_then(|()| match state.image.unregister_records(msg.broker_id) {
+            Ok(records) => Ok(records),
+            Err(ApplyError::UnknownBroker(id)) => Err(Error::BrokerIdNotRegistered(id)),
+            Err(other) => Err(refused(other)),
+        });
+        match records {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(records) => AtomicResponse::new(self.propose_then(MetadataBatch { records }, move |_, _| {
+                tracing::info!(broker_id = msg.broker_id, "broker unregistered");
+                Ok(())
+            })),
         }
     }
 }

@@ -208,6 +208,14 @@ pub struct CreatePartitions {
     pub assignments: Option<Vec<Vec<BrokerId>>>,
 }
 
+/// Remove a broker from the cluster (Kafka's UnregisterBroker): its
+/// leaderships move and it leaves the ISRs, then its registration goes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct UnregisterBroker {
+    pub broker_id: BrokerId,
+}
+
 /// Change a topic's config overrides, all or none.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), Error>")]
@@ -505,6 +513,10 @@ impl NodeHandle {
 
     pub async fn create_partitions(&self, msg: CreatePartitions) -> Result<(), Error> {
         self.ask(msg).await?
+    }
+
+    pub async fn unregister_broker(&self, broker_id: BrokerId) -> Result<(), Error> {
+        self.ask(UnregisterBroker { broker_id }).await?
     }
 
     pub async fn alter_configs(&self, msg: AlterTopicConfigs) -> Result<(), Error> {

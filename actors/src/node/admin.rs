@@ -356,15 +356,20 @@ impl Handler<AlterIsr> for Node {
         let checked = self.refuse_if_shutting_down().and_then(|()| isr_change_record(&state.image, &change));
         match checked {
             Err(e) => AtomicResponse::new(ready(Err(e))),
-            Ok(record) => AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |_, _| Ok(()))),
+            Ok(None) => AtomicResponse::new(ready(Ok(()))),
+            Ok(Some(record)) => AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |_, _| Ok(()))),
         }
     }
 }
 
 /// The `AlterPartition` record for a leader's ISR change, if the epochs it
 /// was based on are still the image's and the new ISR holds the leader (the
-/// record is checked again when applied).
-fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<MetadataRecord, Error> {
+/// record is checked again when applied). Brokers the change would add that
+/// are not registered (unregistered, yet still fetching) are left out, as
+/// Kafka's leader asks only for eligible replicas; `None` when that leaves
+/// nothing to change, so the leader, answered, waits before asking again
+/// instead of writing a refused record on every high-watermark move.
+fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<Option<MetadataRecord>, Error> {
     let topic = image.topics.get(&change.topic_id).ok_or(Error::UnknownTopicId(change.topic_id))?;
     let name = format!("{}-{}", topic.name, change.partition);
     let p = usize::try_from(change.partition).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(|| Error::UnknownTopicOrPartition(name.clone()))?;
@@ -377,13 +382,17 @@ fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<Metada
     if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
         return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!("the ISR {:?} must hold the leader {:?}", change.new_isr, p.leader))).into());
     }
-    Ok(MetadataRecord::AlterPartition {
+    let isr: Vec<BrokerId> = change.new_isr.iter().copied().filter(|b| p.isr.contains(b) || image.brokers.contains_key(b)).collect();
+    if isr.len() != change.new_isr.len() && isr == p.isr {
+        return Ok(None);
+    }
+    Ok(Some(MetadataRecord::AlterPartition {
         topic_id: change.topic_id,
         partition: change.partition,
         leader_epoch: change.leader_epoch,
         partition_epoch: change.partition_epoch,
-        isr: change.new_isr.clone(),
-    })
+        isr,
+    }))
 }
 
 impl AlterPartition for super::NodeHandle {
@@ -404,8 +413,48 @@ impl AlterPartition for StoreAlterPartition {
     fn alter_partition(&self, change: IsrChange) -> BoxFuture<'static, Result<(), Error>> {
         let store = self.0.clone();
         Box::pin(async move {
-            let record = isr_change_record(&store.image().borrow().image, &change)?;
+            let Some(record) = isr_change_record(&store.image().borrow().image, &change)? else { return Ok(()) };
             expect_applied(store.propose(MetadataBatch::one(record)).await?).map(|_| ())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unregistered_follower_is_not_asked_back_into_the_isr() {
+        let mut image = MetadataImage::default();
+        let mut index = 0;
+        let mut apply = |image: &mut MetadataImage, records: Vec<MetadataRecord>| {
+            index += 1;
+            assert!(matches!(image.apply_batch(index, &MetadataBatch { records }), MetadataResponse::Applied { .. }));
+        };
+        for id in 1..=3 {
+            apply(
+                &mut image,
+                vec![MetadataRecord::RegisterBroker { broker_id: id, incarnation_id: Uuid::from_u128(id as u128), endpoints: vec![], rack: None }],
+            );
+            let broker_epoch = image.brokers[&id].broker_epoch;
+            apply(&mut image, vec![MetadataRecord::UnfenceBroker { broker_id: id, broker_epoch }]);
+        }
+        let topic_id = Uuid::from_u128(7);
+        let partition = NewPartition { replicas: vec![1, 2, 3], isr: vec![1, 2, 3], leader: 1 };
+        apply(&mut image, topic_batch("t", topic_id, &[partition], &TopicConfigs::default()).records);
+        let unregister = image.unregister_records(3).unwrap();
+        apply(&mut image, unregister);
+        let p = &image.topics[&topic_id].partitions[0];
+        let ask = |new_isr: Vec<BrokerId>| {
+            let change = IsrChange { topic_id, partition: 0, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr };
+            isr_change_record(&image, &change).unwrap().map(|r| match r {
+                MetadataRecord::AlterPartition { isr, .. } => isr,
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(p.isr, vec![1, 2]);
+        assert_eq!(ask(vec![1, 2, 3]), None, "nothing to write: 3 is not registered");
+        assert_eq!(ask(vec![1]), Some(vec![1]), "a shrink goes through");
+        assert_eq!(ask(vec![1, 2]), Some(vec![1, 2]), "the same ISR is written (a new partition epoch)");
     }
 }

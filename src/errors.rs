@@ -13,6 +13,7 @@ pub fn error_code(error: &Error) -> ResponseError {
         Error::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
         Error::UnknownTopicId(_) => ResponseError::UnknownTopicId,
         Error::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        Error::BrokerIdNotRegistered(_) => ResponseError::BrokerIdNotRegistered,
         Error::InvalidTopic { .. } => ResponseError::InvalidTopicException,
         Error::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         Error::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,

@@ -15,9 +15,13 @@ pub enum Error {
     UnknownTopicId(uuid::Uuid),
     #[error("topic {0} already exists")]
     TopicAlreadyExists(String),
+    /// Kafka's wording (BROKER_ID_NOT_REGISTERED).
+    #[error("Broker ID {0} is not currently registered")]
+    BrokerIdNotRegistered(i32),
     #[error("invalid topic name {name:?}: {reason}")]
     InvalidTopic { name: String, reason: String },
-    #[error("invalid partition count: {0}")]
+    /// A whole sentence, Kafka's where Kafka has one ("Topic already has 3 partition(s).").
+    #[error("{0}")]
     InvalidPartitions(String),
     /// Kafka's wording, e.g. "Replication factor: 3 larger than available brokers: 1."
     #[error("{0}")]

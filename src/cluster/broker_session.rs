@@ -75,6 +75,9 @@ enum Attempt {
     Failed,
     /// The controller asks the broker to try again later (a duplicate registration).
     Later,
+    /// An operator unregistered this incarnation: it stays out of the cluster
+    /// until restarted, asking again only every heartbeat interval.
+    Unregistered,
 }
 
 /// Starts the broker's session task; it runs until `shutdown` turns true, or
@@ -89,7 +92,7 @@ pub fn spawn(
 ) -> (watch::Receiver<BrokerSessionState>, JoinHandle<()>) {
     let (state, watcher) = watch::channel(BrokerSessionState::Registering);
     let task = tokio::spawn(async move {
-        let mut session = Session { options, peers, metadata_offset, state, controller: None, next_voter: 0 };
+        let mut session = Session { options, peers, metadata_offset, state, controller: None, next_voter: 0, unregistered: false };
         let retry = session.options.heartbeat_interval.min(RETRY_INTERVAL_MAX);
         loop {
             let leaving = *leave.borrow();
@@ -134,13 +137,15 @@ struct Session {
     /// The voter believed to be the active controller.
     controller: Option<u64>,
     next_voter: usize,
+    /// The controller refused this incarnation as unregistered (warned once).
+    unregistered: bool,
 }
 
 impl Session {
     /// One heartbeat (a registration and its first heartbeat when not
     /// registered), following redirects a bounded number of times. True when
-    /// the controller answered the heartbeat and the broker is unfenced; false
-    /// asks for a quick retry.
+    /// the controller answered the heartbeat and the broker is unfenced, or
+    /// refused it as unregistered; false asks for a quick retry.
     async fn round(&mut self) -> bool {
         for _ in 0..=self.options.voters.len() + 1 {
             let Some((target, address)) = self.target() else { return false };
@@ -163,6 +168,7 @@ impl Session {
                 }
                 Err(Attempt::Failed) => self.controller = None,
                 Err(Attempt::Later) => return false,
+                Err(Attempt::Unregistered) => return true,
             }
         }
         false
@@ -191,6 +197,8 @@ impl Session {
                 Err(Attempt::Reregister) => return true,
                 Err(Attempt::Failed) => self.controller = None,
                 Err(Attempt::Later) => return false,
+                // Out of the cluster: nothing of it is left to move.
+                Err(Attempt::Unregistered) => return true,
             }
         }
         false
@@ -219,6 +227,7 @@ impl Session {
         match client.call(&request, None).await {
             Ok(Response::RegisterBroker(Ok(reply))) => {
                 tracing::info!(broker_id = o.broker_id, broker_epoch = reply.broker_epoch, controller = target, "registered with the active controller");
+                self.unregistered = false;
                 self.controller = Some(target);
                 self.state.send_replace(BrokerSessionState::Registered { broker_epoch: reply.broker_epoch, fenced: true, controller: target });
                 Ok(())
@@ -257,12 +266,20 @@ impl Session {
         }
     }
 
-    fn refused(&self, target: u64, error: ControllerError) -> Attempt {
+    fn refused(&mut self, target: u64, error: ControllerError) -> Attempt {
         match error {
             ControllerError::NotController { leader } => Attempt::Redirect(leader),
             ControllerError::RegistrationRequired { reason, .. } => {
                 tracing::warn!(broker_id = self.options.broker_id, controller = target, %reason, "registering again");
                 Attempt::Reregister
+            }
+            ControllerError::Unregistered { .. } => {
+                // As Kafka's broker after UnregisterBroker: it keeps running,
+                // out of the cluster, until it is restarted.
+                if !std::mem::replace(&mut self.unregistered, true) {
+                    tracing::warn!(broker_id = self.options.broker_id, controller = target, "this broker was unregistered: restart it to register again");
+                }
+                Attempt::Unregistered
             }
             ControllerError::DuplicateRegistration { .. } => {
                 tracing::info!(

@@ -1,10 +1,11 @@
-//! DescribeCluster: the live brokers of the metadata image and the active controller.
+//! DescribeCluster: the live brokers of the metadata image and the active
+//! controller; UnregisterBroker: an operator removes a broker (KIP-500).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, UnregisterBrokerRequest, UnregisterBrokerResponse};
 
-use super::{authorized_operations, wire};
+use super::{authorized_operations, message, wire};
 use crate::protocol::RequestContext;
 
 /// DescribeCluster v1 added the endpoint type (brokers or controllers).
@@ -36,5 +37,18 @@ pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> 
         .into_iter()
         .map(|b| DescribeClusterBroker::default().with_broker_id(BrokerId(b.id)).with_host(wire(b.host)).with_port(b.port).with_rack(b.rack.map(wire)))
         .collect();
+    response
+}
+
+/// UnregisterBroker, as Kafka's controller answers it: the broker's
+/// leaderships move and it leaves every ISR, then its registration goes
+/// (BROKER_ID_NOT_REGISTERED when there is none). Proposed through the
+/// metadata quorum like every admin change, from any broker.
+pub async fn unregister_broker(ctx: &RequestContext, request: UnregisterBrokerRequest) -> UnregisterBrokerResponse {
+    let mut response = UnregisterBrokerResponse::default();
+    if let Err(e) = ctx.broker.node.unregister_broker(request.broker_id.0).await {
+        response.error_code = ctx.error_code(&e);
+        response.error_message = message(&e);
+    }
     response
 }

@@ -19,11 +19,6 @@ const DELETE_BY_ID_SINCE_VERSION: i16 = 6;
 /// DeleteTopics v5 added an error message.
 const DELETE_ERROR_MESSAGE_SINCE_VERSION: i16 = 5;
 
-/// Whether explicit replica assignments name only this node (all a single node can host).
-fn assignments_are_local<'a>(node_id: i32, assignments: impl IntoIterator<Item = &'a Vec<BrokerId>>) -> bool {
-    assignments.into_iter().all(|brokers| brokers.len() == 1 && brokers[0].0 == node_id)
-}
-
 /// A CreateTopics entry's explicit assignment (`None` when it has none), in
 /// partition order; its partition indexes must be 0, 1, ... as in Kafka.
 fn manual_assignments(topic: &CreatableTopic) -> Result<Option<Vec<Vec<i32>>>, String> {
@@ -144,17 +139,13 @@ pub async fn create_partitions(ctx: &RequestContext, request: CreatePartitionsRe
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut out = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        let local = topic.assignments.as_ref().is_none_or(|a| assignments_are_local(node.node_id, a.iter().map(|x| &x.broker_ids)));
         let result = if silt_actors::group::GroupCoordinator::is_internal(topic.name.as_str()) {
             // Groups map to offsets partitions by count: changing it would strand their records.
-            Err(silt_actors::Error::InvalidPartitions(format!("the partition count of internal topic {} cannot change", topic.name.as_str())))
-        } else if !local {
-            out.error_code = ctx.count(ResponseError::InvalidReplicaAssignment.code());
-            out.error_message = Some(wire(format!("replicas can only be placed on node {}", node.node_id)));
-            results.push(out);
-            continue;
+            Err(silt_actors::Error::InvalidPartitions(format!("The partition count of internal topic {} cannot change.", topic.name.as_str())))
         } else {
-            node.create_partitions(CreatePartitions { name: topic.name.0.to_string(), count: topic.count, validate_only: request.validate_only }).await
+            let assignments = topic.assignments.map(|a| a.into_iter().map(|p| p.broker_ids.into_iter().map(|b| b.0).collect()).collect());
+            node.create_partitions(CreatePartitions { name: topic.name.0.to_string(), count: topic.count, validate_only: request.validate_only, assignments })
+                .await
         };
         if let Err(e) = result {
             out.error_code = ctx.error_code(&e);

@@ -1,6 +1,6 @@
 //! Checks of the admin APIs a Kafka operator's tools use beyond topics and
 //! groups: the legacy AlterConfigs, log directories, leader elections,
-//! leader-epoch end offsets and idempotent producers.
+//! leader-epoch end offsets, idempotent producers and removing a broker.
 
 use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::alter_replica_log_dirs_request::{AlterReplicaLogDir, AlterReplicaLogDirTopic};
@@ -18,6 +18,7 @@ const REPLICA_NOT_AVAILABLE: i16 = 9;
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
 const LOG_DIR_NOT_FOUND: i16 = 57;
+const BROKER_ID_NOT_REGISTERED: i16 = 102;
 const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 const ELECTION_NOT_NEEDED: i16 = 84;
@@ -260,4 +261,14 @@ pub(super) fn check_describe_quorum(broker: &Broker, m: &Matrix, version: i16) {
     assert!(response.nodes.iter().all(|n| n.node_id.0 == m.node_id), "nodes {:?}", response.nodes);
     let other = broker.client().must(&ask("some-topic", 0), version);
     assert_eq!(other.error_code, UNKNOWN_TOPIC_OR_PARTITION, "another partition: {}", code_name(other.error_code));
+}
+
+/// UnregisterBroker of an id nobody registered: Kafka's code and message.
+/// (Unregistering the only broker would end the matrix; removing brokers
+/// from a cluster is tests/test_unregister_broker.py.)
+pub(super) fn check_unregister_broker(broker: &Broker, m: &Matrix, version: i16) {
+    let unknown = m.node_id + 1000;
+    let response = broker.client().must(&UnregisterBrokerRequest::default().with_broker_id(BrokerId(unknown)), version);
+    assert_eq!(response.error_code, BROKER_ID_NOT_REGISTERED, "error {}", code_name(response.error_code));
+    assert_eq!(response.error_message.as_deref(), Some(format!("Broker ID {unknown} is not currently registered").as_str()));
 }

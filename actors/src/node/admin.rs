@@ -19,9 +19,9 @@ use actix::prelude::*;
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
-use super::placement::{self, live_brokers, place};
+use super::placement::{self, live_brokers, new_partition, place, NewPartition};
 use super::registry::{PartitionView, TopicView};
-use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, PARTITIONS_MAX};
+use super::{AllocateProducerId, AlterTopicConfigs, ConfigChange, CreatePartitions, CreateTopic, DeleteTopic, Node, UnregisterBroker, PARTITIONS_MAX};
 use crate::catalog::{self, PRODUCER_ID_BLOCK};
 use crate::error::{Error, MetadataError};
 use crate::metadata::quorum::{ApplyError, BrokerId, ConfigResource, MetadataBatch, MetadataImage, MetadataRecord, MetadataResponse, TopicImage};
@@ -59,9 +59,8 @@ pub(super) fn expect_applied(response: MetadataResponse) -> Result<MetadataRespo
     }
 }
 
-/// The records that create a topic: the topic, its partitions (the first
-/// replica leads, every replica in sync) and its config overrides.
-pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[Vec<BrokerId>], configs: &TopicConfigs) -> MetadataBatch {
+/// The records that create a topic: the topic, its partitions and its config overrides.
+pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[NewPartition], configs: &TopicConfigs) -> MetadataBatch {
     let mut records = vec![MetadataRecord::Topic { name: name.to_owned(), topic_id }];
     records.extend(partition_records(topic_id, 0, replicas));
     records.extend(configs.pairs().iter().map(|(k, v)| MetadataRecord::Config {
@@ -72,14 +71,20 @@ pub(super) fn topic_batch(name: &str, topic_id: Uuid, replicas: &[Vec<BrokerId>]
     MetadataBatch { records }
 }
 
-fn partition_records(topic_id: Uuid, first: i32, replicas: &[Vec<BrokerId>]) -> impl Iterator<Item = MetadataRecord> + '_ {
-    replicas.iter().zip(first..).map(move |(replicas, partition)| MetadataRecord::Partition {
+fn partition_records(topic_id: Uuid, first: i32, partitions: &[NewPartition]) -> impl Iterator<Item = MetadataRecord> + '_ {
+    partitions.iter().zip(first..).map(move |(p, partition)| MetadataRecord::Partition {
         topic_id,
         partition,
-        replicas: replicas.clone(),
-        isr: replicas.clone(),
-        leader: replicas.first().copied(),
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+        leader: Some(p.leader),
     })
+}
+
+/// Each new partition's ISR and leader (the live replicas, the first of them
+/// leading), partitions numbered from `first`.
+fn start_partitions(image: &MetadataImage, first: i32, replicas: Vec<Vec<BrokerId>>) -> Result<Vec<NewPartition>, Error> {
+    replicas.into_iter().zip(first..).map(|(r, partition)| new_partition(image, partition, r)).collect()
 }
 
 fn image_topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a TopicImage, Error> {
@@ -144,7 +149,7 @@ impl Handler<CreateTopic> for Node {
             let partitions = match msg.partitions {
                 None | Some(-1) => self.options.default_partitions,
                 Some(n) if (1..=PARTITIONS_MAX).contains(&n) => n,
-                Some(n) => return Err(Error::InvalidPartitions(format!("{n} partitions; must be 1..={PARTITIONS_MAX}"))),
+                Some(n) => return Err(Error::InvalidPartitions(format!("The partition count must be 1..={PARTITIONS_MAX}, not {n}."))),
             };
             let replication_factor = match msg.replication_factor {
                 None | Some(-1) => 1,
@@ -156,7 +161,7 @@ impl Handler<CreateTopic> for Node {
                 Some(assigned) => placement::check_manual(&state.image, assigned)?,
                 None => place(&live_brokers(&state.image), id, 0, partitions, replication_factor)?,
             };
-            Ok((id, replicas, configs))
+            Ok((id, start_partitions(&state.image, 0, replicas)?, configs))
         })();
         let (id, replicas, configs) = match prepared {
             Ok(p) => p,
@@ -165,10 +170,10 @@ impl Handler<CreateTopic> for Node {
         if msg.validate_only {
             let partitions = replicas
                 .into_iter()
-                .map(|r| PartitionView {
-                    leader: r.first().copied(),
-                    isr: r.clone(),
-                    replicas: r,
+                .map(|p| PartitionView {
+                    leader: Some(p.leader),
+                    isr: p.isr,
+                    replicas: p.replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
                     adding_replicas: vec![],
@@ -209,20 +214,53 @@ impl Handler<CreatePartitions> for Node {
             self.refuse_if_shutting_down()?;
             let topic = image_topic(&state.image, &msg.name)?;
             let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
-            if msg.count <= current {
-                return Err(Error::InvalidPartitions(format!("topic {} has {current} partitions; the new count {} must be larger", msg.name, msg.count)));
+            // Kafka's messages, word for word.
+            if msg.count == current {
+                return Err(Error::InvalidPartitions(format!("Topic already has {current} partition(s).")));
+            }
+            if msg.count < current {
+                return Err(Error::InvalidPartitions(format!(
+                    "The topic {} currently has {current} partition(s); {} would not be an increase.",
+                    msg.name, msg.count
+                )));
             }
             if msg.count > PARTITIONS_MAX {
-                return Err(Error::InvalidPartitions(format!("{} partitions; must be at most {PARTITIONS_MAX}", msg.count)));
+                return Err(Error::InvalidPartitions(format!("The partition count must be at most {PARTITIONS_MAX}, not {}.", msg.count)));
             }
-            let factor = topic.partitions.first().map_or(1, |p| i32::try_from(p.replicas.len()).unwrap_or(i32::MAX));
-            let replicas = place(&live_brokers(&state.image), topic.topic_id, current, msg.count - current, factor)?;
-            Ok(MetadataBatch { records: partition_records(topic.topic_id, current, &replicas).collect() })
+            // Kafka takes the factor from the first partition (a reassignment's target where one is under way).
+            let factor = topic.partitions.first().map_or(1, |p| p.target_replicas().len());
+            let added = msg.count - current;
+            let replicas = match &msg.assignments {
+                Some(assigned) => placement::check_added(&state.image, assigned, added, factor)?,
+                None => place(&live_brokers(&state.image), topic.topic_id, current, added, i32::try_from(factor).unwrap_or(i32::MAX))?,
+            };
+            let partitions = start_partitions(&state.image, current, replicas)?;
+            Ok(MetadataBatch { records: partition_records(topic.topic_id, current, &partitions).collect() })
         })();
         match checked {
             Err(e) => AtomicResponse::new(ready(Err(e))),
             Ok(_) if msg.validate_only => AtomicResponse::new(ready(Ok(()))),
             Ok(batch) => AtomicResponse::new(self.propose_then(batch, |_, _| Ok(()))),
+        }
+    }
+}
+
+impl Handler<UnregisterBroker> for Node {
+    type Result = AtomicResponse<Self, Result<(), Error>>;
+
+    fn handle(&mut self, msg: UnregisterBroker, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.image();
+        let records = self.refuse_if_shutting_down().and_then(|()| match state.image.unregister_records(msg.broker_id) {
+            Ok(records) => Ok(records),
+            Err(ApplyError::UnknownBroker(id)) => Err(Error::BrokerIdNotRegistered(id)),
+            Err(other) => Err(refused(other)),
+        });
+        match records {
+            Err(e) => AtomicResponse::new(ready(Err(e))),
+            Ok(records) => AtomicResponse::new(self.propose_then(MetadataBatch { records }, move |_, _| {
+                tracing::info!(broker_id = msg.broker_id, "broker unregistered");
+                Ok(())
+            })),
         }
     }
 }
@@ -318,15 +356,20 @@ impl Handler<AlterIsr> for Node {
         let checked = self.refuse_if_shutting_down().and_then(|()| isr_change_record(&state.image, &change));
         match checked {
             Err(e) => AtomicResponse::new(ready(Err(e))),
-            Ok(record) => AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |_, _| Ok(()))),
+            Ok(None) => AtomicResponse::new(ready(Ok(()))),
+            Ok(Some(record)) => AtomicResponse::new(self.propose_then(MetadataBatch::one(record), |_, _| Ok(()))),
         }
     }
 }
 
 /// The `AlterPartition` record for a leader's ISR change, if the epochs it
 /// was based on are still the image's and the new ISR holds the leader (the
-/// record is checked again when applied).
-fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<MetadataRecord, Error> {
+/// record is checked again when applied). Brokers the change would add that
+/// are not registered (unregistered, yet still fetching) are left out, as
+/// Kafka's leader asks only for eligible replicas; `None` when that leaves
+/// nothing to change, so the leader, answered, waits before asking again
+/// instead of writing a refused record on every high-watermark move.
+fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<Option<MetadataRecord>, Error> {
     let topic = image.topics.get(&change.topic_id).ok_or(Error::UnknownTopicId(change.topic_id))?;
     let name = format!("{}-{}", topic.name, change.partition);
     let p = usize::try_from(change.partition).ok().and_then(|i| topic.partitions.get(i)).ok_or_else(|| Error::UnknownTopicOrPartition(name.clone()))?;
@@ -339,13 +382,17 @@ fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<Metada
     if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
         return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!("the ISR {:?} must hold the leader {:?}", change.new_isr, p.leader))).into());
     }
-    Ok(MetadataRecord::AlterPartition {
+    let isr: Vec<BrokerId> = change.new_isr.iter().copied().filter(|b| p.isr.contains(b) || image.brokers.contains_key(b)).collect();
+    if isr.len() != change.new_isr.len() && isr == p.isr {
+        return Ok(None);
+    }
+    Ok(Some(MetadataRecord::AlterPartition {
         topic_id: change.topic_id,
         partition: change.partition,
         leader_epoch: change.leader_epoch,
         partition_epoch: change.partition_epoch,
-        isr: change.new_isr.clone(),
-    })
+        isr,
+    }))
 }
 
 impl AlterPartition for super::NodeHandle {
@@ -366,8 +413,48 @@ impl AlterPartition for StoreAlterPartition {
     fn alter_partition(&self, change: IsrChange) -> BoxFuture<'static, Result<(), Error>> {
         let store = self.0.clone();
         Box::pin(async move {
-            let record = isr_change_record(&store.image().borrow().image, &change)?;
+            let Some(record) = isr_change_record(&store.image().borrow().image, &change)? else { return Ok(()) };
             expect_applied(store.propose(MetadataBatch::one(record)).await?).map(|_| ())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unregistered_follower_is_not_asked_back_into_the_isr() {
+        let mut image = MetadataImage::default();
+        let mut index = 0;
+        let mut apply = |image: &mut MetadataImage, records: Vec<MetadataRecord>| {
+            index += 1;
+            assert!(matches!(image.apply_batch(index, &MetadataBatch { records }), MetadataResponse::Applied { .. }));
+        };
+        for id in 1..=3 {
+            apply(
+                &mut image,
+                vec![MetadataRecord::RegisterBroker { broker_id: id, incarnation_id: Uuid::from_u128(id as u128), endpoints: vec![], rack: None }],
+            );
+            let broker_epoch = image.brokers[&id].broker_epoch;
+            apply(&mut image, vec![MetadataRecord::UnfenceBroker { broker_id: id, broker_epoch }]);
+        }
+        let topic_id = Uuid::from_u128(7);
+        let partition = NewPartition { replicas: vec![1, 2, 3], isr: vec![1, 2, 3], leader: 1 };
+        apply(&mut image, topic_batch("t", topic_id, &[partition], &TopicConfigs::default()).records);
+        let unregister = image.unregister_records(3).unwrap();
+        apply(&mut image, unregister);
+        let p = &image.topics[&topic_id].partitions[0];
+        let ask = |new_isr: Vec<BrokerId>| {
+            let change = IsrChange { topic_id, partition: 0, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr };
+            isr_change_record(&image, &change).unwrap().map(|r| match r {
+                MetadataRecord::AlterPartition { isr, .. } => isr,
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(p.isr, vec![1, 2]);
+        assert_eq!(ask(vec![1, 2, 3]), None, "nothing to write: 3 is not registered");
+        assert_eq!(ask(vec![1]), Some(vec![1]), "a shrink goes through");
+        assert_eq!(ask(vec![1, 2]), Some(vec![1, 2]), "the same ISR is written (a new partition epoch)");
     }
 }

@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use super::admin::{expect_applied, topic_batch};
+use super::placement::NewPartition;
 use crate::catalog::{self, CatalogState};
 use crate::error::{Error, MetadataError};
 use crate::metadata::quorum::records::PRODUCER_ID_BLOCK_MAX;
@@ -37,8 +38,8 @@ pub(super) async fn migrate(store: &MetadataStore, node: BrokerId, broker_epoch:
         if image.topic_ids.contains_key(&topic.name) {
             return Err(failed(format!("topic {} exists in the metadata log with another id", topic.name)));
         }
-        let replicas =
-            vec![vec![node]; usize::try_from(topic.partitions).map_err(|_| failed(format!("topic {} has {} partitions", topic.name, topic.partitions)))?];
+        let count = usize::try_from(topic.partitions).map_err(|_| failed(format!("topic {} has {} partitions", topic.name, topic.partitions)))?;
+        let replicas = vec![NewPartition { replicas: vec![node], isr: vec![node], leader: node }; count];
         let batch = topic_batch(&topic.name, topic.id, &replicas, &topic.configs);
         expect_applied(store.propose(batch).await?)?;
         tracing::info!(topic = %topic.name, partitions = topic.partitions, "topic migrated from catalog.json");

@@ -200,8 +200,20 @@ pub struct DeleteTopic {
 #[rtype(result = "Result<(), Error>")]
 pub struct CreatePartitions {
     pub name: String,
+    /// The topic's new partition count.
     pub count: i32,
     pub validate_only: bool,
+    /// One replica list per added partition (`kafka-topics --alter
+    /// --replica-assignment`); `None` places them like a new topic's.
+    pub assignments: Option<Vec<Vec<BrokerId>>>,
+}
+
+/// Remove a broker from the cluster (Kafka's UnregisterBroker): its
+/// leaderships move and it leaves the ISRs, then its registration goes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct UnregisterBroker {
+    pub broker_id: BrokerId,
 }
 
 /// Change a topic's config overrides, all or none.
@@ -501,6 +513,10 @@ impl NodeHandle {
 
     pub async fn create_partitions(&self, msg: CreatePartitions) -> Result<(), Error> {
         self.ask(msg).await?
+    }
+
+    pub async fn unregister_broker(&self, broker_id: BrokerId) -> Result<(), Error> {
+        self.ask(UnregisterBroker { broker_id }).await?
     }
 
     pub async fn alter_configs(&self, msg: AlterTopicConfigs) -> Result<(), Error> {

@@ -41,36 +41,86 @@ fn rack_alternating(brokers: &[LiveBroker]) -> Vec<BrokerId> {
     (0..longest).flat_map(|i| racks.iter().filter_map(move |r| r.get(i).copied())).collect()
 }
 
-/// Replica lists for partitions `first..first + count` of the topic
-/// `topic_id`, `replication_factor` each. Fails as Kafka does when there are
-/// fewer live brokers than the factor.
-/// An explicit assignment (`kafka-topics --replica-assignment`), checked as
-/// Kafka's controller checks one: every partition names the same number of
-/// distinct, registered brokers.
-pub fn check_manual(image: &MetadataImage, assigned: &[Vec<BrokerId>]) -> Result<Vec<Vec<BrokerId>>, Error> {
+/// One partition's explicit replica list, checked as Kafka's controller
+/// checks it (`validateManualPartitionAssignment`), in its order and with its
+/// messages: not empty; each broker registered, and named once; as many
+/// replicas as `replication_factor` when that is known.
+fn check_replicas(image: &MetadataImage, replicas: &[BrokerId], replication_factor: Option<usize>) -> Result<(), Error> {
     let invalid = |m: String| Err(Error::InvalidReplicaAssignment(m));
-    let Some(first) = assigned.first() else { return invalid("the replica assignment lists no partition".into()) };
-    for (partition, replicas) in assigned.iter().enumerate() {
-        if replicas.is_empty() {
-            return invalid(format!("partition {partition} has an empty replica list"));
+    if replicas.is_empty() {
+        return invalid("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    for (i, broker) in sorted.iter().enumerate() {
+        if !image.brokers.contains_key(broker) {
+            return invalid(format!("The manual partition assignment includes broker {broker}, but no such broker is registered."));
         }
-        if replicas.len() != first.len() {
-            return invalid(format!(
-                "partition {partition} has {} replicas, partition 0 has {}: all must have the same replication factor",
-                replicas.len(),
-                first.len()
-            ));
+        if i > 0 && sorted[i - 1] == *broker {
+            return invalid(format!("The manual partition assignment includes the broker {broker} more than once."));
         }
-        if replicas.iter().enumerate().any(|(i, b)| replicas[..i].contains(b)) {
-            return invalid(format!("partition {partition} lists a broker twice: {replicas:?}"));
-        }
-        if let Some(unknown) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
-            return invalid(format!("the manual partition assignment includes broker {unknown}, but no such broker is registered"));
-        }
+    }
+    match replication_factor {
+        Some(factor) if factor != replicas.len() => invalid(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {factor} replica(s).",
+            replicas.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An explicit assignment (`kafka-topics --create --replica-assignment`),
+/// checked as Kafka's controller checks one: every partition names the same
+/// number of distinct, registered brokers as the first.
+pub fn check_manual(image: &MetadataImage, assigned: &[Vec<BrokerId>]) -> Result<Vec<Vec<BrokerId>>, Error> {
+    let Some(first) = assigned.first() else { return Err(Error::InvalidReplicaAssignment("The replica assignment lists no partition.".into())) };
+    for replicas in assigned {
+        check_replicas(image, replicas, (!first.is_empty()).then_some(first.len()))?;
     }
     Ok(assigned.to_vec())
 }
 
+/// The explicit assignment of the partitions CreatePartitions adds to a
+/// topic whose replication factor is `replication_factor`: one replica list
+/// per new partition, each checked as [`check_manual`] checks one, against
+/// the topic's factor.
+pub fn check_added(image: &MetadataImage, assigned: &[Vec<BrokerId>], added: i32, replication_factor: usize) -> Result<Vec<Vec<BrokerId>>, Error> {
+    if usize::try_from(added).ok() != Some(assigned.len()) {
+        return Err(Error::InvalidReplicaAssignment(format!(
+            "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+            assigned.len()
+        )));
+    }
+    for replicas in assigned {
+        check_replicas(image, replicas, Some(replication_factor))?;
+    }
+    Ok(assigned.to_vec())
+}
+
+/// A new partition as the controller writes it: its replicas, its ISR and leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPartition {
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub leader: BrokerId,
+}
+
+/// Kafka's start of new partition `partition` on `replicas`: the unfenced
+/// replicas, in assignment order, form the ISR and the first of them leads.
+/// A replica list of fenced brokers only is refused, as Kafka refuses it.
+pub fn new_partition(image: &MetadataImage, partition: i32, replicas: Vec<BrokerId>) -> Result<NewPartition, Error> {
+    let isr: Vec<BrokerId> = replicas.iter().copied().filter(|b| image.brokers.get(b).is_some_and(|r| !r.fenced)).collect();
+    let Some(&leader) = isr.first() else {
+        return Err(Error::InvalidReplicaAssignment(format!(
+            "All brokers specified in the manual partition assignment for partition {partition} are fenced or in controlled shutdown."
+        )));
+    };
+    Ok(NewPartition { replicas, isr, leader })
+}
+
+/// Replica lists for partitions `first..first + count` of the topic
+/// `topic_id`, `replication_factor` each. Fails as Kafka does when there are
+/// fewer live brokers than the factor.
 pub fn place(brokers: &[LiveBroker], topic_id: Uuid, first: i32, count: i32, replication_factor: i32) -> Result<Vec<Vec<BrokerId>>, Error> {
     if replication_factor < 1 {
         return Err(Error::InvalidReplicationFactor("Replication factor must be larger than 0, or -1 to use the default value.".into()));
@@ -95,14 +145,60 @@ mod tests {
         LiveBroker { id, rack: rack.map(str::to_owned) }
     }
 
-    #[test]
-    fn a_manual_assignment_is_checked_as_kafka_checks_it() {
+    /// Brokers 1..=3 registered, the `unfenced` ones unfenced.
+    fn image_with_brokers(unfenced: &[BrokerId]) -> MetadataImage {
         use crate::metadata::quorum::{MetadataBatch, MetadataRecord};
         let mut image = MetadataImage::default();
         for id in 1..=3 {
+            let epoch = u64::try_from(id).unwrap();
             let record = MetadataRecord::RegisterBroker { broker_id: id, incarnation_id: Uuid::from_u128(id as u128), endpoints: vec![], rack: None };
-            image.apply_batch(u64::try_from(id).unwrap(), &MetadataBatch::one(record));
+            image.apply_batch(epoch, &MetadataBatch::one(record));
+            if unfenced.contains(&id) {
+                image.apply_batch(epoch + 10, &MetadataBatch::one(MetadataRecord::UnfenceBroker { broker_id: id, broker_epoch: epoch }));
+            }
         }
+        image
+    }
+
+    fn refusal(result: Result<impl std::fmt::Debug, Error>) -> String {
+        match result {
+            Err(Error::InvalidReplicaAssignment(message)) => message,
+            other => panic!("expected INVALID_REPLICA_ASSIGNMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn added_partitions_are_checked_with_kafkas_messages() {
+        let image = image_with_brokers(&[1, 2, 3]);
+        assert_eq!(check_added(&image, &[vec![3, 1], vec![2, 3]], 2, 2).unwrap(), vec![vec![3, 1], vec![2, 3]]);
+        // Each message as Kafka 4.x answers it (tests/test_create_partitions.py asks both).
+        let cases: [(&[Vec<BrokerId>], i32, &str); 6] = [
+            (&[vec![1, 2]], 2, "Attempted to add 2 additional partition(s), but only 1 assignment(s) were specified."),
+            (&[vec![1]], 1, "The manual partition assignment includes a partition with 1 replica(s), but this is not consistent with previous partitions, which have 2 replica(s)."),
+            (&[vec![1, 2], vec![3]], 2, "The manual partition assignment includes a partition with 1 replica(s), but this is not consistent with previous partitions, which have 2 replica(s)."),
+            (&[vec![1, 9]], 1, "The manual partition assignment includes broker 9, but no such broker is registered."),
+            (&[vec![1, 1, 9]], 1, "The manual partition assignment includes the broker 1 more than once."),
+            (&[vec![]], 1, "The manual partition assignment includes an empty replica list."),
+        ];
+        for (assigned, added, message) in cases {
+            assert_eq!(refusal(check_added(&image, assigned, added, 2)), message, "{assigned:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_partition_is_led_by_its_first_live_replica() {
+        let image = image_with_brokers(&[2, 3]);
+        let started = new_partition(&image, 4, vec![1, 3, 2]).unwrap();
+        assert_eq!(started, NewPartition { replicas: vec![1, 3, 2], isr: vec![3, 2], leader: 3 }, "fenced broker 1 is a replica, out of the ISR");
+        assert_eq!(
+            refusal(new_partition(&image, 4, vec![1])),
+            "All brokers specified in the manual partition assignment for partition 4 are fenced or in controlled shutdown."
+        );
+    }
+
+    #[test]
+    fn a_manual_assignment_is_checked_as_kafka_checks_it() {
+        let image = image_with_brokers(&[]);
         assert_eq!(check_manual(&image, &[vec![3, 1], vec![1, 2]]).unwrap(), vec![vec![3, 1], vec![1, 2]]);
         let invalid = |assigned: &[Vec<BrokerId>]| matches!(check_manual(&image, assigned), Err(Error::InvalidReplicaAssignment(_)));
         assert!(invalid(&[]), "no partition");

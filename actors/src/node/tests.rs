@@ -132,7 +132,7 @@ async fn topics_survive_a_restart_and_deletion_frees_the_name() {
     assert!(matches!(node.create_topic(create("orders")).await, Err(Error::TopicAlreadyExists(_))));
     let p = node.partition("orders", 1).unwrap();
     p.ask(Append { records: batch(), acks: RequiredAcks::All }).await.unwrap();
-    node.create_partitions(CreatePartitions { name: "orders".into(), count: 3, validate_only: false }).await.unwrap();
+    node.create_partitions(CreatePartitions { name: "orders".into(), count: 3, validate_only: false, assignments: None }).await.unwrap();
     node.alter_configs(AlterTopicConfigs {
         name: "orders".into(),
         changes: vec![ConfigChange::Set("retention.ms".into(), "1000".into())],

@@ -83,6 +83,8 @@ pub enum ControllerError {
     RegistrationRequired { broker_id: BrokerId, reason: String },
     #[error("broker {broker_id} is registered by another incarnation whose session is still live; retry once it expires (broker.session.timeout.ms)")]
     DuplicateRegistration { broker_id: BrokerId },
+    #[error("broker {broker_id} was unregistered by an operator; it may register again once restarted")]
+    Unregistered { broker_id: BrokerId },
     #[error("the metadata quorum rejected the change: {0}")]
     Rejected(ApplyError),
     #[error("the metadata quorum did not commit the change: {0}")]

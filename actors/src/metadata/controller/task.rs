@@ -211,6 +211,11 @@ impl SessionController {
         // expired and it was fenced (its leaderships moved); otherwise the
         // restarted broker, fenced by its registration but still named leader
         // of its partitions, would leave them without a usable leader.
+        // Kafka's unregistered broker stays out until it restarts (its
+        // heartbeats fail with STALE_BROKER_EPOCH): so does this incarnation.
+        if self.image.borrow().image.unregistered.get(&broker_id) == Some(&request.incarnation_id) {
+            return Err(ControllerError::Unregistered { broker_id });
+        }
         let existing = self.image.borrow().image.brokers.get(&broker_id).map(|b| (b.incarnation_id, b.broker_epoch));
         if let Some((incarnation_id, broker_epoch)) = existing {
             if incarnation_id != request.incarnation_id && self.sessions.has_session(broker_id, broker_epoch) {

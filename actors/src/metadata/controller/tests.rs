@@ -370,3 +370,25 @@ async fn a_broker_only_node_is_made_a_learner_before_it_registers() {
     controller.register(registration(2)).await.unwrap();
     assert_eq!(quorum.learners.lock().unwrap().len(), 1, "a voter is not added as a learner");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unregistered_incarnation_stays_out_until_it_restarts() {
+    let quorum = FakeQuorum::new(Some(1));
+    let controller = start(&quorum);
+    let (_, e2) = two_live_brokers(&controller).await;
+    let records = quorum.image().unregister_records(2).unwrap();
+    assert!(matches!(quorum.apply(MetadataBatch { records }), MetadataResponse::Applied { .. }));
+    // Kafka's unregistered broker keeps running and stays out: its heartbeat
+    // asks for a registration, which is refused for that incarnation.
+    assert!(matches!(controller.heartbeat(beat(2, e2)).await, Err(ControllerError::RegistrationRequired { broker_id: 2, .. })));
+    assert_eq!(controller.register(registration(2)).await, Err(ControllerError::Unregistered { broker_id: 2 }));
+    assert!(!quorum.image().brokers.contains_key(&2));
+    // Its session ends quietly: nothing is left to fence.
+    quorum.written();
+    advance(TIMEOUT * 2).await;
+    assert!(quorum.written().iter().all(|b| !b.records.iter().any(|r| matches!(r, MetadataRecord::FenceBroker { broker_id: 2, .. }))));
+    // Restarted (a new incarnation), it registers again.
+    let restarted = BrokerRegistrationRequest { incarnation_id: Uuid::from_u128(99), ..registration(2) };
+    controller.register(restarted).await.unwrap();
+    assert!(quorum.image().brokers.contains_key(&2) && quorum.image().unregistered.is_empty());
+}

@@ -33,6 +33,8 @@ pub enum ApplyError {
     StaleBrokerEpoch { broker_id: BrokerId, given: u64, current: u64 },
     #[error("broker {0} is fenced and cannot lead")]
     FencedBroker(BrokerId),
+    #[error("broker {0} still leads partitions and cannot be unregistered")]
+    BrokerStillLeads(BrokerId),
     #[error("topic {0} already exists")]
     TopicExists(String),
     #[error("topic id {0} already exists")]
@@ -122,6 +124,12 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<BrokerId, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
+    /// Brokers unregistered by an operator, with the incarnation that was
+    /// registered then: that incarnation may not register again (it is
+    /// dropped once the broker registers anew). Absent from images written
+    /// before UnregisterBroker existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unregistered: BTreeMap<BrokerId, Uuid>,
 }
 
 impl MetadataImage {
@@ -164,6 +172,7 @@ impl MetadataImage {
                     fenced: true,
                 };
                 self.brokers.insert(*broker_id, registration);
+                self.unregistered.remove(broker_id);
                 Ok(Applied::BrokerEpoch(*broker_id, index))
             }
             MetadataRecord::FenceBroker { broker_id, broker_epoch } => {
@@ -172,6 +181,15 @@ impl MetadataImage {
             }
             MetadataRecord::UnfenceBroker { broker_id, broker_epoch } => {
                 self.broker_mut(*broker_id, *broker_epoch)?.fenced = false;
+                Ok(Applied::Nothing)
+            }
+            MetadataRecord::UnregisterBroker { broker_id, broker_epoch } => {
+                let incarnation_id = self.broker_mut(*broker_id, *broker_epoch)?.incarnation_id;
+                if self.topics.values().flat_map(|t| &t.partitions).any(|p| p.leader == Some(*broker_id)) {
+                    return Err(ApplyError::BrokerStillLeads(*broker_id));
+                }
+                self.brokers.remove(broker_id);
+                self.unregistered.insert(*broker_id, incarnation_id);
                 Ok(Applied::Nothing)
             }
             MetadataRecord::Topic { name, topic_id } => {
@@ -192,7 +210,7 @@ impl MetadataImage {
                 if *partition != expected {
                     return Err(ApplyError::PartitionOutOfOrder { topic_id: *topic_id, given: *partition, expected });
                 }
-                self.check_assignment(replicas, isr, *leader)?;
+                self.check_assignment(replicas, &[], isr, *leader)?;
                 let image = PartitionImage {
                     replicas: replicas.clone(),
                     isr: isr.clone(),
@@ -216,7 +234,8 @@ impl MetadataImage {
                     Some(LeaderChange::Elect(id)) => Some(*id),
                     Some(LeaderChange::Offline) => None,
                 };
-                self.check_assignment(new_replicas, new_isr, new_leader)?;
+                self.check_assignment(new_replicas, &current.replicas, new_isr, new_leader)?;
+                self.check_isr_additions(&current.isr, new_isr)?;
                 if let Some(gone) = current.adding_replicas.iter().chain(&current.removing_replicas).find(|b| !new_replicas.contains(b)) {
                     return Err(ApplyError::InvalidAssignment(format!("replica {gone} is being reassigned and must stay in the replicas")));
                 }
@@ -242,7 +261,8 @@ impl MetadataImage {
                     });
                 }
                 check_partition_epoch(*topic_id, *partition, *partition_epoch, current)?;
-                self.check_assignment(&current.replicas, isr, current.leader)?;
+                self.check_assignment(&current.replicas, &current.replicas, isr, current.leader)?;
+                self.check_isr_additions(&current.isr, isr)?;
                 let p = self.partition_mut(*topic_id, *partition)?;
                 p.partition_epoch = p.partition_epoch.saturating_add(1);
                 p.isr = isr.clone();
@@ -251,7 +271,8 @@ impl MetadataImage {
             MetadataRecord::Reassignment { topic_id, partition, partition_epoch, replicas, adding, removing, isr, leader } => {
                 let current = self.partition(*topic_id, *partition)?;
                 check_partition_epoch(*topic_id, *partition, *partition_epoch, current)?;
-                self.check_assignment(replicas, isr, *leader)?;
+                self.check_assignment(replicas, &current.replicas, isr, *leader)?;
+                self.check_isr_additions(&current.isr, isr)?;
                 check_reassignment(replicas, adding, removing)?;
                 let leader_changed = current.leader != *leader;
                 let p = self.partition_mut(*topic_id, *partition)?;
@@ -348,6 +369,26 @@ impl MetadataImage {
         changes
     }
 
+    /// The records that unregister `broker_id` (Kafka's UnregisterBroker), in
+    /// one batch: `FenceBroker` if it is unfenced, the leader and ISR moves of
+    /// [`fence_changes`](Self::fence_changes) (as Kafka's
+    /// `handleBrokerUnregistered`; a last ISR member stays, for a clean
+    /// election if the broker comes back), then `UnregisterBroker`.
+    pub fn unregister_records(&self, broker_id: BrokerId) -> Result<Vec<MetadataRecord>, ApplyError> {
+        let registration = self.brokers.get(&broker_id).ok_or(ApplyError::UnknownBroker(broker_id))?;
+        let broker_epoch = registration.broker_epoch;
+        let mut records = Vec::new();
+        if !registration.fenced {
+            records.push(MetadataRecord::FenceBroker { broker_id, broker_epoch });
+        }
+        records.extend(self.fence_changes(broker_id));
+        records.push(MetadataRecord::UnregisterBroker { broker_id, broker_epoch });
+        if records.len() > BATCH_RECORDS_MAX {
+            return Err(ApplyError::BatchTooLarge(records.len()));
+        }
+        Ok(records)
+    }
+
     /// The `PartitionChange` records that unfencing `broker_id` calls for:
     /// every offline partition whose ISR holds it gets it as leader. Fencing
     /// keeps the last ISR member in the ISR for exactly this clean election,
@@ -425,14 +466,15 @@ impl MetadataImage {
         usize::try_from(partition).ok().and_then(|i| topic.partitions.get_mut(i)).ok_or(ApplyError::UnknownPartition { topic_id, partition })
     }
 
-    /// Replicas distinct and registered, ISR a non-empty subset, leader in the
-    /// ISR and unfenced.
-    fn check_assignment(&self, replicas: &[BrokerId], isr: &[BrokerId], leader: Option<BrokerId>) -> Result<(), ApplyError> {
+    /// Replicas distinct and registered (those in `held`, the partition's
+    /// current replicas, may have been unregistered since), ISR a non-empty
+    /// subset, leader in the ISR, registered and unfenced.
+    fn check_assignment(&self, replicas: &[BrokerId], held: &[BrokerId], isr: &[BrokerId], leader: Option<BrokerId>) -> Result<(), ApplyError> {
         let set: BTreeSet<BrokerId> = replicas.iter().copied().collect();
         if replicas.is_empty() || set.len() != replicas.len() {
             return Err(ApplyError::InvalidAssignment(format!("replicas {replicas:?} must be distinct and non-empty")));
         }
-        if let Some(unknown) = replicas.iter().find(|b| !self.brokers.contains_key(b)) {
+        if let Some(unknown) = replicas.iter().find(|b| !held.contains(b) && !self.brokers.contains_key(b)) {
             return Err(ApplyError::UnknownBroker(*unknown));
         }
         let isr_set: BTreeSet<BrokerId> = isr.iter().copied().collect();
@@ -443,11 +485,22 @@ impl MetadataImage {
             if !isr_set.contains(&leader) {
                 return Err(ApplyError::InvalidAssignment(format!("leader {leader} is not in the ISR {isr:?}")));
             }
-            if self.brokers.get(&leader).is_some_and(|b| b.fenced) {
-                return Err(ApplyError::FencedBroker(leader));
+            match self.brokers.get(&leader) {
+                None => return Err(ApplyError::UnknownBroker(leader)),
+                Some(b) if b.fenced => return Err(ApplyError::FencedBroker(leader)),
+                Some(_) => {}
             }
         }
         Ok(())
+    }
+
+    /// A broker joining an ISR must be registered: an unregistered replica
+    /// that still fetches is not let back in (Kafka's INELIGIBLE_REPLICA).
+    fn check_isr_additions(&self, current: &[BrokerId], isr: &[BrokerId]) -> Result<(), ApplyError> {
+        match isr.iter().find(|b| !current.contains(b) && !self.brokers.contains_key(b)) {
+            Some(unknown) => Err(ApplyError::UnknownBroker(*unknown)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -79,6 +79,13 @@ pub enum MetadataRecord {
     FenceBroker { broker_id: BrokerId, broker_epoch: u64 },
     /// The broker heartbeats and has caught up with the metadata log.
     UnfenceBroker { broker_id: BrokerId, broker_epoch: u64 },
+    /// An operator removed the broker (Kafka's UnregisterBroker, KIP-500):
+    /// its registration goes, and that incarnation may not register again
+    /// (a restart, with a new incarnation, may). It must lead nothing: the
+    /// controller writes its leader and ISR moves first, in the same batch
+    /// (see [`MetadataImage::unregister_records`](super::MetadataImage::unregister_records)).
+    /// The partitions keep it in their replica lists, as Kafka's do.
+    UnregisterBroker { broker_id: BrokerId, broker_epoch: u64 },
     /// A topic with no partitions yet; `Partition` records follow in the batch.
     Topic { name: String, topic_id: Uuid },
     /// A new partition of an existing topic: partition index = the topic's

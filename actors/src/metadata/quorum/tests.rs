@@ -154,6 +154,46 @@ fn fencing_a_broker_moves_its_leaderships_through_partition_changes() {
 }
 
 #[test]
+fn unregistering_moves_leaderships_and_keeps_the_broker_in_replica_lists() {
+    let (mut image, mut index) = cluster(3);
+    let id = Uuid::from_u128(1);
+    index += 1;
+    image.apply_batch(index, &create_topic("t", id, &[&[1, 2], &[2, 1], &[1]]));
+    let (epoch, incarnation) = (image.brokers[&1].broker_epoch, image.brokers[&1].incarnation_id);
+    let bare = MetadataRecord::UnregisterBroker { broker_id: 1, broker_epoch: epoch };
+    let refused = image.apply_batch(index + 1, &MetadataBatch::one(bare));
+    assert!(matches!(refused, MetadataResponse::Rejected { error: ApplyError::BrokerStillLeads(1), .. }), "{refused:?}");
+    index += 1;
+    let records = image.unregister_records(1).unwrap();
+    assert!(matches!(records.first(), Some(MetadataRecord::FenceBroker { broker_id: 1, .. })));
+    assert!(applied(&image.apply_batch(index, &MetadataBatch { records })));
+    assert!(!image.brokers.contains_key(&1));
+    assert_eq!(image.unregistered.get(&1), Some(&incarnation));
+    let parts = &image.topics[&id].partitions;
+    // Kafka's handleBrokerUnregistered: out of every ISR, leaderships moved,
+    // still a replica. The last ISR member stays, as for fencing.
+    assert_eq!((parts[0].leader, parts[0].replicas.clone(), parts[0].isr.clone()), (Some(2), vec![1, 2], vec![2]));
+    assert_eq!((parts[1].leader, parts[1].replicas.clone(), parts[1].isr.clone()), (Some(2), vec![2, 1], vec![2]));
+    assert_eq!((parts[2].leader, parts[2].isr.clone()), (None, vec![1]));
+    assert_eq!(image.unregister_records(1), Err(ApplyError::UnknownBroker(1)));
+    // The partitions that name it still change; it can neither lead, rejoin an ISR nor be placed anew.
+    let change = |partition, leader: Option<LeaderChange>, isr: Option<Vec<BrokerId>>| {
+        MetadataBatch::one(MetadataRecord::PartitionChange { topic_id: id, partition, leader, isr, replicas: None })
+    };
+    index += 1;
+    assert!(applied(&image.apply_batch(index, &change(0, Some(LeaderChange::Elect(2)), Some(vec![2])))));
+    let rejected = |r: MetadataResponse| matches!(r, MetadataResponse::Rejected { error: ApplyError::UnknownBroker(1), .. });
+    assert!(rejected(image.apply_batch(index + 1, &change(0, None, Some(vec![2, 1])))));
+    assert!(rejected(image.apply_batch(index + 1, &change(2, Some(LeaderChange::Elect(1)), None))));
+    let new_partition = MetadataRecord::Partition { topic_id: id, partition: 3, replicas: vec![1, 3], isr: vec![3], leader: Some(3) };
+    assert!(rejected(image.apply_batch(index + 1, &MetadataBatch::one(new_partition))));
+    // Registering again (a restart) lifts the ban.
+    index += 1;
+    image.apply_batch(index, &MetadataBatch::one(register(1)));
+    assert!(image.unregistered.is_empty() && image.brokers.contains_key(&1));
+}
+
+#[test]
 fn an_isr_change_applies_only_against_the_epochs_it_was_made_on() {
     let (mut image, index) = cluster(3);
     let id = Uuid::from_u128(1);
@@ -252,6 +292,7 @@ fn arb_record() -> impl Strategy<Value = MetadataRecord> {
         broker.clone().prop_map(register),
         (broker.clone(), 0..40u64).prop_map(|(broker_id, broker_epoch)| MetadataRecord::UnfenceBroker { broker_id, broker_epoch }),
         (broker.clone(), 0..40u64).prop_map(|(broker_id, broker_epoch)| MetadataRecord::FenceBroker { broker_id, broker_epoch }),
+        (broker.clone(), 0..40u64).prop_map(|(broker_id, broker_epoch)| MetadataRecord::UnregisterBroker { broker_id, broker_epoch }),
         topic.clone().prop_map(|t| MetadataRecord::Topic { name: format!("t{t}"), topic_id: Uuid::from_u128(t) }),
         (topic.clone(), 0..3i32, members.clone()).prop_map(|(t, partition, replicas)| MetadataRecord::Partition {
             topic_id: Uuid::from_u128(t),

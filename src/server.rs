@@ -136,8 +136,13 @@ pub fn frame_size(prefix: [u8; 4], request_max_bytes: u32) -> Result<usize, (&'s
 }
 
 /// Requests of one connection that may be in progress at once: only
-/// consecutive Produce requests overlap (see [`connection`]).
-const PIPELINED_REQUESTS_MAX: usize = 5;
+/// consecutive Produce requests overlap (see [`connection`]). An `acks=all`
+/// produce waits a replication round, and every request in progress rides
+/// the same round: at 5, a librdkafka producer at `linger.ms=5` offering
+/// 47,000 records/s to an RF=3 topic got 40,926 with p50 418 ms; at 32,
+/// 45,999 with p50 20 ms (same machine, minutes apart). Memory stays
+/// bounded by the node's request budget (`kafka.queued_max_request_bytes`).
+const PIPELINED_REQUESTS_MAX: usize = 32;
 
 /// A frame read from the connection, and the budget it holds until answered.
 struct Request {

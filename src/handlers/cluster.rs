@@ -1,5 +1,5 @@
-//! DescribeCluster: the live brokers of the metadata image and the active
-//! controller; UnregisterBroker: an operator removes a broker (KIP-500).
+//! DescribeCluster: the live brokers of the metadata image (and, from v2 on
+//! request, the fenced ones) and the active controller; UnregisterBroker: an operator removes a broker (KIP-500).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -10,6 +10,9 @@ use crate::protocol::RequestContext;
 
 /// DescribeCluster v1 added the endpoint type (brokers or controllers).
 const ENDPOINT_TYPE_SINCE_VERSION: i16 = 1;
+
+/// DescribeCluster v2 lists fenced brokers on request (KIP-1073).
+const FENCED_BROKERS_SINCE_VERSION: i16 = 2;
 
 /// DescribeCluster's endpoint type for brokers (controllers are type 2).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -37,6 +40,21 @@ pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> 
         .into_iter()
         .map(|b| DescribeClusterBroker::default().with_broker_id(BrokerId(b.id)).with_host(wire(b.host)).with_port(b.port).with_rack(b.rack.map(wire)))
         .collect();
+    if ctx.version >= FENCED_BROKERS_SINCE_VERSION && request.include_fenced_brokers {
+        // KIP-1073: tools (kafka-reassign-partitions) must know a broker that is down.
+        for b in broker.node.fenced_brokers() {
+            let Some(endpoint) = b.endpoints.first() else { continue };
+            response.brokers.push(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(wire(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(b.rack.map(wire))
+                    .with_is_fenced(true),
+            );
+        }
+        response.brokers.sort_by_key(|b| b.broker_id.0);
+    }
     response
 }
 

@@ -449,6 +449,11 @@ impl NodeHandle {
         self.read().brokers.clone()
     }
 
+    /// The registered brokers that are fenced (their session lapsed), by id.
+    pub fn fenced_brokers(&self) -> Vec<BrokerView> {
+        self.read().fenced_brokers.clone()
+    }
+
     /// How many voters the metadata quorum has (1 for the embedded node).
     pub fn voter_count(&self) -> usize {
         self.store.raft().metrics().borrow().membership_config.membership().voter_ids().count()

@@ -92,6 +92,8 @@ pub struct Registry {
     pub(super) topics: HashMap<Arc<str>, TopicView>,
     pub(super) names_by_id: HashMap<Uuid, Arc<str>>,
     pub(super) brokers: Vec<BrokerView>,
+    /// Registered brokers whose session lapsed (DescribeCluster v2 lists them on request).
+    pub(super) fenced_brokers: Vec<BrokerView>,
 }
 
 impl Registry {

@@ -351,12 +351,9 @@ impl ReplicaManager {
                 .collect();
             registry.insert(TopicView { name: topic.name.as_str().into(), id: topic.topic_id, configs: topic_configs(topic), partitions });
         }
-        registry.brokers = image
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| BrokerView { id: b.broker_id, endpoints: b.endpoints.clone(), rack: b.rack.clone() })
-            .collect();
+        let view = |b: &crate::metadata::quorum::BrokerRegistration| BrokerView { id: b.broker_id, endpoints: b.endpoints.clone(), rack: b.rack.clone() };
+        registry.brokers = image.brokers.values().filter(|b| !b.fenced).map(view).collect();
+        registry.fenced_brokers = image.brokers.values().filter(|b| b.fenced).map(view).collect();
         *self.registry.write().unwrap_or_else(|p| p.into_inner()) = registry;
         self.published.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -91,12 +91,12 @@ fn the_manifest_prunes_whole_files() {
     assert!(!segment_may_match(&sel(), &ArchivedSegment { rows: 0, min_timestamp: -1, max_timestamp: -1, ..s }));
 }
 
-/// A segment of `groups` batches of `per` records: batch `b` holds keys
-/// `k{b}-{i}` at timestamps `1000 * b + i`. With a one-byte row group size,
-/// every batch is its own row group.
-fn segment(groups: i64, per: i64) -> Bytes {
+/// A segment of batches `batches` of `per` records each: batch `b` starts at
+/// offset `b * per` and holds keys `k{b}-{i}` at timestamps `1000 * b + i`.
+/// With a one-byte row group size, every batch is its own row group.
+fn segment(batches: std::ops::Range<i64>, per: i64) -> Bytes {
     let mut out = Vec::new();
-    for b in 0..groups {
+    for b in batches {
         let base = b * per;
         let fields = BatchFields {
             base_offset: base,
@@ -139,7 +139,7 @@ fn verdicts(file: &Bytes, selection: &Selection) -> Vec<Verdict> {
 
 #[test]
 fn a_row_group_whose_bloom_filter_excludes_the_key_is_not_read() {
-    let file = encode_segment(&segment(4, 50), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
+    let file = encode_segment(&segment(0..4, 50), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
     let got = verdicts(&file, &Selection { key: key("k2-7"), ..sel() });
     assert_eq!(got[2], Verdict::Read);
     assert!(got.iter().enumerate().all(|(g, v)| g == 2 || matches!(v, Verdict::SkipBloom | Verdict::SkipKeyRange)), "{got:?}");
@@ -155,7 +155,7 @@ fn a_row_group_whose_bloom_filter_excludes_the_key_is_not_read() {
 
 #[test]
 fn statistics_exclude_a_time_range_in_a_real_file() {
-    let file = encode_segment(&segment(4, 50), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
+    let file = encode_segment(&segment(0..4, 50), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
     let window = Selection { from_time: Some(1_010), to_time: Some(2_005), ..sel() };
     assert_eq!(verdicts(&file, &window), [Verdict::SkipTimes, Verdict::Read, Verdict::Read, Verdict::SkipTimes]);
     let offsets = Selection { from_offset: Some(150), ..sel() };
@@ -164,7 +164,7 @@ fn statistics_exclude_a_time_range_in_a_real_file() {
 
 #[test]
 fn bloom_filters_are_sized_for_a_row_group_and_folded() {
-    let file = encode_segment(&segment(4, 50), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
+    let file = encode_segment(&segment(0..4, 50), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file).unwrap();
     let key_column = column_index(&metadata, column::KEY).unwrap();
     for g in 0..metadata.num_row_groups() {
@@ -184,7 +184,7 @@ fn bloom_filters_are_sized_for_a_row_group_and_folded() {
 fn files_without_bloom_filters_or_key_statistics_are_read_whole() {
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
-    let new = encode_segment(&segment(2, 20), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
+    let new = encode_segment(&segment(0..2, 20), "t", 0, &EncodeOptions { row_group_bytes: 1, zstd_level: 1 }).unwrap().parquet;
     let rows = futures::executor::block_on(async {
         let metadata = ArrowReaderMetadata::load_async(&mut Cursor::new(new.to_vec()), ArrowReaderOptions::new()).await.unwrap();
         let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(Cursor::new(new.to_vec()), metadata).build().unwrap();
@@ -209,4 +209,57 @@ fn files_without_bloom_filters_or_key_statistics_are_read_whole() {
     );
     let (scanned, selected) = select_rows(&rows, &Selection { key: key("k1-3"), ..sel() }).unwrap();
     assert_eq!((scanned, selected.len(), selected[0].offset), (40, 1, 23));
+}
+
+/// Every record a scan selects, and what it read.
+async fn scan(part: &Arc<PartitionArchive>, selection: Selection) -> (Vec<(i64, i64)>, ScanStats) {
+    let mut scan = SelectScan::new(Arc::clone(part), selection);
+    let mut out = Vec::new();
+    while let Some(records) = scan.next().await.unwrap() {
+        out.extend(records.iter().map(|r| (r.offset, r.timestamp)));
+    }
+    (out, scan.stats())
+}
+
+#[test]
+fn a_scan_reads_only_what_can_match_and_returns_exactly_the_matches() {
+    use crate::archive::{Archive, ArchiveSettings, NoObserver, SealedSegment, StoreSettings};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ArchiveSettings {
+        store: StoreSettings { url: url::Url::from_directory_path(dir.path().join("archive")).unwrap().to_string(), ..StoreSettings::default() },
+        encode: EncodeOptions { row_group_bytes: 1, zstd_level: 1 },
+        upload_concurrency: 1,
+        cache_bytes: 1 << 20,
+    };
+    let archive = Archive::open(settings, runtime.handle().clone(), Arc::new(NoObserver)).unwrap();
+    runtime.block_on(async {
+        let part = archive.open_partition("t", 0, "id", 0).await.unwrap();
+        // Two files of four row groups: offsets 0..200 and 200..400.
+        for batches in [0..4, 4..8] {
+            let path = dir.path().join(format!("{}.log", batches.start));
+            let bytes = segment(batches.clone(), 50);
+            std::fs::write(&path, &bytes).unwrap();
+            let sealed = SealedSegment { base_offset: batches.start * 50, next_offset: batches.end * 50, path, size: bytes.len() as u64 };
+            part.upload(sealed).await.unwrap().expect("uploaded");
+        }
+        let (all, full) = scan(&part, sel()).await;
+        assert_eq!(all.len(), 400);
+        assert_eq!((full.files, full.files_opened, full.row_groups, full.row_groups_read), (2, 2, 8, 8));
+        assert!(full.page_bytes > 0 && full.footer_bytes > 0 && full.bloom_bytes == 0, "{full:?}");
+
+        let (one, by_key) = scan(&part, Selection { key: key("k5-7"), ..sel() }).await;
+        assert_eq!(one, [(257, 5_007)]);
+        assert_eq!((by_key.files_opened, by_key.row_groups_read, by_key.records_scanned), (2, 1, 50), "{by_key:?}");
+        assert_eq!(by_key.row_groups_skipped_by_stats + by_key.row_groups_skipped_by_bloom, 7);
+        assert!(by_key.page_bytes * 4 < full.page_bytes, "{by_key:?} against {full:?}");
+
+        let (window, by_time) = scan(&part, Selection { from_time: Some(6_000), to_time: Some(6_010), ..sel() }).await;
+        assert_eq!(window, (300..=310).map(|o| (o, 6_000 + o - 300)).collect::<Vec<_>>());
+        assert_eq!((by_time.files_opened, by_time.row_groups_read, by_time.row_groups_skipped_by_stats), (1, 1, 3), "the manifest rules out the first file");
+
+        let (prefix, by_prefix) = scan(&part, Selection { key_prefix: key("k1-"), from_offset: Some(60), ..sel() }).await;
+        assert_eq!(prefix.first().map(|r| r.0), Some(60));
+        assert_eq!((prefix.len(), by_prefix.row_groups_read), (40, 1));
+    });
 }

@@ -1,6 +1,12 @@
 //! `silt replay`: streams archived records of a topic, straight from the
 //! archive (no broker needed), to stdout as JSON lines or into another topic
 //! of any Kafka-compatible broker. Event-sourcing replays and backfills use it.
+//!
+//! With `--key`, `--key-prefix`, `--from-time` or `--to-time` it reads
+//! selectively (`silt_tiering::archive::select`): only the files and row
+//! groups whose manifest ranges, statistics and key bloom filters say they
+//! can hold matches, and only matching records go out. `--stats` prints what
+//! was read (JSON, on stderr).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +17,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use silt_tiering::archive::select::{ScanStats, SelectScan, Selection};
 use silt_tiering::archive::{Archive, NoObserver, PartitionArchive};
 use silt_tiering::batch::{self, BatchHeader, Record};
 
@@ -31,15 +38,25 @@ pub struct ReplayArgs {
     /// First offset to replay (per partition); default: the archive's start.
     #[arg(long, conflicts_with = "from_time")]
     pub from_offset: Option<i64>,
-    /// Replay records from this time: milliseconds since the epoch or RFC 3339.
+    /// Replay records from this time: milliseconds since the epoch or RFC 3339
+    /// (inclusive; records are selected by their own timestamp).
     #[arg(long, value_parser = parse_time)]
     pub from_time: Option<i64>,
     /// Stop before this offset (per partition); default: the archive's end.
     #[arg(long, conflicts_with = "to_time")]
     pub to_offset: Option<i64>,
-    /// Stop at the first record after this time (ms since the epoch or RFC 3339).
+    /// Replay records up to this time, inclusive (ms since the epoch or RFC 3339).
     #[arg(long, value_parser = parse_time)]
     pub to_time: Option<i64>,
+    /// Replay only records with this key (read with --encoding: text, or base64).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Replay only records whose key starts with this (read with --encoding).
+    #[arg(long)]
+    pub key_prefix: Option<String>,
+    /// Print what was read (files, row groups, bytes) as JSON on stderr.
+    #[arg(long)]
+    pub stats: bool,
     /// Produce the records into this topic instead of printing them.
     #[arg(long)]
     pub to_topic: Option<String>,
@@ -235,14 +252,32 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
             Sink::Topic { producer, topic: topic.clone(), keep_partitions: args.keep_partitions, pending: FuturesUnordered::new() }
         }
     };
+    let selection = selection(&args)?;
     let started = Instant::now();
     let mut total = 0u64;
+    let mut stats = ScanStats::default();
     let mut last_report = Instant::now();
     for partition in partitions {
         let Some(part) = archive.read_partition(&args.topic, partition).await? else {
             bail!("partition {partition} of {:?} has no archive", args.topic);
         };
-        let (from, to) = bounds(&args, &part).await?;
+        if let Some(selection) = &selection {
+            let mut scan = SelectScan::new(Arc::clone(&part), selection.clone());
+            while let Some(records) = scan.next().await? {
+                for record in &records {
+                    sink.send(&args.topic, partition, record).await?;
+                }
+                total += records.len() as u64;
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    let rate = total as f64 / started.elapsed().as_secs_f64();
+                    eprintln!("silt replay: {total} records ({rate:.0} records/s), partition {partition} at offset {}", records.last().map_or(0, |r| r.offset));
+                    last_report = Instant::now();
+                }
+            }
+            stats.add(&scan.stats());
+            continue;
+        }
+        let (from, to) = bounds(&args, &part);
         let mut next = from;
         'reading: while next < to {
             let Some(bytes) = part.read(next, READ_BYTES).await? else { break };
@@ -271,25 +306,46 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
         }
     }
     sink.finish().await?;
+    if args.stats {
+        eprintln!("silt replay: stats {}", serde_json::to_string(&stats)?);
+    }
     eprintln!("silt replay: {total} records replayed from {} in {:.1} s", archive.url(), started.elapsed().as_secs_f64());
     Ok(total)
 }
 
-/// The offsets `[from, to)` to replay in one partition.
-async fn bounds(args: &ReplayArgs, part: &Arc<PartitionArchive>) -> anyhow::Result<(i64, i64)> {
+/// What a selective replay selects, or `None` for a plain replay of an
+/// offset range (which reads through the archive's row group cache).
+fn selection(args: &ReplayArgs) -> anyhow::Result<Option<Selection>> {
+    let selective = args.key.is_some() || args.key_prefix.is_some() || args.from_time.is_some() || args.to_time.is_some() || args.stats;
+    if !selective {
+        return Ok(None);
+    }
+    let bytes = |text: &Option<String>, flag: &str| -> anyhow::Result<Option<Bytes>> {
+        use base64::Engine;
+        Ok(match text {
+            None => None,
+            Some(t) if args.encoding == "base64" => {
+                Some(Bytes::from(base64::engine::general_purpose::STANDARD.decode(t).with_context(|| format!("{flag} {t:?} is not base64"))?))
+            }
+            Some(t) => Some(Bytes::copy_from_slice(t.as_bytes())),
+        })
+    };
+    Ok(Some(Selection {
+        key: bytes(&args.key, "--key")?,
+        key_prefix: bytes(&args.key_prefix, "--key-prefix")?,
+        from_offset: args.from_offset,
+        to_offset: args.to_offset,
+        from_time: args.from_time,
+        to_time: args.to_time,
+    }))
+}
+
+/// The offsets `[from, to)` of a plain replay of one partition (a time
+/// window is a [`Selection`]).
+fn bounds(args: &ReplayArgs, part: &PartitionArchive) -> (i64, i64) {
     let manifest = part.manifest();
-    let (Some(start), Some(end)) = (manifest.start_offset(), manifest.end_offset()) else { return Ok((0, 0)) };
-    let from = match (args.from_offset, args.from_time) {
-        (Some(o), _) => o.max(start),
-        (None, Some(t)) => part.offset_for_timestamp(t).await?.map_or(end, |(o, _)| o),
-        (None, None) => start,
-    };
-    let to = match (args.to_offset, args.to_time) {
-        (Some(o), _) => o.min(end),
-        (None, Some(t)) => part.offset_for_timestamp(t.saturating_add(1)).await?.map_or(end, |(o, _)| o),
-        (None, None) => end,
-    };
-    Ok((from, to))
+    let (Some(start), Some(end)) = (manifest.start_offset(), manifest.end_offset()) else { return (0, 0) };
+    (args.from_offset.map_or(start, |o| o.max(start)), args.to_offset.map_or(end, |o| o.min(end)))
 }
 
 #[cfg(test)]

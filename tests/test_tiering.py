@@ -5,7 +5,8 @@ with a glob, and a topic's folder as a table) and Spark (the folder), replayed t
 protocol from offset 0 with confluent-kafka and kcat, found by timestamp,
 replayed by `silt replay`, kept correct across an object-store outage and a
 kill -9 in the middle of uploads, and moved from the first layout (manifests
-inside the topic's folder) by a restarted broker.
+inside the topic's folder) by a restarted broker. `silt replay --key` reads
+only the row groups that can hold the key (bloom filters and statistics).
 """
 
 from __future__ import annotations
@@ -59,16 +60,16 @@ def record(i: int) -> dict:
     }
 
 
-def produce_dataset(broker, topic: str, ids, partitions: int) -> dict[int, dict]:
-    """Produces records `ids` spread over partitions by id; returns
-    {id: (partition, offset)} from the delivery reports."""
+def produce_dataset(broker, topic: str, ids, partitions: int, make=record) -> dict[int, dict]:
+    """Produces records `make(i)` for `ids` (`record` by default) spread over
+    partitions by id; returns {id: (partition, offset)} from the delivery reports."""
     # Bounded batches: one huge batch per partition would fill a segment alone.
     p = Producer(confluent_conf(broker, acks="all", **{"linger.ms": 20, "compression.type": "lz4",
                                                        "batch.size": 16384, "message.timeout.ms": 120000}))
     tracker = DeliveryTracker()
     recs = []
     for i in ids:
-        r = record(i)
+        r = make(i)
         r["partition"] = i % partitions
         recs.append(r)
     produce_all(p, topic, recs, tracker)
@@ -385,6 +386,80 @@ def test_file_archive_layout_queries_replay_and_time_lookup(tiered, tmp_path, si
     bad = subprocess.run([str(silt_bin), "replay", "--topic", "no-such-topic", "--archive-url", url],
                          capture_output=True, timeout=60, env=TOOL_ENV)
     assert bad.returncode != 0 and b"no-such-topic" in bad.stderr
+
+
+#: Records whose key is rare: they sit in a few row groups only.
+NEEDLES = {**{i: b"needle-a" for i in range(3000, 3006)}, **{i: b"needle-b" for i in range(3006, 3012)}}
+
+
+def needle_record(i: int) -> dict:
+    r = record(i)
+    r["key"] = NEEDLES.get(i, r["key"])
+    return r
+
+
+def replay_json(silt_bin, *args) -> tuple[list[dict], dict]:
+    """Runs `silt replay ... --stats`; returns its records and what it read."""
+    out = subprocess.run([str(silt_bin), "replay", *args, "--stats"], capture_output=True, timeout=120, env=TOOL_ENV)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    stats = [line for line in out.stderr.decode().splitlines() if line.startswith("silt replay: stats ")]
+    assert len(stats) == 1, out.stderr.decode()[-2000:]
+    return [json.loads(x) for x in out.stdout.decode().splitlines()], json.loads(stats[0].split(" stats ", 1)[1])
+
+
+def test_replay_by_key_reads_only_the_row_groups_that_can_hold_it(broker_factory, silt_bin):
+    # Row groups of about one (lz4-compressed) batch each: several per archived file.
+    broker = broker_factory(env={**TIERING_ENV, "SILT_TIERING__ROW_GROUP_BYTES": "4096"})
+    topic, partitions, n = "lookups", 2, 8_000
+    create_topic(broker, topic, partitions, config=TOPIC_CONFIG)
+    placed = produce_dataset(broker, topic, range(n), partitions, make=needle_record)
+    root = broker.data_dir.with_name(broker.data_dir.name + "-archive")
+    manifests = wait_until_offloaded(broker, topic, partitions, lambda p: read_manifest(root, topic, p))
+    ids = archived_ids(placed, manifests)
+    assert set(NEEDLES) <= set(ids), "the needles are archived"
+    url = f"file://{root}"
+
+    def rows_of(rows):
+        return sorted((r["partition"], r["offset"], r["key"], r["value"]) for r in rows)
+
+    def want(selected):
+        return sorted((*placed[i], needle_record(i)["key"].decode(), needle_record(i)["value"].decode()) for i in selected)
+
+    full_rows, full = replay_json(silt_bin, "--topic", topic, "--archive-url", url)
+    assert rows_of(full_rows) == want(ids)
+    print(f"full scan: {full}")
+    assert full["row_groups_read"] == full["row_groups"] >= full["files"], full
+    assert full["records_scanned"] == len(ids) and full["files_opened"] == full["files"], full
+
+    # One key: exactly its records, from a fraction of the row groups and bytes.
+    rows, by_key = replay_json(silt_bin, "--topic", topic, "--archive-url", url, "--key", "needle-a")
+    assert rows_of(rows) == want(i for i, k in NEEDLES.items() if k == b"needle-a")
+    # "needle-a" sorts before every "user-<n>": the key column's min/max rule most row groups out.
+    assert by_key["row_groups_skipped_by_stats"] > 0, by_key
+    assert by_key["row_groups_read"] <= 4 and by_key["row_groups_read"] < full["row_groups_read"] // 4, (by_key, full)
+    # Every file's footer is still read (the manifest knows nothing of keys);
+    # on these small files a footer read is most of the file.
+    assert by_key["page_bytes"] < full["page_bytes"] // 4, (by_key, full)
+    assert by_key["bytes_read"] < full["bytes_read"], (by_key, full)
+    # A key inside every row group's min/max but in none of them: only the
+    # bloom filters (1% false positives) rule the row groups out.
+    rows, absent = replay_json(silt_bin, "--topic", topic, "--archive-url", url, "--key", "user-1000")
+    assert rows == [] and absent["row_groups_read"] <= 2, absent
+    assert absent["row_groups_skipped_by_bloom"] >= absent["row_groups"] - 2 - absent["row_groups_skipped_by_stats"], absent
+    assert absent["bloom_filters_read"] >= absent["row_groups_skipped_by_bloom"] > full["row_groups"] // 2, absent
+
+    # A key prefix prunes by the key column's min/max.
+    rows, by_prefix = replay_json(silt_bin, "--topic", topic, "--archive-url", url, "--key-prefix", "needle-")
+    assert rows_of(rows) == want(NEEDLES)
+    assert by_prefix["row_groups_skipped_by_stats"] > 0 and by_prefix["row_groups_read"] < full["row_groups_read"] // 4, by_prefix
+
+    # A time window prunes files by the manifest and row groups by statistics.
+    lo, hi = 3000, 3099
+    rows, window = replay_json(silt_bin, "--topic", topic, "--archive-url", url,
+                               "--from-time", str(BASE_TS + lo), "--to-time", str(BASE_TS + hi))
+    assert rows_of(rows) == want(range(lo, hi + 1))
+    assert window["files_opened"] < window["files"] and window["row_groups_read"] < full["row_groups_read"] // 4, window
+    print(f"full scan {full}; --key {by_key}; --key-prefix {by_prefix}; time window {window}")
 
 
 def test_a_damaged_archive_file_fails_only_that_fetch(tiered):

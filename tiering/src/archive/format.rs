@@ -4,9 +4,11 @@
 //! Rows keep the log's offset order. A row group holds whole batches only
 //! (never half a batch), so one row group is enough to rebuild any batch in
 //! it; row groups close after about `row_group_bytes` of record data. Offset
-//! and timestamp columns carry min/max statistics so readers can prune; the
-//! payload columns (key, value, headers) carry none, since min/max of opaque
-//! bytes prunes nothing and costs space.
+//! and timestamp columns carry min/max statistics so readers can prune by
+//! offset and time. The key column carries a bloom filter per row group (an
+//! exact key prunes) and chunk-level min/max (a key prefix prunes, truncated
+//! to 64 bytes); value and headers carry none, since min/max of opaque
+//! bytes prunes nothing and costs space. See `select` for the readers.
 
 use std::sync::Arc;
 
@@ -206,7 +208,28 @@ impl Builders {
     }
 }
 
-fn writer_properties(options: &EncodeOptions, metadata: Vec<KeyValue>) -> Result<WriterProperties, ArchiveError> {
+/// False-positive rate of the key column's bloom filters.
+pub const KEY_BLOOM_FPP: f64 = 0.01;
+/// The most distinct keys a row group's bloom filter is first sized for
+/// (before it is folded down to what it holds): 1 MiB of bitset at most.
+const KEY_BLOOM_MAX_NDV: u64 = 1 << 20;
+
+/// The number of distinct keys to size a row group's key bloom filter for:
+/// the records a row group can hold (a row group closes after about
+/// `row_group_bytes` of the segment's `segment_bytes`), with a quarter more
+/// for batches of uneven size, never more than the segment holds. The writer
+/// folds each filter down to the smallest size that keeps
+/// [`KEY_BLOOM_FPP`] for what was inserted, so this is only its ceiling.
+pub fn key_bloom_ndv(records: u64, segment_bytes: u64, row_group_bytes: u64) -> u64 {
+    let per_group = if segment_bytes <= row_group_bytes {
+        records
+    } else {
+        (u128::from(records) * u128::from(row_group_bytes) / u128::from(segment_bytes.max(1))) as u64 * 5 / 4
+    };
+    per_group.clamp(1, records.max(1)).min(KEY_BLOOM_MAX_NDV)
+}
+
+fn writer_properties(options: &EncodeOptions, metadata: Vec<KeyValue>, key_ndv: u64) -> Result<WriterProperties, ArchiveError> {
     let level = ZstdLevel::try_new(options.zstd_level).map_err(|e| ArchiveError::Encode { reason: e.to_string() })?;
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
@@ -214,7 +237,13 @@ fn writer_properties(options: &EncodeOptions, metadata: Vec<KeyValue>) -> Result
         .set_key_value_metadata(Some(metadata))
         // Row groups are closed by size (whole batches); this is only a ceiling.
         .set_max_row_group_row_count(None);
-    for opaque in [vec![column::KEY], vec![column::VALUE], vec![column::HEADERS, "list", "item", "value"]] {
+    let key = ColumnPath::new(vec![column::KEY.to_string()]);
+    props = props
+        .set_column_statistics_enabled(key.clone(), EnabledStatistics::Chunk)
+        .set_column_bloom_filter_enabled(key.clone(), true)
+        .set_column_bloom_filter_fpp(key.clone(), KEY_BLOOM_FPP)
+        .set_column_bloom_filter_max_ndv(key, key_ndv);
+    for opaque in [vec![column::VALUE], vec![column::HEADERS, "list", "item", "value"]] {
         let path = ColumnPath::new(opaque.iter().map(|s| s.to_string()).collect());
         props = props.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
         if opaque == [column::VALUE] {
@@ -234,6 +263,7 @@ pub fn encode_segment(batches: &Bytes, topic: &str, partition: i32, options: &En
     // Walk headers first: the file's name and metadata need its offset range.
     let mut at = 0;
     let mut spans = Vec::new();
+    let mut records = 0u64;
     while at < batches.len() {
         let header = BatchHeader::parse(&batches[at..])?;
         let end = at + header.total_len();
@@ -244,6 +274,7 @@ pub fn encode_segment(batches: &Bytes, topic: &str, partition: i32, options: &En
             summary.base_offset = header.base_offset;
         }
         summary.last_offset = header.last_offset();
+        records += header.record_count().max(0) as u64;
         spans.push((at, end));
         at = end;
     }
@@ -257,7 +288,7 @@ pub fn encode_segment(batches: &Bytes, topic: &str, partition: i32, options: &En
         KeyValue::new("silt.base_offset".into(), summary.base_offset.to_string()),
         KeyValue::new("silt.last_offset".into(), summary.last_offset.to_string()),
     ];
-    let props = writer_properties(options, metadata)?;
+    let props = writer_properties(options, metadata, key_bloom_ndv(records, summary.segment_bytes, options.row_group_bytes))?;
     let mut out = Vec::with_capacity(batches.len() / 2);
     let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props)).map_err(ArchiveError::parquet)?;
     let mut builders = Builders::new();

@@ -15,6 +15,7 @@
 //! | [`store`] | opening the object store an archive URL names |
 //! | [`cache`] | the bounded cache of decoded row groups and file footers |
 //! | [`reader`] | reading archived files back: byte ranges of an object, the checked footer, row groups |
+//! | [`select`] | selective reads (a key, a key prefix, a time window) pruned by manifest, statistics and bloom filters |
 //!
 //! Rules this module keeps:
 //! - A file becomes part of the archive only when the manifest naming it has
@@ -36,6 +37,7 @@ pub mod format;
 mod layout;
 pub mod manifest;
 pub mod reader;
+pub mod select;
 pub mod store;
 
 use std::path::PathBuf;

@@ -30,7 +30,7 @@ use crate::error::ArchiveError;
 
 /// Bytes read from the end of a file at once for its footer: one request
 /// covers the footer of a typical archive file.
-const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
+pub(crate) const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
 
 pub(crate) struct ObjectFileReader {
     store: Arc<dyn ObjectStore>,

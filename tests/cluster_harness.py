@@ -30,6 +30,7 @@ from pathlib import Path
 
 from broker_process import (KAFKA_SCRIPT, Broker, BrokerProcess, HarnessError, KafkaBroker)
 from history import History
+from kafka_cli import run_kafka_tool
 from kafka_wire import ApiKey, ConnectionClosed, RawConnection, Writer
 
 #: How many nodes the failure tests' cluster has.
@@ -323,15 +324,9 @@ class Cluster:
         """The metadata quorum's leader, asked with Kafka's own tool
         (DescribeQuorum, kafka-metadata-quorum.sh describe --status) through
         the brokers `via_ids`."""
-        try:
-            done = subprocess.run(
-                [str(KAFKA_SCRIPT), "run-class", "org.apache.kafka.tools.MetadataQuorumCommand",
-                 "--bootstrap-server", self.bootstrap_of(via_ids), "describe", "--status"],
-                capture_output=True, text=True, timeout=QUORUM_TOOL_TIMEOUT_S,
-                env={**os.environ, "KAFKA_HEAP_OPTS": "-Xmx256m",
-                     "KAFKA_JVM_OPTS": "-XX:TieredStopAtLevel=1"})
-        except subprocess.TimeoutExpired:
-            raise HarnessError(f"kafka-metadata-quorum took over {QUORUM_TOOL_TIMEOUT_S:.0f}s")
+        done = run_kafka_tool("org.apache.kafka.tools.MetadataQuorumCommand",
+                              "--bootstrap-server", self.bootstrap_of(via_ids), "describe", "--status",
+                              check=False, timeout_s=QUORUM_TOOL_TIMEOUT_S)
         m = re.search(r"^LeaderId:\s+(-?\d+)", done.stdout, re.M)
         if done.returncode != 0 or m is None:
             raise HarnessError(f"kafka-metadata-quorum describe --status failed ({done.returncode}):\n"

@@ -9,16 +9,14 @@ Runs against the suite's broker kind, like the failure tests.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import time
 
 import pytest
 
-from broker_process import KAFKA_SCRIPT, HarnessError
 from cluster_harness import CLUSTER_SIZE, QUORUM_TOOL_TIMEOUT_S, Cluster, read_all, started_cluster
 from history import History, check
+from kafka_cli import run_kafka_tool
 
 VOTERS = list(range(1, CLUSTER_SIZE + 1))
 BROKER_ONLY = CLUSTER_SIZE + 1
@@ -34,13 +32,7 @@ def mixed_cluster(cluster_kind, request, tmp_path):
 
 def kafka_tool(cluster: Cluster, main_class: str, *args: str) -> str:
     """Runs one of Kafka's tools; its stdout."""
-    done = subprocess.run(
-        [str(KAFKA_SCRIPT), "run-class", main_class, *args],
-        capture_output=True, text=True, timeout=QUORUM_TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL,
-        env={**os.environ, "KAFKA_HEAP_OPTS": "-Xmx256m", "KAFKA_JVM_OPTS": "-XX:TieredStopAtLevel=1"})
-    if done.returncode != 0:
-        raise HarnessError(f"{main_class} {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-2000:]}")
-    return done.stdout
+    return run_kafka_tool(main_class, *args, timeout_s=QUORUM_TOOL_TIMEOUT_S).stdout
 
 
 def quorum_replication(cluster: Cluster) -> str:

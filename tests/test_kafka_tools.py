@@ -14,17 +14,16 @@ Python client. A tool that fails against Silt is a Silt bug or a missing API.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from silt_harness import (CLIENT_TIMEOUT_S, REPO_ROOT, HarnessError, create_topic,
-                          describe_topic_configs, wait_until)
+from broker_process import KAFKA_SCRIPT
+from kafka_cli import run_kafka_tool
+from silt_harness import CLIENT_TIMEOUT_S, create_topic, describe_topic_configs, wait_until
 
-KAFKA_SCRIPT = REPO_ROOT / "tests" / "kafka" / "kafka"
 #: How long one tool run may take: a JVM start on a loaded 2-core machine,
 #: plus whatever the tool waits for (consumers wait for their records).
 TOOL_TIMEOUT_S = 180.0
@@ -53,20 +52,8 @@ class Tools:
 
     def run(self, main_class: str, *args: str, input: str | None = None, check: bool = True,
             timeout_s: float = TOOL_TIMEOUT_S) -> subprocess.CompletedProcess:
-        cmd = [str(KAFKA_SCRIPT), "run-class", main_class, *args]
-        env = dict(os.environ)
-        # A tool is a short-lived client: a small heap starts faster.
-        env.setdefault("KAFKA_HEAP_OPTS", "-Xmx256m -Xms64m")
-        try:
-            done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout_s, env=env,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as e:
-            raise HarnessError(f"{main_class} {' '.join(args)} did not finish within {timeout_s:.0f}s; "
-                               f"stdout so far: {e.stdout!r}; stderr: {e.stderr!r}") from None
-        if check and done.returncode != 0:
-            raise HarnessError(f"{main_class} {' '.join(args)} exited {done.returncode}\n"
-                               f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
-        return done
+        # Full JIT: the perf tools among these measure throughput.
+        return run_kafka_tool(main_class, *args, input=input, check=check, timeout_s=timeout_s, quick_jit=False)
 
     # The tools, under the names of Kafka's bin/ scripts.
     def topics(self, *args, **kw):

@@ -20,17 +20,15 @@ oracle pass and Silt's cluster in the Silt pass.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
-from broker_process import KAFKA_SCRIPT, HarnessError
+from broker_process import HarnessError
 from cluster_harness import CLUSTER_SIZE, Cluster, read_all
 from history import History, check
+from kafka_cli import run_kafka_tool
 
 ALL = list(range(1, CLUSTER_SIZE + 1))
-#: How long one tool run may take (a JVM start on a loaded 2-core machine).
-TOOL_TIMEOUT_S = 120.0
 #: How long a reassignment may take to complete once its new replica is live.
 REASSIGN_TIMEOUT_S = 90.0
 #: The writer's pace while replicas move.
@@ -41,19 +39,8 @@ RECORDS_BEFORE = 3_000
 
 def reassign_tool(cluster: Cluster, *args: str, check_exit: bool = True) -> subprocess.CompletedProcess:
     """Runs `kafka-reassign-partitions` (ReassignPartitionsCommand) against the cluster."""
-    cmd = [str(KAFKA_SCRIPT), "run-class", "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-           "--bootstrap-server", cluster.bootstrap, *args]
-    env = {**os.environ, "KAFKA_HEAP_OPTS": "-Xmx256m -Xms64m", "KAFKA_JVM_OPTS": "-XX:TieredStopAtLevel=1"}
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=env,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise HarnessError(f"kafka-reassign-partitions {' '.join(args)} took over {TOOL_TIMEOUT_S:.0f}s; "
-                           f"stdout so far: {e.stdout!r}") from None
-    if check_exit and done.returncode != 0:
-        raise HarnessError(f"kafka-reassign-partitions {' '.join(args)} exited {done.returncode}\n"
-                           f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}")
-    return done
+    return run_kafka_tool("org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
+                          "--bootstrap-server", cluster.bootstrap, *args, check=check_exit)
 
 
 def plan_file(tmp_path, topic: str, replicas: list[int], name: str = "plan.json") -> str:

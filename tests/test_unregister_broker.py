@@ -17,14 +17,13 @@ Runs against the suite's broker kind.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
 
-from broker_process import KAFKA_SCRIPT
 from cluster_harness import CLUSTER_SIZE, QUORUM_TOOL_TIMEOUT_S, Cluster, read_all
 from history import History, check
+from kafka_cli import run_kafka_tool
 from test_cluster_roles import kafka_tool, mixed_cluster  # noqa: F401 (a fixture)
 
 VOTERS = list(range(1, CLUSTER_SIZE + 1))
@@ -37,11 +36,9 @@ STAYS_OUT_S = 8.0
 
 def unregister(cluster: Cluster, broker_id: int) -> subprocess.CompletedProcess:
     """`kafka-cluster unregister`, through the voters."""
-    return subprocess.run(
-        [str(KAFKA_SCRIPT), "run-class", "org.apache.kafka.tools.ClusterTool", "unregister",
-         "--bootstrap-server", cluster.bootstrap_of(VOTERS), "--id", str(broker_id)],
-        capture_output=True, text=True, timeout=QUORUM_TOOL_TIMEOUT_S, stdin=subprocess.DEVNULL,
-        env={**os.environ, "KAFKA_HEAP_OPTS": "-Xmx256m", "KAFKA_JVM_OPTS": "-XX:TieredStopAtLevel=1"})
+    return run_kafka_tool("org.apache.kafka.tools.ClusterTool", "unregister",
+                          "--bootstrap-server", cluster.bootstrap_of(VOTERS), "--id", str(broker_id),
+                          check=False, timeout_s=QUORUM_TOOL_TIMEOUT_S)
 
 
 def listed(cluster: Cluster) -> dict[str, list[int]]:

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use openraft::{BasicNode, Raft};
+use openraft::{BasicNode, ChangeMembers, Raft};
 use silt_actors::metadata::controller::{ControllerQuorum, ProposeError, SessionControllerHandle};
 use silt_actors::metadata::quorum::{MetadataBatch, MetadataResponse, MetadataTypeConfig};
 
@@ -123,15 +123,36 @@ impl ControllerQuorum for RaftQuorum {
             if known.as_deref() == Some(address.as_str()) {
                 return Ok(());
             }
-            match raft.add_learner(node_id, BasicNode::new(address), false).await {
-                Ok(_) => Ok(()),
-                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-                    Err(ProposeError::NotLeader { leader: f.leader_id })
-                }
-                Err(e) => Err(ProposeError::Failed(e.to_string())),
-            }
+            membership_result(raft.add_learner(node_id, BasicNode::new(address), false).await)
         }
         .boxed()
+    }
+
+    fn learners(&self) -> Vec<u64> {
+        self.raft.metrics().borrow().membership_config.membership().learner_ids().collect()
+    }
+
+    fn remove_learner(&self, node_id: u64) -> BoxFuture<'static, Result<(), ProposeError>> {
+        let raft = self.raft.clone();
+        async move {
+            let is_voter = raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == node_id);
+            if is_voter {
+                return Err(ProposeError::Failed(format!("node {node_id} is a voter, not a learner")));
+            }
+            membership_result(raft.change_membership(ChangeMembers::RemoveNodes([node_id].into()), false).await)
+        }
+        .boxed()
+    }
+}
+
+/// A membership change's outcome as the session controller sees it.
+fn membership_result<T>(result: Result<T, openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>>) -> Result<(), ProposeError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader { leader: f.leader_id })
+        }
+        Err(e) => Err(ProposeError::Failed(e.to_string())),
     }
 }
 

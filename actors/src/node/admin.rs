@@ -95,6 +95,16 @@ fn topic_configs(topic: &TopicImage) -> Result<TopicConfigs, Error> {
     TopicConfigs::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
+/// Proposes `batch` and waits until it is committed and applied to this
+/// node's store; its response, or the refusal as an error.
+async fn commit(store: MetadataStore, batch: MetadataBatch) -> Result<MetadataResponse, Error> {
+    let (response, index) = store.propose_at(batch).await?;
+    if let Some(index) = index {
+        store.wait_applied(index).await?;
+    }
+    expect_applied(response)
+}
+
 impl Node {
     fn image(&self) -> std::sync::Arc<crate::metadata::quorum::AppliedState> {
         self.store.image().borrow().clone()
@@ -107,17 +117,26 @@ impl Node {
         batch: MetadataBatch,
         then: impl FnOnce(&mut Node, MetadataResponse) -> Result<T, Error> + 'static,
     ) -> AdminFuture<T> {
-        let store = self.store.clone();
-        let proposed = async move {
-            let (response, index) = store.propose_at(batch).await?;
-            if let Some(index) = index {
-                store.wait_applied(index).await?;
-            }
-            Ok(response)
-        };
-        Box::pin(proposed.into_actor(self).then(move |answer: Result<MetadataResponse, Error>, node, _| match answer.and_then(expect_applied) {
+        let proposed = commit(self.store.clone(), batch);
+        Box::pin(proposed.into_actor(self).then(move |answer: Result<MetadataResponse, Error>, node, _| match answer {
             Err(e) => ready(Err(e)),
             Ok(response) => Box::pin(node.apply_image().map(move |(), node, _| then(node, response))) as AdminFuture<T>,
+        }))
+    }
+
+    /// Proposes `batches` in order, each once the one before is committed and
+    /// applied here, stopping at the first refused; then runs `then`.
+    fn propose_all_then<T: 'static>(&mut self, batches: Vec<MetadataBatch>, then: impl FnOnce(&mut Node) -> Result<T, Error> + 'static) -> AdminFuture<T> {
+        let store = self.store.clone();
+        let proposed = async move {
+            for batch in batches {
+                commit(store.clone(), batch).await?;
+            }
+            Ok(())
+        };
+        Box::pin(proposed.into_actor(self).then(move |answer: Result<(), Error>, node, _| match answer {
+            Err(e) => ready(Err(e)),
+            Ok(()) => Box::pin(node.apply_image().map(move |(), node, _| then(node))) as AdminFuture<T>,
         }))
     }
 
@@ -250,14 +269,14 @@ impl Handler<UnregisterBroker> for Node {
 
     fn handle(&mut self, msg: UnregisterBroker, _ctx: &mut Context<Self>) -> Self::Result {
         let state = self.image();
-        let records = self.refuse_if_shutting_down().and_then(|()| match state.image.unregister_records(msg.broker_id) {
-            Ok(records) => Ok(records),
+        let batches = self.refuse_if_shutting_down().and_then(|()| match state.image.unregister_batches(msg.broker_id) {
+            Ok(batches) => Ok(batches),
             Err(ApplyError::UnknownBroker(id)) => Err(Error::BrokerIdNotRegistered(id)),
             Err(other) => Err(refused(other)),
         });
-        match records {
+        match batches {
             Err(e) => AtomicResponse::new(ready(Err(e))),
-            Ok(records) => AtomicResponse::new(self.propose_then(MetadataBatch { records }, move |_, _| {
+            Ok(batches) => AtomicResponse::new(self.propose_all_then(batches, move |_| {
                 tracing::info!(broker_id = msg.broker_id, "broker unregistered");
                 Ok(())
             })),
@@ -365,8 +384,8 @@ impl Handler<AlterIsr> for Node {
 /// The `AlterPartition` record for a leader's ISR change, if the epochs it
 /// was based on are still the image's and the new ISR holds the leader (the
 /// record is checked again when applied). Brokers the change would add that
-/// are not registered (unregistered, yet still fetching) are left out, as
-/// Kafka's leader asks only for eligible replicas; `None` when that leaves
+/// are not registered (unregistered, yet still fetching) or are fenced are
+/// left out, as Kafka's leader asks only for eligible replicas; `None` when that leaves
 /// nothing to change, so the leader, answered, waits before asking again
 /// instead of writing a refused record on every high-watermark move.
 fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<Option<MetadataRecord>, Error> {
@@ -382,7 +401,11 @@ fn isr_change_record(image: &MetadataImage, change: &IsrChange) -> Result<Option
     if p.leader.is_none_or(|l| !change.new_isr.contains(&l)) {
         return Err(MetadataError::Rejected(ApplyError::InvalidAssignment(format!("the ISR {:?} must hold the leader {:?}", change.new_isr, p.leader))).into());
     }
-    let isr: Vec<BrokerId> = change.new_isr.iter().copied().filter(|b| p.isr.contains(b) || image.brokers.contains_key(b)).collect();
+    // A replica joins the ISR only while registered and unfenced (Kafka's
+    // INELIGIBLE_REPLICA, KIP-841): a fenced broker that still fetches may be
+    // cut off from the controller, which then could not elect it.
+    let eligible = |b: &BrokerId| image.brokers.get(b).is_some_and(|r| !r.fenced);
+    let isr: Vec<BrokerId> = change.new_isr.iter().copied().filter(|b| p.isr.contains(b) || eligible(b)).collect();
     if isr.len() != change.new_isr.len() && isr == p.isr {
         return Ok(None);
     }
@@ -423,11 +446,12 @@ impl AlterPartition for StoreAlterPartition {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_unregistered_follower_is_not_asked_back_into_the_isr() {
+    /// An image with brokers 1-3 registered and unfenced, and topic `t`
+    /// (one partition on all three, led by 1); its id and an applier.
+    fn three_brokers_and_a_topic() -> (MetadataImage, Uuid, impl FnMut(&mut MetadataImage, Vec<MetadataRecord>)) {
         let mut image = MetadataImage::default();
         let mut index = 0;
-        let mut apply = |image: &mut MetadataImage, records: Vec<MetadataRecord>| {
+        let mut apply = move |image: &mut MetadataImage, records: Vec<MetadataRecord>| {
             index += 1;
             assert!(matches!(image.apply_batch(index, &MetadataBatch { records }), MetadataResponse::Applied { .. }));
         };
@@ -442,19 +466,43 @@ mod tests {
         let topic_id = Uuid::from_u128(7);
         let partition = NewPartition { replicas: vec![1, 2, 3], isr: vec![1, 2, 3], leader: 1 };
         apply(&mut image, topic_batch("t", topic_id, &[partition], &TopicConfigs::default()).records);
-        let unregister = image.unregister_records(3).unwrap();
-        apply(&mut image, unregister);
+        (image, topic_id, apply)
+    }
+
+    /// What the controller would write for a leader asking for `new_isr` of
+    /// `topic_id`'s partition 0 at its current epochs (None: nothing).
+    fn asked(image: &MetadataImage, topic_id: Uuid, new_isr: Vec<BrokerId>) -> Option<Vec<BrokerId>> {
         let p = &image.topics[&topic_id].partitions[0];
-        let ask = |new_isr: Vec<BrokerId>| {
-            let change = IsrChange { topic_id, partition: 0, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr };
-            isr_change_record(&image, &change).unwrap().map(|r| match r {
-                MetadataRecord::AlterPartition { isr, .. } => isr,
-                other => panic!("{other:?}"),
-            })
-        };
-        assert_eq!(p.isr, vec![1, 2]);
-        assert_eq!(ask(vec![1, 2, 3]), None, "nothing to write: 3 is not registered");
-        assert_eq!(ask(vec![1]), Some(vec![1]), "a shrink goes through");
-        assert_eq!(ask(vec![1, 2]), Some(vec![1, 2]), "the same ISR is written (a new partition epoch)");
+        let change = IsrChange { topic_id, partition: 0, leader_epoch: p.leader_epoch, partition_epoch: p.partition_epoch, new_isr };
+        isr_change_record(image, &change).unwrap().map(|r| match r {
+            MetadataRecord::AlterPartition { isr, .. } => isr,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn an_unregistered_follower_is_not_asked_back_into_the_isr() {
+        let (mut image, topic_id, mut apply) = three_brokers_and_a_topic();
+        for batch in image.unregister_batches(3).unwrap() {
+            apply(&mut image, batch.records);
+        }
+        assert_eq!(image.topics[&topic_id].partitions[0].isr, vec![1, 2]);
+        assert_eq!(asked(&image, topic_id, vec![1, 2, 3]), None, "nothing to write: 3 is not registered");
+        assert_eq!(asked(&image, topic_id, vec![1]), Some(vec![1]), "a shrink goes through");
+        assert_eq!(asked(&image, topic_id, vec![1, 2]), Some(vec![1, 2]), "the same ISR is written (a new partition epoch)");
+    }
+
+    #[test]
+    fn a_fenced_follower_is_not_let_back_into_the_isr_until_unfenced() {
+        let (mut image, topic_id, mut apply) = three_brokers_and_a_topic();
+        let broker_epoch = image.brokers[&3].broker_epoch;
+        // As the controller fences a broker that stopped heartbeating: out of every ISR it is not the last of.
+        let mut fence = vec![MetadataRecord::FenceBroker { broker_id: 3, broker_epoch }];
+        fence.extend(image.fence_changes(3));
+        apply(&mut image, fence);
+        assert_eq!(image.topics[&topic_id].partitions[0].isr, vec![1, 2]);
+        assert_eq!(asked(&image, topic_id, vec![1, 2, 3]), None, "a fenced broker that still fetches stays out (KIP-841)");
+        apply(&mut image, vec![MetadataRecord::UnfenceBroker { broker_id: 3, broker_epoch }]);
+        assert_eq!(asked(&image, topic_id, vec![1, 2, 3]), Some(vec![1, 2, 3]), "unfenced, it may rejoin");
     }
 }

@@ -112,6 +112,11 @@ pub trait ControllerQuorum: Send + Sync + 'static {
     /// Makes `node_id` a learner of the quorum at `address` (this voter must
     /// lead it), unless it already is one there; a voter is left as it is.
     fn add_learner(&self, node_id: u64, address: String) -> BoxFuture<'static, Result<(), ProposeError>>;
+    /// The learners of the quorum's current membership, as this voter knows it.
+    fn learners(&self) -> Vec<u64>;
+    /// Takes learner `node_id` out of the membership (this voter must lead
+    /// the quorum); a voter is never removed this way.
+    fn remove_learner(&self, node_id: u64) -> BoxFuture<'static, Result<(), ProposeError>>;
 }
 
 #[cfg(test)]

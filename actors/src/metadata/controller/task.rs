@@ -141,6 +141,7 @@ impl SessionController {
                     self.expire().await;
                     self.complete_reassignments().await;
                     self.rebalance_if_due().await;
+                    self.remove_unregistered_learners().await;
                 }
             }
         }
@@ -200,6 +201,34 @@ impl SessionController {
             Ok(Err(ProposeError::Failed(reason))) => Err(ControllerError::Unavailable(format!("cannot add broker {broker_id} as a learner: {reason}"))),
             Err(_) => {
                 Err(ControllerError::Unavailable(format!("adding broker {broker_id} as a learner did not commit within {:?}", self.options.propose_timeout)))
+            }
+        }
+    }
+
+    /// Takes unregistered broker-only nodes out of the quorum's membership, so
+    /// that the quorum leader stops replicating to a node an operator removed
+    /// (Kafka's observers are not members, so its UnregisterBroker needs no
+    /// such step). A restarted node registers again and is re-added first.
+    async fn remove_unregistered_learners(&mut self) {
+        let gone: Vec<u64> = {
+            let state = self.image.borrow();
+            let unregistered =
+                |id: &u64| BrokerId::try_from(*id).is_ok_and(|b| state.image.unregistered.contains_key(&b) && !state.image.brokers.contains_key(&b));
+            self.quorum.learners().into_iter().filter(unregistered).collect()
+        };
+        if gone.is_empty() || self.check_active().is_err() {
+            return;
+        }
+        for node_id in gone {
+            match tokio::time::timeout(self.options.propose_timeout, self.quorum.remove_learner(node_id)).await {
+                Ok(Ok(())) => tracing::info!(node_id, "unregistered broker-only node removed from the metadata quorum's learners"),
+                Ok(Err(ProposeError::NotLeader { .. })) => {
+                    self.active = false;
+                    return;
+                }
+                // Tried again on the next tick.
+                Ok(Err(ProposeError::Failed(reason))) => tracing::warn!(node_id, cause = %reason, "cannot remove an unregistered learner yet"),
+                Err(_) => tracing::warn!(node_id, "removing an unregistered learner did not commit within {:?}", self.options.propose_timeout),
             }
         }
     }

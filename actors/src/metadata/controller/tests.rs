@@ -81,6 +81,15 @@ impl ControllerQuorum for Arc<FakeQuorum> {
         self.learners.lock().unwrap().push((node_id, address));
         async { Ok(()) }.boxed()
     }
+
+    fn learners(&self) -> Vec<u64> {
+        self.learners.lock().unwrap().iter().map(|(id, _)| *id).collect()
+    }
+
+    fn remove_learner(&self, node_id: u64) -> BoxFuture<'static, Result<(), ProposeError>> {
+        self.learners.lock().unwrap().retain(|(id, _)| *id != node_id);
+        async { Ok(()) }.boxed()
+    }
 }
 
 fn start(quorum: &Arc<FakeQuorum>) -> SessionControllerHandle {
@@ -376,8 +385,9 @@ async fn an_unregistered_incarnation_stays_out_until_it_restarts() {
     let quorum = FakeQuorum::new(Some(1));
     let controller = start(&quorum);
     let (_, e2) = two_live_brokers(&controller).await;
-    let records = quorum.image().unregister_records(2).unwrap();
-    assert!(matches!(quorum.apply(MetadataBatch { records }), MetadataResponse::Applied { .. }));
+    for batch in quorum.image().unregister_batches(2).unwrap() {
+        assert!(matches!(quorum.apply(batch), MetadataResponse::Applied { .. }));
+    }
     // Kafka's unregistered broker keeps running and stays out: its heartbeat
     // asks for a registration, which is refused for that incarnation.
     assert!(matches!(controller.heartbeat(beat(2, e2)).await, Err(ControllerError::RegistrationRequired { broker_id: 2, .. })));
@@ -391,4 +401,26 @@ async fn an_unregistered_incarnation_stays_out_until_it_restarts() {
     let restarted = BrokerRegistrationRequest { incarnation_id: Uuid::from_u128(99), ..registration(2) };
     controller.register(restarted).await.unwrap();
     assert!(quorum.image().brokers.contains_key(&2) && quorum.image().unregistered.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unregistered_broker_only_node_leaves_the_learners_and_rejoins_on_restart() {
+    let quorum = FakeQuorum::new(Some(1));
+    let controller = start(&quorum);
+    let learner = |incarnation: u128| BrokerRegistrationRequest {
+        incarnation_id: Uuid::from_u128(incarnation),
+        learner_address: Some("10.0.0.4:9093".into()),
+        ..registration(4)
+    };
+    controller.register(learner(4)).await.unwrap();
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(quorum.learners(), vec![4], "a registered learner stays");
+    for batch in quorum.image().unregister_batches(4).unwrap() {
+        assert!(matches!(quorum.apply(batch), MetadataResponse::Applied { .. }));
+    }
+    advance(Duration::from_secs(1)).await;
+    assert!(quorum.learners().is_empty(), "the unregistered node is no longer replicated to");
+    controller.register(learner(40)).await.unwrap();
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(quorum.learners(), vec![4], "restarted, it is a learner again");
 }

@@ -369,12 +369,15 @@ impl MetadataImage {
         changes
     }
 
-    /// The records that unregister `broker_id` (Kafka's UnregisterBroker), in
-    /// one batch: `FenceBroker` if it is unfenced, the leader and ISR moves of
+    /// The batches that unregister `broker_id` (Kafka's UnregisterBroker):
+    /// `FenceBroker` if it is unfenced, the leader and ISR moves of
     /// [`fence_changes`](Self::fence_changes) (as Kafka's
     /// `handleBrokerUnregistered`; a last ISR member stays, for a clean
-    /// election if the broker comes back), then `UnregisterBroker`.
-    pub fn unregister_records(&self, broker_id: BrokerId) -> Result<Vec<MetadataRecord>, ApplyError> {
+    /// election if the broker comes back), then `UnregisterBroker`. One batch
+    /// unless they exceed [`BATCH_RECORDS_MAX`]; then they are proposed in
+    /// order, and `UnregisterBroker`, last, applies only once every
+    /// leadership has moved (it is refused while the broker still leads).
+    pub fn unregister_batches(&self, broker_id: BrokerId) -> Result<Vec<MetadataBatch>, ApplyError> {
         let registration = self.brokers.get(&broker_id).ok_or(ApplyError::UnknownBroker(broker_id))?;
         let broker_epoch = registration.broker_epoch;
         let mut records = Vec::new();
@@ -383,10 +386,7 @@ impl MetadataImage {
         }
         records.extend(self.fence_changes(broker_id));
         records.push(MetadataRecord::UnregisterBroker { broker_id, broker_epoch });
-        if records.len() > BATCH_RECORDS_MAX {
-            return Err(ApplyError::BatchTooLarge(records.len()));
-        }
-        Ok(records)
+        Ok(records.chunks(BATCH_RECORDS_MAX).map(|chunk| MetadataBatch { records: chunk.to_vec() }).collect())
     }
 
     /// The `PartitionChange` records that unfencing `broker_id` calls for:

@@ -83,7 +83,7 @@ pub enum MetadataRecord {
     /// its registration goes, and that incarnation may not register again
     /// (a restart, with a new incarnation, may). It must lead nothing: the
     /// controller writes its leader and ISR moves first, in the same batch
-    /// (see [`MetadataImage::unregister_records`](super::MetadataImage::unregister_records)).
+    /// (see [`MetadataImage::unregister_batches`](super::MetadataImage::unregister_batches)).
     /// The partitions keep it in their replica lists, as Kafka's do.
     UnregisterBroker { broker_id: BrokerId, broker_epoch: u64 },
     /// A topic with no partitions yet; `Partition` records follow in the batch.

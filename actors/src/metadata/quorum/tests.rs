@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
+use crate::metadata::quorum::records::BATCH_RECORDS_MAX;
 
 fn register(broker_id: BrokerId) -> MetadataRecord {
     MetadataRecord::RegisterBroker {
@@ -164,9 +165,10 @@ fn unregistering_moves_leaderships_and_keeps_the_broker_in_replica_lists() {
     let refused = image.apply_batch(index + 1, &MetadataBatch::one(bare));
     assert!(matches!(refused, MetadataResponse::Rejected { error: ApplyError::BrokerStillLeads(1), .. }), "{refused:?}");
     index += 1;
-    let records = image.unregister_records(1).unwrap();
-    assert!(matches!(records.first(), Some(MetadataRecord::FenceBroker { broker_id: 1, .. })));
-    assert!(applied(&image.apply_batch(index, &MetadataBatch { records })));
+    let batches = image.unregister_batches(1).unwrap();
+    let [batch] = &batches[..] else { panic!("one batch: {batches:?}") };
+    assert!(matches!(batch.records.first(), Some(MetadataRecord::FenceBroker { broker_id: 1, .. })));
+    assert!(applied(&image.apply_batch(index, batch)));
     assert!(!image.brokers.contains_key(&1));
     assert_eq!(image.unregistered.get(&1), Some(&incarnation));
     let parts = &image.topics[&id].partitions;
@@ -175,7 +177,7 @@ fn unregistering_moves_leaderships_and_keeps_the_broker_in_replica_lists() {
     assert_eq!((parts[0].leader, parts[0].replicas.clone(), parts[0].isr.clone()), (Some(2), vec![1, 2], vec![2]));
     assert_eq!((parts[1].leader, parts[1].replicas.clone(), parts[1].isr.clone()), (Some(2), vec![2, 1], vec![2]));
     assert_eq!((parts[2].leader, parts[2].isr.clone()), (None, vec![1]));
-    assert_eq!(image.unregister_records(1), Err(ApplyError::UnknownBroker(1)));
+    assert_eq!(image.unregister_batches(1), Err(ApplyError::UnknownBroker(1)));
     // The partitions that name it still change; it can neither lead, rejoin an ISR nor be placed anew.
     let change = |partition, leader: Option<LeaderChange>, isr: Option<Vec<BrokerId>>| {
         MetadataBatch::one(MetadataRecord::PartitionChange { topic_id: id, partition, leader, isr, replicas: None })
@@ -472,4 +474,24 @@ async fn a_snapshot_restores_the_image_after_reopen_and_on_another_node() {
     let current = reopened.get_current_snapshot().await.expect("read").expect("a snapshot");
     follower.install_snapshot(&current.meta, current.snapshot).await.expect("install");
     assert_eq!(follower.subscribe().borrow().as_ref(), &expected);
+}
+
+#[test]
+fn unregistering_a_broker_that_leads_more_partitions_than_a_batch_holds_takes_several_batches() {
+    let (mut image, mut index) = cluster(3);
+    let partitions: Vec<&[BrokerId]> = vec![&[1, 2]; 6_000];
+    for (n, name) in ["a", "b"].into_iter().enumerate() {
+        index += 1;
+        assert!(applied(&image.apply_batch(index, &create_topic(name, Uuid::from_u128(n as u128 + 1), &partitions))));
+    }
+    let batches = image.unregister_batches(1).unwrap();
+    assert_eq!(batches.len(), 2, "12,002 records in batches of {BATCH_RECORDS_MAX}");
+    assert!(matches!(batches[0].records.first(), Some(MetadataRecord::FenceBroker { broker_id: 1, .. })));
+    assert!(matches!(batches[1].records.last(), Some(MetadataRecord::UnregisterBroker { broker_id: 1, .. })));
+    for batch in &batches {
+        index += 1;
+        assert!(applied(&image.apply_batch(index, batch)));
+    }
+    assert!(!image.brokers.contains_key(&1));
+    assert!(image.topics.values().flat_map(|t| &t.partitions).all(|p| p.leader == Some(2) && p.isr == vec![2]));
 }

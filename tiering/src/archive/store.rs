@@ -60,11 +60,24 @@ pub fn is_local(settings: &StoreSettings) -> bool {
     Url::parse(&settings.url).ok().and_then(|url| ObjectStoreScheme::parse(&url).ok()).is_some_and(|(scheme, _)| scheme == ObjectStoreScheme::Local)
 }
 
+/// Makes ring the process's rustls crypto provider unless one is installed
+/// already. The cloud stores' HTTP client (reqwest built without a provider,
+/// see the workspace Cargo.toml) panics when it finds none.
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only when another thread installed one first, which serves as well.
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// Opens the store and returns it with the root path of the archive in it.
 pub fn open(settings: &StoreSettings) -> Result<(Arc<dyn ObjectStore>, Path), ArchiveError> {
     let raw = settings.url.as_str();
     let url = Url::parse(raw).map_err(|e| invalid(raw, e.to_string()))?;
     let (scheme, path) = ObjectStoreScheme::parse(&url).map_err(|e| invalid(raw, e.to_string()))?;
+    if matches!(scheme, ObjectStoreScheme::AmazonS3 | ObjectStoreScheme::GoogleCloudStorage | ObjectStoreScheme::MicrosoftAzure) {
+        install_tls_provider();
+    }
     let store: Arc<dyn ObjectStore> = match scheme {
         ObjectStoreScheme::Local => {
             let dir = url.to_file_path().map_err(|()| invalid(raw, "not an absolute file path"))?;
@@ -135,6 +148,21 @@ mod tests {
         s.s3 = S3Settings { endpoint: Some("http://127.0.0.1:1".into()), region: Some("us-east-1".into()), allow_http: true, ..S3Settings::default() };
         let (_, root) = open(&s).unwrap();
         assert_eq!(root.as_ref(), "silt/archive");
+    }
+
+    /// object_store's HTTP client gets TLS from rustls with ring, installed
+    /// by `open` (reqwest panics when it finds no provider): a request to an
+    /// https endpoint that nothing serves fails as an error.
+    #[tokio::test]
+    async fn an_https_store_builds_its_tls_client_and_fails_cleanly() {
+        use object_store::ObjectStoreExt;
+        let mut s = settings("s3://bucket/archive");
+        s.s3 = S3Settings { endpoint: Some("https://127.0.0.1:1".into()), region: Some("us-east-1".into()), ..S3Settings::default() };
+        s.options.insert("aws_skip_signature".into(), "true".into());
+        let (store, root) = open(&s).unwrap();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+        let err = store.head(&root.clone().join("missing")).await.unwrap_err();
+        assert!(!matches!(err, object_store::Error::NotFound { .. }), "{err}");
     }
 
     #[test]

@@ -121,9 +121,22 @@ def test_added_partitions_land_where_assigned_or_placed(cluster: Cluster, topic_
     write_and_read(cluster, topic_name, [1, 2, 3, 4], 5)
 
 
+def known_everywhere(cluster: Cluster, topic: str, timeout_s: float = 30.0):
+    """Waits until every node's Metadata lists `topic`. Silt checks an admin
+    request against the image of the node it reaches, which may apply a new
+    topic's record a moment after the node that created it (Kafka's
+    brokers forward admin requests to the active controller instead)."""
+    deadline = time.monotonic() + timeout_s
+    for node in ALL:
+        while topic not in cluster.via([node]).admin().list_topics(timeout=10).topics:
+            assert time.monotonic() < deadline, f"node {node} does not list {topic} after {timeout_s:.0f}s"
+            time.sleep(0.1)
+
+
 def test_bad_assignments_are_refused_as_kafka_refuses_them(cluster: Cluster, topic_name):
     view = cluster.via(ALL)
     view.create_topic(topic_name, replication_factor=2)
+    known_everywhere(cluster, topic_name)
     refused = {
         "count": create_partitions(cluster, topic_name, 3, [[1, 2]]),
         "factor": create_partitions(cluster, topic_name, 2, [[1]]),

@@ -126,7 +126,7 @@ fn attribute_value(value: &Element<'_>) -> String {
         // TeletexString: treated as Latin-1, as most encoders mean it
         0x14 => Some(value.contents.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE
-        0x1e if value.contents.len() % 2 == 0 => {
+        0x1e if value.contents.len().is_multiple_of(2) => {
             String::from_utf16(&value.contents.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect::<Vec<_>>()).ok()
         }
         _ => None,

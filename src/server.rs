@@ -343,5 +343,7 @@ mod tests {
         assert_eq!(frame_size(i32::MIN.to_be_bytes(), max).unwrap_err().0, "negative_size");
         assert_eq!(frame_size(7i32.to_be_bytes(), max).unwrap_err().0, "short_frame");
         assert_eq!(frame_size(8i32.to_be_bytes(), max), Ok(8));
+        // A TLS 1.2 ClientHello's record header, read as a length prefix.
+        assert_eq!(frame_size([0x16, 0x03, 0x01, 0x02], max).unwrap_err().0, "tls_on_plaintext");
     }
 }

@@ -1,13 +1,11 @@
 //! Assembly of a node: the node actor, the Kafka and HTTP listeners, and an
 //! orderly shutdown on SIGTERM or SIGINT.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use silt_actors::group::GroupCoordinator;
-use silt_actors::metadata::quorum::Endpoint;
 use silt_actors::metadata::RaftTiming;
 use silt_actors::NodeHandle;
 use tokio::net::TcpListener;
@@ -18,6 +16,7 @@ use crate::cluster::edge::{BrokerIdentity, ClusterEdge, RunningEdge};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::replication::ReplicaFetcherPool;
+use crate::security::listener::{AdvertisedListener, Listeners};
 
 /// How long shutdown waits for open connections to finish their request.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -29,17 +28,27 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub metrics: Arc<Metrics>,
     pub config: Config,
-    /// The host and port clients are told to use.
-    pub advertised_host: String,
-    pub advertised_port: i32,
+    /// What clients of each listener are told to connect to, the `[kafka]`
+    /// listener first. Never empty.
+    pub listeners: Vec<AdvertisedListener>,
     /// Node-wide budget of request bytes being read or handled.
     pub request_memory: Arc<Semaphore>,
+    /// Open connections across every listener (`kafka.max_connections`).
+    pub connection_slots: Arc<Semaphore>,
 }
 
-fn advertised(config: &Config, bound: SocketAddr) -> (String, i32) {
-    match config.kafka.advertised_address.as_deref().and_then(|a| a.rsplit_once(':')) {
-        Some((host, port)) => (host.to_owned(), port.parse().unwrap_or(i32::from(bound.port()))),
-        None => (bound.ip().to_string(), i32::from(bound.port())),
+impl Broker {
+    /// A broker serving `listeners` (at least one).
+    pub fn new(node: NodeHandle, groups: Arc<GroupCoordinator>, metrics: Arc<Metrics>, config: Config, listeners: Vec<AdvertisedListener>) -> Broker {
+        assert!(!listeners.is_empty(), "a broker has at least one listener");
+        let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
+        let connection_slots = Arc::new(Semaphore::new(config.kafka.max_connections.min(Semaphore::MAX_PERMITS)));
+        Broker { node, groups, metrics, config, listeners, request_memory: Arc::new(Semaphore::new(queued)), connection_slots }
+    }
+
+    /// The advertised address of listener number `listener` (the first listener's for an unknown number).
+    pub fn advertised(&self, listener: usize) -> &AdvertisedListener {
+        self.listeners.get(listener).unwrap_or(&self.listeners[0])
     }
 }
 
@@ -48,7 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Installed first: a SIGTERM that arrives once "broker ready" is printed
     // (or while starting) is a graceful stop, not the default action's kill.
     let mut signals = ShutdownSignals::install()?;
-    let kafka_listener = TcpListener::bind(config.kafka.listen).await.with_context(|| format!("cannot listen on kafka.listen {}", config.kafka.listen))?;
+    let listeners = Listeners::bind(&config).await?;
     let http_listener = TcpListener::bind(config.http.listen).await.with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
     // A cluster node's followers copy their leaders' logs: one fetcher per
     // source broker, whose bytes and lag the metrics report.
@@ -72,18 +81,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let kafka_addr = kafka_listener.local_addr()?;
+    let kafka_addr = listeners.bound[0].0.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-    let (advertised_host, advertised_port) = advertised(&config, kafka_addr);
     let mut node_options = config.node_options(archive);
     if let Some(pool) = fetchers {
         node_options.cluster.fetchers = Some(pool);
     }
-    node_options.endpoints = vec![Endpoint {
-        listener: "PLAINTEXT".into(),
-        host: advertised_host.clone(),
-        port: u16::try_from(advertised_port).with_context(|| format!("the advertised port {advertised_port} is not a TCP port"))?,
-    }];
+    node_options.endpoints = listeners.endpoints(config.kafka.inter_broker_listener.as_deref())?;
+    if let Some(certificate) = &listeners.certificate {
+        certificate.watch(Duration::from_millis(config.tls.reload_check_interval_ms));
+    }
     let (node, edge) = start_node(&config, node_options).await?;
     if let Some(session) = edge.as_ref().and_then(RunningEdge::broker_session) {
         // As a KRaft broker does, serve nothing before the controller has
@@ -107,13 +114,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return stop_before_serving(edge, &node).await;
         }
     };
-    let queued = usize::try_from(config.kafka.queued_max_request_bytes).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-    let broker =
-        Arc::new(Broker { node: node.clone(), groups, metrics, request_memory: Arc::new(Semaphore::new(queued)), config, advertised_host, advertised_port });
+    crate::security::bootstrap_users(&node, &config).await?;
+    let broker = Arc::new(Broker::new(node.clone(), groups, metrics, config, listeners.advertised.clone()));
     let (shutdown, _) = broadcast::channel(1);
     // Subscribed here, not in the tasks: a SIGTERM right after start would
     // otherwise be sent before a task subscribed, and it would never stop.
-    let kafka = tokio::spawn(crate::server::serve(kafka_listener, broker.clone(), shutdown.clone(), shutdown.subscribe()));
+    let mut kafka = Vec::new();
+    for (socket, listener) in listeners.bound {
+        let address = socket.local_addr()?;
+        tracing::info!(listener = %listener.name, protocol = %listener.protocol, %address, "kafka listener bound");
+        kafka.push(tokio::spawn(crate::server::serve(socket, listener, broker.clone(), shutdown.clone(), shutdown.subscribe())));
+    }
     let http = tokio::spawn(crate::http::serve(http_listener, broker.clone(), shutdown.subscribe()));
     tracing::info!(kafka_listener = %kafka_addr, http_listener = %http_addr, node_id = node.node_id, cluster_id = %node.cluster_id, "broker ready");
 
@@ -130,7 +141,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     let _ = shutdown.send(());
-    let _ = kafka.await;
+    for listener in kafka {
+        let _ = listener.await;
+    }
     let deadline = Instant::now() + SHUTDOWN_DRAIN;
     while broker.metrics.connections.get() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

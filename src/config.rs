@@ -16,7 +16,9 @@ use silt_actors::NodeOptions;
 use silt_tiering::LogConfig;
 
 pub mod cluster;
+pub mod security;
 pub use cluster::{BrokerSection, ClusterConfig, ClusterSection, Role, Voter};
+pub use security::{ClientAuth, ListenerSection, ListenerSpec, SaslMechanism, SaslSection, SecurityProtocol, TlsSection};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,6 +36,10 @@ pub struct Config {
     pub cluster: Option<ClusterSection>,
     /// The broker's rack and its session with the active controller.
     pub broker: BrokerSection,
+    /// The certificate of SSL and SASL_SSL listeners (docs/security.md).
+    pub tls: TlsSection,
+    /// SASL mechanisms and PLAIN users of SASL listeners (docs/security.md).
+    pub sasl: SaslSection,
 }
 
 /// This broker's identity.
@@ -46,7 +52,8 @@ pub struct NodeSection {
     pub cluster_id: Option<String>,
 }
 
-/// The Kafka protocol listener.
+/// The Kafka protocol listeners: this section's own (`listen`), and more
+/// under `[[kafka.listeners]]` (see [`security`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSection {
@@ -54,6 +61,15 @@ pub struct KafkaSection {
     pub listen: SocketAddr,
     /// `host:port` clients are told to connect to; defaults to the bound address.
     pub advertised_address: Option<String>,
+    /// The name of the `listen` listener (Kafka's listener name).
+    pub listener_name: String,
+    /// The `listen` listener's protocol; defaults to the one its name denotes.
+    pub security_protocol: Option<SecurityProtocol>,
+    /// More listeners, each with its own name, addresses and protocol.
+    pub listeners: Vec<ListenerSection>,
+    /// The listener other brokers' replica fetchers connect to
+    /// (`inter.broker.listener.name`); defaults to `listener_name`. PLAINTEXT only.
+    pub inter_broker_listener: Option<String>,
     /// Open connections beyond this are refused.
     pub max_connections: usize,
     /// A request larger than this is refused before it is read (`socket.request.max.bytes`).
@@ -71,6 +87,10 @@ impl Default for KafkaSection {
         KafkaSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_address: None,
+            listener_name: "PLAINTEXT".into(),
+            security_protocol: None,
+            listeners: Vec::new(),
+            inter_broker_listener: None,
             max_connections: 10_000,
             socket_request_max_bytes: 104_857_600,
             queued_max_request_bytes: 512 * 1024 * 1024,
@@ -358,11 +378,11 @@ impl Config {
             return Err(invalid("kafka.request_read_timeout_ms", 0, "must be positive"));
         }
         if let Some(addr) = &k.advertised_address {
-            let ok = addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok {
+            if !security::valid_host_port(addr) {
                 return Err(invalid("kafka.advertised_address", addr, "must be host:port"));
             }
         }
+        self.validate_security()?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "\"\"", "must not be empty"));
         }

@@ -6,7 +6,8 @@
 //! | [`config`] | configuration: file + `SILT_*` environment, validated |
 //! | [`broker`] | assembling a node and shutting it down |
 //! | [`cluster`] | the node-to-node transport: Raft's network, broker sessions, forwarded proposals |
-//! | [`server`] | the Kafka listener: connections and request framing |
+//! | [`server`] | the Kafka listeners: connections and request framing |
+//! | [`security`] | listeners, TLS and SASL: who a connection is, before its requests |
 //! | [`protocol`] | decoding requests, version checks, dispatch, encoding responses |
 //! | [`shared_frame`] | Fetch response frames that share record batches instead of copying them |
 //! | [`handlers`] | one module per Kafka API family: wire types to domain messages and back |
@@ -31,6 +32,7 @@ pub mod perf;
 pub mod protocol;
 pub mod replay;
 pub mod replication;
+pub mod security;
 pub mod server;
 #[allow(unsafe_code, reason = "BufMut is an unsafe trait")]
 pub mod shared_frame;

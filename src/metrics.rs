@@ -31,6 +31,10 @@ pub struct Metrics {
     pub connections_accepted: IntCounter,
     pub connections_rejected: IntCounter,
     pub protocol_errors: IntCounterVec,
+    /// Authentications by mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `SSL`), listener and result.
+    pub authentications: IntCounterVec,
+    /// TLS handshakes by listener and result.
+    pub tls_handshakes: IntCounterVec,
     partitions: IntGauge,
     /// The data directory whose filesystem `silt_storage_*` reports.
     storage_dir: Option<std::path::PathBuf>,
@@ -327,6 +331,18 @@ impl Metrics {
         registry.register(Box::new(storage_available.clone())).expect("unique metric");
         Metrics {
             requests: counter(&registry, "silt_requests_total", "Kafka requests handled, by API and API version.", &["api", "version"]),
+            authentications: counter(
+                &registry,
+                "silt_authentication_total",
+                "Client authentications, by mechanism, listener and result (success, failure).",
+                &["mechanism", "listener", "result"],
+            ),
+            tls_handshakes: counter(
+                &registry,
+                "silt_tls_handshakes_total",
+                "TLS handshakes on SSL and SASL_SSL listeners, by listener and result.",
+                &["listener", "result"],
+            ),
             requests_in_flight: gauge(&registry, "silt_requests_in_flight", "Kafka requests being handled (decoded, not yet answered), by API.", &["api"]),
             topic_partitions: gauge(&registry, "silt_topic_partitions", "Partitions of a topic hosted by this node.", &["topic"]),
             per_partition,

@@ -60,6 +60,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The advertised version range of `api`, if Silt implements it.
@@ -100,6 +104,8 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address as Kafka reports it in DescribeGroups (`/1.2.3.4`).
     pub client_host: String,
+    /// The listener the client connected on: its position in the broker's listeners.
+    pub listener: usize,
 }
 
 impl RequestContext {
@@ -157,6 +163,10 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "Other",
     }
 }
@@ -227,8 +237,9 @@ pub fn decode_body(parsed: &ParsedFrame) -> Result<RequestKind, Outcome> {
     RequestKind::decode(parsed.api, &mut body, parsed.version).map_err(|e| close("malformed_body", e.to_string()))
 }
 
-/// Handles one request frame (without its length prefix).
-pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: Option<std::net::SocketAddr>) -> Outcome {
+/// Handles one request frame (without its length prefix) that arrived on
+/// the broker's listener number `listener`.
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: Option<std::net::SocketAddr>, listener: usize) -> Outcome {
     let parsed = match parse_frame(frame) {
         Ok(parsed) => parsed,
         Err(outcome) => return outcome,
@@ -241,6 +252,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: Option<std::
         correlation_id: parsed.correlation_id,
         client_id: parsed.header.client_id.as_ref().map(|c| c.to_string()),
         client_host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        listener,
     };
     let span = tracing::debug_span!(
         "request",
@@ -328,6 +340,10 @@ async fn dispatch(ctx: &RequestContext, mut body: Bytes) -> Outcome {
         ApiKey::IncrementalAlterConfigs => route!(handlers::configs::incremental_alter),
         ApiKey::DescribeCluster => route!(handlers::cluster::describe),
         ApiKey::UnregisterBroker => route!(handlers::cluster::unregister_broker),
+        ApiKey::SaslHandshake => route!(handlers::sasl::handshake),
+        ApiKey::SaslAuthenticate => route!(handlers::sasl::authenticate),
+        ApiKey::DescribeUserScramCredentials => route!(handlers::scram_credentials::describe),
+        ApiKey::AlterUserScramCredentials => route!(handlers::scram_credentials::alter),
         ApiKey::FindCoordinator => route!(handlers::groups::find_coordinator),
         ApiKey::JoinGroup => route!(handlers::groups::join),
         ApiKey::SyncGroup => route!(handlers::groups::sync),
@@ -445,6 +461,10 @@ mod tests {
             ApiKey::DeleteGroups => RequestKind::DeleteGroups(Default::default()),
             ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(Default::default()),
             ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(Default::default()),
+            ApiKey::SaslHandshake => RequestKind::SaslHandshake(Default::default()),
+            ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
+            ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(Default::default()),
+            ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(Default::default()),
             other => panic!("no default request for {other:?}"),
         }
     }

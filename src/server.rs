@@ -6,6 +6,12 @@
 //! and every other request runs alone, as Kafka runs every request (see
 //! [`connection`]). Bad input closes only the connection that sent it.
 //!
+//! Each listener has a security protocol (docs/security.md): TLS listeners
+//! complete a handshake first, SASL listeners a login (see
+//! [`crate::security::sasl`]); then every connection runs the same request
+//! loop, generic over the stream, so a PLAINTEXT connection pays nothing for
+//! the others.
+//!
 //! Connections are served on the partition threads, spread round robin:
 //! asking a partition actor on the connection's own thread wakes no other
 //! thread, and thread wake-ups were most of a small produce request's cost.
@@ -15,12 +21,15 @@ use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast;
 
 use crate::broker::Broker;
 use crate::protocol::{self, Outcome};
+use crate::security::listener::Listener;
+use crate::security::sasl::{self, Authentication};
+use crate::security::{tls, FAILURE_LOG};
 
 /// Smallest possible request: api key, version, correlation id.
 const REQUEST_HEADER_MIN_BYTES: usize = 8;
@@ -31,12 +40,13 @@ const INITIAL_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Accepts connections until `stop` (a subscription to `shutdown`, taken by
 /// the caller before spawning this, so a shutdown sent before the task first
 /// runs is not missed) fires; each connection runs on its own task.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadcast::Sender<()>, mut stop: broadcast::Receiver<()>) {
-    let connections = Arc::new(Semaphore::new(broker.config.kafka.max_connections));
-    let mut next_thread = 0usize;
+/// `kafka.max_connections` counts the connections of every listener together.
+pub async fn serve(socket: TcpListener, listener: Arc<Listener>, broker: Arc<Broker>, shutdown: broadcast::Sender<()>, mut stop: broadcast::Receiver<()>) {
+    let connections = broker.connection_slots.clone();
+    let mut next_thread = listener.index;
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = socket.accept() => accepted,
             _ = stop.recv() => break,
         };
         let (stream, peer) = match accepted {
@@ -66,11 +76,12 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: broadca
         let thread = broker.node.partition_thread(next_thread);
         next_thread = next_thread.wrapping_add(1);
         let broker = broker.clone();
+        let listener = listener.clone();
         let stop = shutdown.subscribe();
         thread.spawn(async move {
             broker.metrics.connections.inc();
             let served = match TcpStream::from_std(stream) {
-                Ok(stream) => connection(stream, &broker, stop).await,
+                Ok(stream) => connection(stream, &broker, &listener, stop).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = served {
@@ -127,6 +138,10 @@ pub fn frame_size(prefix: [u8; 4], request_max_bytes: u32) -> Result<usize, (&'s
     let size = i32::from_be_bytes(prefix);
     let Ok(size) = usize::try_from(size) else { return Err(("negative_size", format!("request size {size}"))) };
     if size > request_max_bytes as usize {
+        // A TLS record header (handshake, TLS 1.0-1.3) read as a length prefix.
+        if prefix[0] == 0x16 && prefix[1] == 0x03 && prefix[2] <= 0x04 {
+            return Err(("tls_on_plaintext", format!("a TLS handshake ({size}-byte prefix) on a listener without TLS")));
+        }
         return Err(("request_too_large", format!("request of {size} bytes exceeds kafka.socket_request_max_bytes {request_max_bytes}")));
     }
     if size < REQUEST_HEADER_MIN_BYTES {
@@ -163,20 +178,85 @@ async fn next_frame<R: AsyncReadExt + Unpin>(mut reader: R, broker: &Broker) -> 
     (reader, read)
 }
 
-/// Serves one connection. Responses go out in request order. Consecutive
-/// Produce requests are pipelined (up to [`PIPELINED_REQUESTS_MAX`]): the next
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one connection: the TLS handshake and the SASL login its listener
+/// asks for, then its requests.
+async fn connection(stream: TcpStream, broker: &Arc<Broker>, listener: &Arc<Listener>, stop: broadcast::Receiver<()>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let peer = stream.peer_addr()?;
+    let Some(acceptor) = &listener.tls else {
+        let (read, write) = stream.into_split();
+        return authenticated(BufReader::new(read), BufWriter::new(write), broker, listener, peer, stop).await;
+    };
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        failed => {
+            let detail = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no TLS handshake within {TLS_HANDSHAKE_TIMEOUT:?}"),
+            };
+            broker.metrics.tls_handshakes.with_label_values(&[&listener.name, "failure"]).inc();
+            broker.metrics.protocol_errors.with_label_values(&["tls_handshake"]).inc();
+            if let Some(suppressed) = FAILURE_LOG.admit() {
+                tracing::warn!(%peer, listener = %listener.name, reason = "tls_handshake", %detail, suppressed, "TLS handshake failed; closing connection");
+            }
+            return Ok(());
+        }
+    };
+    broker.metrics.tls_handshakes.with_label_values(&[&listener.name, "success"]).inc();
+    if let Some(principal) = tls::certificate_principal(tls.get_ref().1.peer_certificates()) {
+        broker.metrics.authentications.with_label_values(&["SSL", &listener.name, "success"]).inc();
+        tracing::debug!(%peer, listener = %listener.name, %principal, "client certificate accepted");
+    }
+    let (read, write) = tokio::io::split(tls);
+    authenticated(BufReader::new(read), BufWriter::new(write), broker, listener, peer, stop).await
+}
+
+/// Runs the SASL login if the listener asks for one, then serves requests.
+async fn authenticated<R, W>(
+    mut reader: BufReader<R>,
+    mut writer: BufWriter<W>,
+    broker: &Arc<Broker>,
+    listener: &Listener,
+    peer: std::net::SocketAddr,
+    stop: broadcast::Receiver<()>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    if listener.protocol.uses_sasl() {
+        match sasl::authenticate(&mut reader, &mut writer, broker, listener, peer).await? {
+            Authentication::Authenticated { principal } => tracing::debug!(%peer, listener = %listener.name, %principal, "authenticated"),
+            Authentication::Closed => return Ok(()),
+        }
+    }
+    requests(reader, writer, broker, listener.index, peer, stop).await
+}
+
+/// Serves a connection's requests. Responses go out in request order.
+/// Consecutive Produce requests are pipelined (up to [`PIPELINED_REQUESTS_MAX`]): the next
 /// one is read and its batches handed to the partitions while the previous
 /// one waits for its write or fsync, and each partition receives them in
 /// request order because a request hands its batches over when it starts.
 /// Any other request starts only when nothing else is in progress and holds
 /// back the requests behind it, so its effects are ordered as Kafka orders
 /// them (one request at a time per connection).
-async fn connection(stream: TcpStream, broker: &Arc<Broker>, mut stop: broadcast::Receiver<()>) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let peer = stream.peer_addr()?;
-    let (read, write) = stream.into_split();
-    let mut writer = BufWriter::new(write);
-    let mut reading = Some(Box::pin(next_frame(BufReader::new(read), broker)));
+async fn requests<R, W>(
+    reader: BufReader<R>,
+    mut writer: BufWriter<W>,
+    broker: &Arc<Broker>,
+    listener: usize,
+    peer: std::net::SocketAddr,
+    mut stop: broadcast::Receiver<()>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let mut reading = Some(Box::pin(next_frame(reader, broker)));
     // Read but not started, because the requests in progress must finish first.
     let mut waiting: Option<Request> = None;
     let mut in_progress = FuturesOrdered::new();
@@ -192,7 +272,7 @@ async fn connection(stream: TcpStream, broker: &Arc<Broker>, mut stop: broadcast
                 }
                 let Request { frame, permit } = request;
                 in_progress.push_back(Box::pin(async move {
-                    let outcome = protocol::handle_frame(broker, frame, Some(peer)).await;
+                    let outcome = protocol::handle_frame(broker, frame, Some(peer), listener).await;
                     (outcome, permit)
                 }));
             } else {
@@ -263,5 +343,7 @@ mod tests {
         assert_eq!(frame_size(i32::MIN.to_be_bytes(), max).unwrap_err().0, "negative_size");
         assert_eq!(frame_size(7i32.to_be_bytes(), max).unwrap_err().0, "short_frame");
         assert_eq!(frame_size(8i32.to_be_bytes(), max), Ok(8));
+        // A TLS 1.2 ClientHello's record header, read as a length prefix.
+        assert_eq!(frame_size([0x16, 0x03, 0x01, 0x02], max).unwrap_err().0, "tls_on_plaintext");
     }
 }

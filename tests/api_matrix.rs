@@ -13,6 +13,8 @@ mod admin;
 mod common;
 #[path = "api_matrix/reassign.rs"]
 mod reassign;
+#[path = "api_matrix/security.rs"]
+mod security;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -70,6 +72,10 @@ const IMPLEMENTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// Kafka's ConfigResource types.
@@ -235,6 +241,10 @@ fn check(broker: &Broker, m: &Matrix, api: ApiKey, version: i16) {
         ApiKey::DeleteGroups => check_delete_groups(broker, m, version),
         ApiKey::ConsumerGroupHeartbeat => check_consumer_group_heartbeat(broker, m, version),
         ApiKey::ConsumerGroupDescribe => check_consumer_group_describe(broker, m, version),
+        ApiKey::SaslHandshake => security::check_sasl_handshake(broker, version),
+        ApiKey::SaslAuthenticate => security::check_sasl_authenticate(broker, version),
+        ApiKey::AlterUserScramCredentials => security::check_alter_user_scram_credentials(broker, version),
+        ApiKey::DescribeUserScramCredentials => security::check_describe_user_scram_credentials(broker, version),
         other => panic!("the broker advertises {other:?}, which this suite has no check for (is it really implemented?)"),
     }
 }

@@ -17,6 +17,7 @@ use silt::broker::Broker;
 use silt::config::Config;
 use silt::metrics::Metrics;
 use silt::replication::{FetcherSettings, ReplicaFetcherPool};
+use silt::security::listener::{AdvertisedListener, Listener};
 use silt_actors::group::GroupCoordinator;
 use silt_actors::node::CreateTopic;
 use silt_actors::partition::{Append, ArchiveStatus, PartitionOptions, ReplicationOptions, RequiredAcks};
@@ -24,7 +25,7 @@ use silt_actors::replication::{FollowedPartition, LeaderEndpoint, PartitionRole,
 use silt_actors::{NodeHandle, PartitionActor, PartitionHandle, TopicPartition, Watermarks};
 use silt_tiering::LogConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::sync::{broadcast, watch};
 
 const FOLLOWER: i32 = 7;
 const TOPIC: &str = "replicated";
@@ -45,17 +46,11 @@ async fn start_leader(data_dir: PathBuf) -> Leader {
     let groups = GroupCoordinator::start(node.clone(), config.groups_config()).await.expect("groups load");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a listener");
     let port = listener.local_addr().expect("bound address").port();
-    let broker = Arc::new(Broker {
-        node: node.clone(),
-        groups,
-        metrics: Arc::new(Metrics::with_per_partition(false)),
-        config,
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: i32::from(port),
-        request_memory: Arc::new(Semaphore::new(1 << 30)),
-    });
+    let advertised = AdvertisedListener { name: "PLAINTEXT".into(), host: "127.0.0.1".into(), port: i32::from(port) };
+    let broker = Arc::new(Broker::new(node.clone(), groups, Arc::new(Metrics::with_per_partition(false)), config, vec![advertised]));
     let (shutdown, _) = broadcast::channel(1);
-    tokio::spawn(silt::server::serve(listener, broker, shutdown.clone(), shutdown.subscribe()));
+    let plaintext = Arc::new(Listener::plaintext(0, "PLAINTEXT"));
+    tokio::spawn(silt::server::serve(listener, plaintext, broker, shutdown.clone(), shutdown.subscribe()));
     Leader { node, port, shutdown }
 }
 

@@ -1,11 +1,12 @@
-//! The operator's command-line tools (`silt topic|produce|consume|group|cluster|config`):
+//! The operator's command-line tools (`silt topic|produce|consume|group|cluster|config|user`):
 //! one file per command family behind the single [`Command`] enum, which `main.rs`
 //! dispatches to [`run`].
 //!
 //! The Kafka commands talk to any Kafka-compatible broker through librdkafka
 //! (the `rdkafka` crate), not through the broker's own codec: they must work
 //! against Apache Kafka as well as Silt, and librdkafka is the client the
-//! Kafka ecosystem already trusts. `silt config` uses the broker's own loader.
+//! Kafka ecosystem already trusts. `silt config` uses the broker's own loader;
+//! `silt user` speaks the SCRAM credential APIs, which librdkafka lacks, with the codec.
 //!
 //! Exit codes: 0 success, 1 a failure reported by or about the broker
 //! (unreachable, unknown topic or group, a refused request), 2 a bad argument
@@ -18,6 +19,7 @@ mod consume;
 mod group;
 mod produce;
 mod topic;
+mod user;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub enum Command {
     /// Check a broker configuration file without starting a broker.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Create, delete and describe SCRAM users (SASL/SCRAM credentials).
+    #[command(subcommand)]
+    User(user::UserCommand),
 }
 
 /// Why a command failed. Messages read as sentences for the operator.
@@ -95,6 +100,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Group(c) => group::run(c),
         Command::Cluster(c) => cluster::run(c),
         Command::Config(c) => config::run(c),
+        Command::User(c) => user::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,8 +42,9 @@ pub async fn describe(ctx: &RequestContext, request: DescribeClusterRequest) -> 
         .collect();
     if ctx.version >= FENCED_BROKERS_SINCE_VERSION && request.include_fenced_brokers {
         // KIP-1073: tools (kafka-reassign-partitions) must know a broker that is down.
+        let listener = &broker.advertised(ctx.listener).name;
         for b in broker.node.fenced_brokers() {
-            let Some(endpoint) = b.endpoints.first() else { continue };
+            let Some(endpoint) = b.endpoints.iter().find(|e| &e.listener == listener) else { continue };
             response.brokers.push(
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id))

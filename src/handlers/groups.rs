@@ -88,7 +88,8 @@ fn coordinator_for(ctx: &RequestContext, key_type: i8, key: &str) -> Result<(i32
             let leader = ctx.broker.groups.coordinator_of(key).map_err(|e| (ctx.error_code(&e.clone().into()), e.to_string()))?;
             let broker = &ctx.broker;
             if leader == broker.node.node_id {
-                return Ok((leader, broker.advertised_host.clone(), broker.advertised_port));
+                let own = broker.advertised(ctx.listener);
+                return Ok((leader, own.host.clone(), own.port));
             }
             super::metadata::live_brokers(ctx)
                 .into_iter()

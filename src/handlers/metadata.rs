@@ -31,23 +31,26 @@ pub(super) struct LiveBroker {
     pub rack: Option<String>,
 }
 
-/// The live brokers of the metadata image, by id. This broker's own endpoint
-/// falls back to the advertised listener if it registered none.
+/// The live brokers of the metadata image, by id, each with its endpoint of
+/// the listener the client connected on (as Kafka answers; a broker without
+/// that listener is left out). This broker's own endpoint falls back to its
+/// advertised listener if it registered none.
 pub(super) fn live_brokers(ctx: &RequestContext) -> Vec<LiveBroker> {
     let broker = &ctx.broker;
+    let own = broker.advertised(ctx.listener);
     let mut live: Vec<LiveBroker> = broker
         .node
         .brokers()
         .into_iter()
         .filter_map(|b| {
-            let endpoint = b.endpoints.first().map(|e| (e.host.clone(), i32::from(e.port)));
-            let (host, port) = endpoint.or_else(|| (b.id == broker.node.node_id).then(|| (broker.advertised_host.clone(), broker.advertised_port)))?;
+            let endpoint = b.endpoints.iter().find(|e| e.listener == own.name).map(|e| (e.host.clone(), i32::from(e.port)));
+            let (host, port) = endpoint.or_else(|| (b.id == broker.node.node_id).then(|| (own.host.clone(), own.port)))?;
             Some(LiveBroker { id: b.id, host, port, rack: b.rack })
         })
         .collect();
     if live.is_empty() {
         // Before this broker's registration is applied: it still answers for itself.
-        live.push(LiveBroker { id: broker.node.node_id, host: broker.advertised_host.clone(), port: broker.advertised_port, rack: None });
+        live.push(LiveBroker { id: broker.node.node_id, host: own.host.clone(), port: own.port, rack: None });
     }
     live
 }

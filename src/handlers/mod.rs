@@ -19,6 +19,8 @@ pub mod producer_id;
 pub mod producers;
 pub mod quorum;
 pub mod reassignments;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;

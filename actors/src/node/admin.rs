@@ -31,7 +31,7 @@ use crate::topic_config::TopicConfigs;
 
 type AdminFuture<T> = ResponseActFuture<Node, Result<T, Error>>;
 
-fn ready<T: 'static>(result: Result<T, Error>) -> AdminFuture<T> {
+pub(super) fn ready<T: 'static>(result: Result<T, Error>) -> AdminFuture<T> {
     Box::pin(actix::fut::ready(result))
 }
 
@@ -106,13 +106,13 @@ async fn commit(store: MetadataStore, batch: MetadataBatch) -> Result<MetadataRe
 }
 
 impl Node {
-    fn image(&self) -> std::sync::Arc<crate::metadata::quorum::AppliedState> {
+    pub(super) fn image(&self) -> std::sync::Arc<crate::metadata::quorum::AppliedState> {
         self.store.image().borrow().clone()
     }
 
     /// Proposes `batch`; once it is committed and applied here, runs `then`
     /// with the response.
-    fn propose_then<T: 'static>(
+    pub(super) fn propose_then<T: 'static>(
         &mut self,
         batch: MetadataBatch,
         then: impl FnOnce(&mut Node, MetadataResponse) -> Result<T, Error> + 'static,
@@ -140,7 +140,7 @@ impl Node {
         }))
     }
 
-    fn refuse_if_shutting_down(&self) -> Result<(), Error> {
+    pub(super) fn refuse_if_shutting_down(&self) -> Result<(), Error> {
         if self.shutting_down {
             Err(Error::ShuttingDown)
         } else {

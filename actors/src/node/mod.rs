@@ -43,6 +43,7 @@ use crate::topic_config::TopicDefaults;
 use crate::TopicPartition;
 
 mod admin;
+mod credentials;
 mod data_dir;
 pub mod elections;
 pub mod migration;
@@ -54,6 +55,7 @@ pub mod replica_manager;
 mod tests;
 
 pub use admin::AlterIsr;
+pub use credentials::{AlterScramCredentials, ScramCredentialChange};
 pub use registry::{BrokerView, PartitionCounts, PartitionView, Registry, TopicView};
 
 use admin::ProducerIds;

@@ -21,6 +21,7 @@ use super::records::{
     BrokerId, ConfigResource, Endpoint, LeaderChange, MetadataBatch, MetadataRecord, MetadataResponse, ProducerIdBlock, BATCH_RECORDS_MAX,
     PRODUCER_ID_BLOCK_MAX,
 };
+use super::scram::{self, ScramCredentialError, ScramCredentials};
 
 /// Why a record was not applied. Part of the replicated response, so it is
 /// serializable and carries plain values.
@@ -59,6 +60,8 @@ pub enum ApplyError {
     FencedLeaderEpoch { topic_id: Uuid, partition: i32, given: i32, current: i32 },
     #[error("partition epoch {given} of partition {partition} of topic id {topic_id} is not its current {current}")]
     StalePartitionEpoch { topic_id: Uuid, partition: i32, given: i32, current: i32 },
+    #[error("SCRAM credential refused: {0}")]
+    ScramCredential(#[from] ScramCredentialError),
 }
 
 /// A registered broker.
@@ -130,6 +133,10 @@ pub struct MetadataImage {
     /// before UnregisterBroker existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unregistered: BTreeMap<BrokerId, Uuid>,
+    /// SCRAM credentials by user and mechanism. Absent from images written
+    /// before SASL/SCRAM existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: ScramCredentials,
 }
 
 impl MetadataImage {
@@ -328,6 +335,10 @@ impl MetadataImage {
                 let first = self.next_producer_id;
                 self.next_producer_id = first.checked_add(*block_size).ok_or(ApplyError::ProducerIdsExhausted)?;
                 Ok(Applied::ProducerIds(ProducerIdBlock { broker_id: *broker_id, first_producer_id: first, size: *block_size }))
+            }
+            MetadataRecord::ScramCredential { user, mechanism, credential } => {
+                scram::apply(&mut self.scram_credentials, user, *mechanism, credential.as_ref())?;
+                Ok(Applied::Nothing)
             }
         }
     }

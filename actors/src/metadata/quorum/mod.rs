@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`records`] | [`MetadataRecord`] and the [`MetadataBatch`] a log entry carries |
 //! | [`image`] | [`MetadataImage`]: the metadata as a value, and how records change it |
+//! | [`scram`] | SCRAM credentials: the values kept per user and mechanism |
 //! | [`reassignment`] | partition reassignment (KIP-455): the controller's decisions |
 //! | [`log_store`] | [`LogStore`]: openraft's log on local disk |
 //! | [`state_machine`] | [`StateMachineStore`]: the image under openraft, with snapshots on disk |
@@ -21,6 +22,7 @@ pub mod image;
 pub mod log_store;
 pub mod reassignment;
 pub mod records;
+pub mod scram;
 pub mod state_machine;
 
 pub use error::StoreError;
@@ -28,6 +30,7 @@ pub use image::{ApplyError, BrokerRegistration, MetadataImage, PartitionImage, T
 pub use log_store::LogStore;
 pub use reassignment::ReassignmentError;
 pub use records::{BrokerId, ConfigResource, Endpoint, LeaderChange, MetadataBatch, MetadataRecord, MetadataResponse, ProducerIdBlock};
+pub use scram::{ScramCredential, ScramCredentialError, ScramCredentials, ScramMechanism};
 pub use state_machine::{AppliedState, StateMachineStore};
 
 openraft::declare_raft_types!(

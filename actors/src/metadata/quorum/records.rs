@@ -11,6 +11,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::scram::{ScramCredential, ScramMechanism};
+
 /// A broker's id: Kafka's `node.id` (int32 on the wire).
 pub type BrokerId = i32;
 
@@ -124,6 +126,10 @@ pub enum MetadataRecord {
     /// the image's next producer id, which the record moves forward: every id is
     /// handed out once across the cluster's life.
     ProducerIds { broker_id: BrokerId, broker_epoch: u64, block_size: i64 },
+    /// Set (`Some`) or delete (`None`) one user's SCRAM credential for one
+    /// mechanism (Kafka's `UserScramCredentialRecord` and its removal).
+    /// Deleting a credential that does not exist is refused.
+    ScramCredential { user: String, mechanism: ScramMechanism, credential: Option<ScramCredential> },
 }
 
 /// A block of producer ids `[first_producer_id, first_producer_id + size)`.

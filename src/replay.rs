@@ -6,7 +6,9 @@
 //! selectively (`silt_tiering::archive::select`): only the files and row
 //! groups whose manifest ranges, statistics and key bloom filters say they
 //! can hold matches, and only matching records go out. `--stats` prints what
-//! was read (JSON, on stderr).
+//! was read (JSON, on stderr). With `--latest-per-key` it prints the
+//! latest value of every key instead (`latest.rs`): a snapshot of a
+//! compacted topic from the archive plus the broker's local tail.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ use futures::StreamExt;
 use silt_tiering::archive::select::{ScanStats, SelectScan, Selection};
 use silt_tiering::archive::{Archive, NoObserver, PartitionArchive};
 use silt_tiering::batch::{self, BatchHeader, Record};
+
+mod latest;
 
 /// Records in flight to the target broker before replay waits for acknowledgements.
 const IN_FLIGHT_MAX: usize = 10_000;
@@ -75,6 +79,14 @@ pub struct ReplayArgs {
     /// The archive's URL (overrides the configuration).
     #[arg(long)]
     pub archive_url: Option<String>,
+    /// Print only the latest record of each key (tombstoned keys left out),
+    /// from the archive and then the local tail read from --bootstrap-server:
+    /// a snapshot of a compacted topic.
+    #[arg(long, conflicts_with_all = ["key", "key_prefix", "from_time", "to_time", "from_offset", "to_offset"])]
+    pub latest_per_key: bool,
+    /// With --latest-per-key: read the archive only, not the broker's local tail.
+    #[arg(long, requires = "latest_per_key")]
+    pub archive_only: bool,
 }
 
 /// Milliseconds since the epoch, or an RFC 3339 time such as `2026-11-28T10:00:00Z`.
@@ -261,6 +273,27 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
         let Some(part) = archive.read_partition(&args.topic, partition).await? else {
             bail!("partition {partition} of {:?} has no archive", args.topic);
         };
+        if args.latest_per_key {
+            let mut snapshot = latest::Latest::default();
+            let archive_end = latest::read_archive(&part, &mut snapshot).await?;
+            if !args.archive_only {
+                let (bootstrap, topic) = (args.bootstrap_server.clone(), args.topic.clone());
+                let (tail, returned) = tokio::task::spawn_blocking(move || {
+                    let tail = latest::read_tail(&bootstrap, &topic, partition, archive_end, &mut snapshot);
+                    (tail, snapshot)
+                })
+                .await
+                .context("the tail reader panicked")?;
+                snapshot = returned;
+                let tail = tail?;
+                eprintln!("silt replay: partition {partition}: {tail} records of the local tail from offset {archive_end}");
+            }
+            for record in snapshot.into_records() {
+                sink.send(&args.topic, partition, &record).await?;
+                total += 1;
+            }
+            continue;
+        }
         if let Some(selection) = &selection {
             let mut scan = SelectScan::new(Arc::clone(&part), selection.clone());
             while let Some(records) = scan.next().await? {

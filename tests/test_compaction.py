@@ -150,14 +150,22 @@ def test_overwritten_keys_compact_to_the_latest_values(broker_factory, topic_nam
 
 def test_tombstones_disappear_after_delete_retention(broker_factory, topic_name):
     broker = broker_factory(dict(CLEANER_ENV))
-    create_topic(broker, topic_name, 1, COMPACT_TOPIC)
+    create_topic(broker, topic_name, 1, dict(COMPACT_TOPIC, **{"delete.retention.ms": "4000"}))
     produce(broker, topic_name, [("a", b"1"), ("b", b"1"), ("a", None), ("c", b"1"), ("b", b"2")])
     roll(broker, topic_name)
-    # First the older values go (the tombstone stays delete.retention.ms), then the tombstone.
     kept = lambda: [(m.key(), m.value()) for m in read_all(broker, topic_name) if m.key() != b"roll"]  # noqa: E731
-    wait_until(lambda: kept() == [(b"c", b"1"), (b"b", b"2")], COMPACTION_TIMEOUT_S,
-               "the tombstone of a and the older values to be removed", interval_s=0.5,
+    # First the older values go; the tombstone stays for delete.retention.ms after that pass.
+    wait_until(lambda: kept() == [(b"a", None), (b"c", b"1"), (b"b", b"2")], COMPACTION_TIMEOUT_S,
+               "the values superseded by newer records and by the tombstone to be removed", interval_s=0.2,
                diagnostics=lambda: f"read {kept()}")
+
+    def tombstone_gone():
+        # Kafka's cleaner runs only for new dirty data, not for a tombstone's
+        # horizon alone (Silt's also does): give it some, in a new segment.
+        roll(broker, topic_name)
+        return kept() == [(b"c", b"1"), (b"b", b"2")]
+    wait_until(tombstone_gone, COMPACTION_TIMEOUT_S, "the tombstone of a to be removed after delete.retention.ms",
+               interval_s=0.5, diagnostics=lambda: f"read {kept()}")
 
 
 def test_kill_during_cleaning_leaves_a_correct_log(broker_factory, topic_name):

@@ -43,11 +43,7 @@ pub struct CleanerOptions {
 
 impl Default for CleanerOptions {
     fn default() -> Self {
-        CleanerOptions {
-            enabled: true,
-            backoff: Duration::from_secs(15),
-            limits: CleanerLimits { offset_map_bytes: 128 << 20, io_bytes_per_second: None },
-        }
+        CleanerOptions { enabled: true, backoff: Duration::from_secs(15), limits: CleanerLimits { offset_map_bytes: 128 << 20, io_bytes_per_second: None } }
     }
 }
 

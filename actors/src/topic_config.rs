@@ -358,7 +358,8 @@ mod tests {
         assert_eq!(log.compression, Some(silt_tiering::batch::Codec::Zstd));
         assert_eq!(log.min_cleanable_dirty_ratio_ppm, 10_000);
         assert_eq!((log.min_compaction_lag_ms, log.max_compaction_lag_ms, log.delete_retention_ms), (5, 600, 100));
-        let compact_only = TopicConfigs::from_pairs([("cleanup.policy", "compact"), ("compression.type", "producer")]).unwrap().resolve(&TopicDefaults::default());
+        let compact_only =
+            TopicConfigs::from_pairs([("cleanup.policy", "compact"), ("compression.type", "producer")]).unwrap().resolve(&TopicDefaults::default());
         assert_eq!((compact_only.cleanup_delete, compact_only.cleanup_compact, compact_only.compression), (false, true, None));
         let described = TopicDefaults::default();
         assert_eq!(default_value("min.cleanable.dirty.ratio", &described), "0.5");

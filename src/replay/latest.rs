@@ -86,7 +86,8 @@ pub(super) fn read_tail(bootstrap: &str, topic: &str, partition: i32, from: i64,
         .set("auto.offset.reset", "earliest")
         .create()
         .context("creating the consumer for the local tail")?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, TAIL_TIMEOUT).with_context(|| format!("asking {bootstrap} for the offsets of {topic}-{partition}"))?;
+    let (low, high) =
+        consumer.fetch_watermarks(topic, partition, TAIL_TIMEOUT).with_context(|| format!("asking {bootstrap} for the offsets of {topic}-{partition}"))?;
     let from = from.max(low);
     if from >= high {
         return Ok(0);

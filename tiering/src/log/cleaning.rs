@@ -147,7 +147,8 @@ impl PartitionLog {
         let dirty: Vec<&&Segment> = segments.iter().filter(|s| s.next_offset() > first_dirty && !s.is_empty()).collect();
         let dirty_bytes: u64 = dirty.iter().map(|s| s.size()).sum();
         let total_bytes: u64 = segments.iter().map(|s| s.size()).sum();
-        let ratio_reached = dirty_bytes > 0 && u128::from(dirty_bytes) * u128::from(PPM) >= u128::from(total_bytes) * u128::from(self.config.min_cleanable_dirty_ratio_ppm);
+        let ratio_reached =
+            dirty_bytes > 0 && u128::from(dirty_bytes) * u128::from(PPM) >= u128::from(total_bytes) * u128::from(self.config.min_cleanable_dirty_ratio_ppm);
         let max_lag_ms = i64::try_from(self.config.max_compaction_lag_ms).unwrap_or(i64::MAX);
         let overdue = dirty.first().and_then(|s| s.first_batch_timestamp()).is_some_and(|ts| now_ms.saturating_sub(ts) > max_lag_ms);
         let tombstones_due = self.tombstone_horizon_ms.is_some_and(|h| now_ms >= h);

@@ -312,25 +312,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
         }
         let (from, to) = bounds(&args, &part);
         let mut next = from;
-        'reading: while next < to {
-            let Some(bytes) = part.read(next, READ_BYTES).await? else { break };
-            let mut at = 0;
-            while at < bytes.len() {
-                let header = BatchHeader::parse(&bytes[at..])?;
-                let one: Bytes = bytes.slice(at..at + header.total_len());
-                at += header.total_len();
-                for record in batch::decode_records(&one)?.records {
-                    if record.offset < next {
-                        continue;
-                    }
-                    if record.offset >= to {
-                        break 'reading;
-                    }
-                    sink.send(&args.topic, partition, &record).await?;
-                    total += 1;
-                }
-                next = header.next_offset();
+        while next < to {
+            let Some((records, after)) = read_chunk(&part, next, to).await? else { break };
+            for record in &records {
+                sink.send(&args.topic, partition, record).await?;
             }
+            total += records.len() as u64;
+            next = after;
             if last_report.elapsed() >= Duration::from_secs(1) {
                 let rate = total as f64 / started.elapsed().as_secs_f64();
                 eprintln!("silt replay: {total} records ({rate:.0} records/s), partition {partition} at offset {next}");
@@ -344,6 +332,24 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
     }
     eprintln!("silt replay: {total} records replayed from {} in {:.1} s", archive.url(), started.elapsed().as_secs_f64());
     Ok(total)
+}
+
+/// The archived records in `[next, to)` from one read at `next`, and the
+/// offset after the batches read; `None` past the archive's end.
+async fn read_chunk(part: &Arc<PartitionArchive>, next: i64, to: i64) -> anyhow::Result<Option<(Vec<Record>, i64)>> {
+    let Some(bytes) = part.read(next, READ_BYTES).await? else { return Ok(None) };
+    let mut records = Vec::new();
+    let mut after = next;
+    let mut at = 0;
+    while at < bytes.len() && after < to {
+        let header = BatchHeader::parse(&bytes[at..])?;
+        let one: Bytes = bytes.slice(at..at + header.total_len());
+        at += header.total_len();
+        records.extend(batch::decode_records(&one)?.records.into_iter().filter(|r| r.offset >= next && r.offset < to));
+        after = header.next_offset();
+    }
+    // A read returns batches ending at or past `next`: no batch means no progress.
+    Ok((after > next).then_some((records, after)))
 }
 
 /// What a selective replay selects, or `None` for a plain replay of an

@@ -16,10 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use silt_tiering::archive::PartitionArchive;
-use silt_tiering::batch::{self, BatchHeader, Header, Record};
+use silt_tiering::batch::{Header, Record};
 
-/// Bytes asked of the archive per read.
-const READ_BYTES: usize = 4 << 20;
 /// How long the tail may take to arrive from the broker before replay gives up.
 const TAIL_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -56,19 +54,11 @@ pub(super) async fn read_archive(part: &std::sync::Arc<PartitionArchive>, latest
     let (Some(start), Some(end)) = (manifest.start_offset(), manifest.end_offset()) else { return Ok(0) };
     let mut next = start;
     while next < end {
-        let Some(bytes) = part.read(next, READ_BYTES).await? else { break };
-        let mut at = 0;
-        while at < bytes.len() {
-            let header = BatchHeader::parse(&bytes[at..])?;
-            let one: Bytes = bytes.slice(at..at + header.total_len());
-            at += header.total_len();
-            for record in batch::decode_records(&one)?.records {
-                if record.offset >= next && record.offset < end {
-                    latest.offer(record);
-                }
-            }
-            next = header.next_offset();
+        let Some((records, after)) = super::read_chunk(part, next, end).await? else { break };
+        for record in records {
+            latest.offer(record);
         }
+        next = after;
     }
     Ok(end)
 }

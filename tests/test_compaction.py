@@ -72,9 +72,10 @@ def read_all(broker, topic: str) -> list:
 def roll(broker, topic: str):
     """Makes everything written so far sealed: waits past segment.ms, then appends to another key."""
     _, high = watermarks(broker, topic, 0)
-    files = lambda: len(list(partition_dir(broker, topic).glob("*.log")))  # noqa: E731
-    before = files()
-    wait_until(lambda: produce(broker, topic, [("roll", b"r")]) and files() > before, 30,
+    # Rolled once a segment starts at or past `high`: counting files would
+    # race with the cleaner, which merges segments meanwhile.
+    last_base = lambda: max(int(p.name.split(".")[0]) for p in partition_dir(broker, topic).glob("*.log"))  # noqa: E731
+    wait_until(lambda: produce(broker, topic, [("roll", b"r")]) and last_base() >= high, 30,
                f"{topic} to roll to a new segment after offset {high}", interval_s=0.4)
 
 

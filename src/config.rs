@@ -172,6 +172,14 @@ pub struct LogSection {
     pub local_retention_ms: i64,
     /// `local.retention.bytes` of archived topics; -2 follows `retention.bytes`, -1 is unbounded.
     pub local_retention_bytes: i64,
+    /// `log.cleaner.enable`: compact `cleanup.policy=compact` topics.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: how often the cleaner looks for a log to clean when none is due.
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: the cleaner's read plus write rate; 0 is unbounded.
+    pub cleaner_io_max_bytes_per_second: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory of the cleaner's offset map (24 bytes a key).
+    pub cleaner_dedupe_buffer_size: u64,
 }
 
 impl Default for LogSection {
@@ -192,6 +200,10 @@ impl Default for LogSection {
             retention_check_interval_ms: 300_000,
             local_retention_ms: log.local_retention_ms.map_or(-1, |v| v as i64),
             local_retention_bytes: log.local_retention_bytes.map_or(-1, |v| v as i64),
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
+            cleaner_io_max_bytes_per_second: 0,
+            cleaner_dedupe_buffer_size: 128 << 20,
         }
     }
 }
@@ -396,6 +408,9 @@ impl Config {
         if l.segment_ms == 0 {
             return Err(invalid("log.segment_ms", 0, "must be positive"));
         }
+        if l.cleaner_backoff_ms == 0 {
+            return Err(invalid("log.cleaner_backoff_ms", 0, "must be positive"));
+        }
         if let Some(ms) = l.retention_ms.filter(|&ms| ms < -1) {
             return Err(invalid("log.retention_ms", ms, "must be -1 (unbounded) or non-negative"));
         }
@@ -550,6 +565,7 @@ impl Config {
                 archived: self.tiering.enabled,
                 local_retention_ms: limit(if l.local_retention_ms == -2 { retention_ms } else { l.local_retention_ms }),
                 local_retention_bytes: limit(if l.local_retention_bytes == -2 { l.retention_bytes } else { l.local_retention_bytes }),
+                ..LogConfig::default()
             },
             min_insync_replicas: l.min_insync_replicas,
         }
@@ -594,6 +610,14 @@ impl Config {
             endpoints: Vec::new(),
             rack: self.broker.rack.clone(),
             cluster: Default::default(),
+            cleaner: silt_actors::cleaner::CleanerOptions {
+                enabled: self.log.cleaner_enable,
+                backoff: Duration::from_millis(self.log.cleaner_backoff_ms),
+                limits: silt_tiering::cleaner::CleanerLimits {
+                    offset_map_bytes: usize::try_from(self.log.cleaner_dedupe_buffer_size).unwrap_or(usize::MAX),
+                    io_bytes_per_second: (self.log.cleaner_io_max_bytes_per_second > 0).then_some(self.log.cleaner_io_max_bytes_per_second),
+                },
+            },
         }
     }
 }

@@ -108,6 +108,8 @@ fn log_error_code(error: &LogError) -> ResponseError {
         LogError::TransactionsUnsupported => ResponseError::InvalidRecord,
         // Only a follower's append meets these, and no client request appends as a follower.
         LogError::UnexpectedReplicaOffset { .. } | LogError::ReplicaEpochWentBack { .. } => ResponseError::UnknownServerError,
+        // Only the log cleaner meets this, and it answers no request.
+        LogError::CleaningCancelled => ResponseError::UnknownServerError,
         LogError::Io { .. } | LogError::CorruptCheckpoint { .. } | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
     }
 }
@@ -116,6 +118,7 @@ fn batch_error_code(error: &BatchError) -> ResponseError {
     match error {
         BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
         BatchError::UnsupportedMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+        BatchError::MissingKey { .. } => ResponseError::InvalidRecord,
         BatchError::CrcMismatch { .. }
         | BatchError::Truncated { .. }
         | BatchError::InvalidLength { .. }

@@ -56,6 +56,50 @@ pub struct Metrics {
     group_rebalances: IntCounterVec,
     tiering: TieringMetrics,
     cluster: ClusterMetrics,
+    cleaner: CleanerMetrics,
+}
+
+/// The log cleaner (Kafka's `kafka.log:type=LogCleaner` beans).
+struct CleanerMetrics {
+    read_bytes: IntCounter,
+    written_bytes: IntCounter,
+    segments: IntCounter,
+    passes: IntCounter,
+    failures: IntCounter,
+    dirty_bytes: IntGauge,
+}
+
+impl CleanerMetrics {
+    fn new(registry: &Registry) -> CleanerMetrics {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let dirty_bytes = IntGauge::new(
+            "silt_cleaner_dirty_bytes",
+            "Bytes of compacted logs not yet cleaned, as of the cleaner's last look (its lag; Kafka's max-dirty-percent in bytes).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(dirty_bytes.clone())).expect("unique metric");
+        CleanerMetrics {
+            read_bytes: counter("silt_cleaner_read_bytes_total", "Bytes the log cleaner read from segments."),
+            written_bytes: counter("silt_cleaner_written_bytes_total", "Bytes the log cleaner wrote to cleaned segments."),
+            segments: counter("silt_cleaner_segments_cleaned_total", "Segments the log cleaner rewrote and swapped in."),
+            passes: counter("silt_cleaner_passes_total", "Cleaning passes committed."),
+            failures: counter("silt_cleaner_failures_total", "Cleaning passes that failed (I/O, a corrupt batch, a panic)."),
+            dirty_bytes,
+        }
+    }
+
+    fn refresh(&self, stats: &silt_actors::cleaner::CleanerStats) {
+        mirror(&self.read_bytes, stats.bytes_read.load(Ordering::Relaxed));
+        mirror(&self.written_bytes, stats.bytes_written.load(Ordering::Relaxed));
+        mirror(&self.segments, stats.segments_cleaned.load(Ordering::Relaxed));
+        mirror(&self.passes, stats.passes.load(Ordering::Relaxed));
+        mirror(&self.failures, stats.failures.load(Ordering::Relaxed));
+        self.dirty_bytes.set(i64::try_from(stats.dirty_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+    }
 }
 
 /// Leadership, the metadata quorum and replication (Kafka's names where it has one).
@@ -392,6 +436,7 @@ impl Metrics {
             ),
             tiering: TieringMetrics::new(&registry),
             cluster: ClusterMetrics::new(&registry),
+            cleaner: CleanerMetrics::new(&registry),
             request_duration,
             connections,
             partitions,
@@ -490,6 +535,7 @@ impl Metrics {
         let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.mailbox_depth.with_label_values(&["partition"]).set(as_gauge(depths.iter().sum()));
         self.mailbox_depth_max.with_label_values(&["partition"]).set(as_gauge(depths.iter().copied().max().unwrap_or(0)));
+        self.cleaner.refresh(&node.cleaner_stats);
         let restarts = node.partition_restarts.load(Ordering::Relaxed);
         let seen = self.restarts_seen.swap(restarts, Ordering::Relaxed);
         self.actor_restarts.with_label_values(&["partition"]).inc_by(restarts.saturating_sub(seen));

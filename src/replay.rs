@@ -6,7 +6,9 @@
 //! selectively (`silt_tiering::archive::select`): only the files and row
 //! groups whose manifest ranges, statistics and key bloom filters say they
 //! can hold matches, and only matching records go out. `--stats` prints what
-//! was read (JSON, on stderr).
+//! was read (JSON, on stderr). With `--latest-per-key` it prints the
+//! latest value of every key instead (`latest.rs`): a snapshot of a
+//! compacted topic from the archive plus the broker's local tail.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ use futures::StreamExt;
 use silt_tiering::archive::select::{ScanStats, SelectScan, Selection};
 use silt_tiering::archive::{Archive, NoObserver, PartitionArchive};
 use silt_tiering::batch::{self, BatchHeader, Record};
+
+mod latest;
 
 /// Records in flight to the target broker before replay waits for acknowledgements.
 const IN_FLIGHT_MAX: usize = 10_000;
@@ -75,6 +79,14 @@ pub struct ReplayArgs {
     /// The archive's URL (overrides the configuration).
     #[arg(long)]
     pub archive_url: Option<String>,
+    /// Print only the latest record of each key (tombstoned keys left out),
+    /// from the archive and then the local tail read from --bootstrap-server:
+    /// a snapshot of a compacted topic.
+    #[arg(long, conflicts_with_all = ["key", "key_prefix", "from_time", "to_time", "from_offset", "to_offset"])]
+    pub latest_per_key: bool,
+    /// With --latest-per-key: read the archive only, not the broker's local tail.
+    #[arg(long, requires = "latest_per_key")]
+    pub archive_only: bool,
 }
 
 /// Milliseconds since the epoch, or an RFC 3339 time such as `2026-11-28T10:00:00Z`.
@@ -261,6 +273,27 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
         let Some(part) = archive.read_partition(&args.topic, partition).await? else {
             bail!("partition {partition} of {:?} has no archive", args.topic);
         };
+        if args.latest_per_key {
+            let mut snapshot = latest::Latest::default();
+            let archive_end = latest::read_archive(&part, &mut snapshot).await?;
+            if !args.archive_only {
+                let (bootstrap, topic) = (args.bootstrap_server.clone(), args.topic.clone());
+                let (tail, returned) = tokio::task::spawn_blocking(move || {
+                    let tail = latest::read_tail(&bootstrap, &topic, partition, archive_end, &mut snapshot);
+                    (tail, snapshot)
+                })
+                .await
+                .context("the tail reader panicked")?;
+                snapshot = returned;
+                let tail = tail?;
+                eprintln!("silt replay: partition {partition}: {tail} records of the local tail from offset {archive_end}");
+            }
+            for record in snapshot.into_records() {
+                sink.send(&args.topic, partition, &record).await?;
+                total += 1;
+            }
+            continue;
+        }
         if let Some(selection) = &selection {
             let mut scan = SelectScan::new(Arc::clone(&part), selection.clone());
             while let Some(records) = scan.next().await? {
@@ -279,25 +312,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
         }
         let (from, to) = bounds(&args, &part);
         let mut next = from;
-        'reading: while next < to {
-            let Some(bytes) = part.read(next, READ_BYTES).await? else { break };
-            let mut at = 0;
-            while at < bytes.len() {
-                let header = BatchHeader::parse(&bytes[at..])?;
-                let one: Bytes = bytes.slice(at..at + header.total_len());
-                at += header.total_len();
-                for record in batch::decode_records(&one)?.records {
-                    if record.offset < next {
-                        continue;
-                    }
-                    if record.offset >= to {
-                        break 'reading;
-                    }
-                    sink.send(&args.topic, partition, &record).await?;
-                    total += 1;
-                }
-                next = header.next_offset();
+        while next < to {
+            let Some((records, after)) = read_chunk(&part, next, to).await? else { break };
+            for record in &records {
+                sink.send(&args.topic, partition, record).await?;
             }
+            total += records.len() as u64;
+            next = after;
             if last_report.elapsed() >= Duration::from_secs(1) {
                 let rate = total as f64 / started.elapsed().as_secs_f64();
                 eprintln!("silt replay: {total} records ({rate:.0} records/s), partition {partition} at offset {next}");
@@ -311,6 +332,24 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u64> {
     }
     eprintln!("silt replay: {total} records replayed from {} in {:.1} s", archive.url(), started.elapsed().as_secs_f64());
     Ok(total)
+}
+
+/// The archived records in `[next, to)` from one read at `next`, and the
+/// offset after the batches read; `None` past the archive's end.
+async fn read_chunk(part: &Arc<PartitionArchive>, next: i64, to: i64) -> anyhow::Result<Option<(Vec<Record>, i64)>> {
+    let Some(bytes) = part.read(next, READ_BYTES).await? else { return Ok(None) };
+    let mut records = Vec::new();
+    let mut after = next;
+    let mut at = 0;
+    while at < bytes.len() && after < to {
+        let header = BatchHeader::parse(&bytes[at..])?;
+        let one: Bytes = bytes.slice(at..at + header.total_len());
+        at += header.total_len();
+        records.extend(batch::decode_records(&one)?.records.into_iter().filter(|r| r.offset >= next && r.offset < to));
+        after = header.next_offset();
+    }
+    // A read returns batches ending at or past `next`: no batch means no progress.
+    Ok((after > next).then_some((records, after)))
 }
 
 /// What a selective replay selects, or `None` for a plain replay of an

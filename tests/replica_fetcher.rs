@@ -77,6 +77,7 @@ fn start_replica(dir: PathBuf, role: PartitionRole, topic_id: uuid::Uuid) -> Par
     let tp = TopicPartition { topic: TOPIC.into(), partition: 0 };
     let (tx, rx) = watch::channel(Watermarks::default());
     let options = PartitionOptions {
+        cleaner: None,
         dir,
         log: LogConfig::default(),
         min_insync_replicas: 1,

@@ -200,13 +200,12 @@ def test_confluent_create_errors(module_broker, topic_name):
     assert not leaked, f"failed CreateTopics still created {leaked}"
 
 
-@pytest.mark.kafka_differs(reason="Silt has no log compaction, so it refuses cleanup.policy=compact; "
-                                  "Kafka creates a compacted topic")
-def test_compacted_topics_are_refused(module_broker, topic_name):
-    admin = admin_client(module_broker)  # must outlive the future, or it fails with _DESTROY
+def test_compacted_topics_are_created(module_broker, topic_name):
+    admin = admin_client(module_broker)  # must outlive the future
     fs = admin.create_topics(
         [NewTopic(topic_name, num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"})])
-    expect_kafka_error(fs[topic_name], KafkaError.INVALID_CONFIG, "CreateTopics with cleanup.policy=compact")
+    future_result(fs[topic_name], "CreateTopics with cleanup.policy=compact")
+    assert describe_topic_configs(module_broker, topic_name)["cleanup.policy"].value == "compact"
 
 
 def test_confluent_delete_unknown_topic(module_broker, topic_name):

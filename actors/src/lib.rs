@@ -3,6 +3,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`partition`] | [`partition::PartitionActor`]: one partition's log, behind domain messages |
+//! | [`cleaner`] | [`cleaner::LogCleaner`]: the node's log cleaner, compacting `cleanup.policy=compact` logs |
 //! | [`node`] | [`node::Node`]: admin requests as metadata proposals, the replica manager, the registry |
 //! | [`catalog`] | the pre-quorum `catalog.json`, read once to migrate it; topic name rules |
 //! | [`meta_properties`] | the data directory's identity: node id and cluster id (`meta.properties`) |
@@ -16,6 +17,7 @@
 //! the messages defined here and maps [`error::Error`] back to Kafka codes.
 
 pub mod catalog;
+pub mod cleaner;
 pub mod error;
 pub mod group;
 pub mod meta_properties;

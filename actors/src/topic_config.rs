@@ -27,6 +27,7 @@ pub enum ConfigType {
     Boolean,
     Int,
     Long,
+    Double,
     String,
     List,
 }
@@ -41,12 +42,17 @@ pub struct ConfigKey {
 
 /// Every topic config Silt accepts. An unknown key is refused, as Kafka does.
 pub const KEYS: &[ConfigKey] = &[
-    ConfigKey { name: "cleanup.policy", config_type: ConfigType::List, doc: "Retention policy for old segments: only \"delete\" is supported." },
+    ConfigKey {
+        name: "cleanup.policy",
+        config_type: ConfigType::List,
+        doc: "delete removes old segments by retention.ms/retention.bytes; compact keeps the latest record per key; compact,delete does both.",
+    },
     ConfigKey {
         name: "compression.type",
         config_type: ConfigType::String,
-        doc: "Batches are stored as the producer compressed them: only \"producer\" is supported.",
+        doc: "The codec batches are stored with: uncompressed, gzip, snappy, lz4, zstd, or producer (as the producer sent them).",
     },
+    ConfigKey { name: "delete.retention.ms", config_type: ConfigType::Long, doc: "How long the cleaner keeps a tombstone after it first cleaned it." },
     ConfigKey { name: "flush.messages", config_type: ConfigType::Long, doc: "fsync the log after this many messages; 1 fsyncs before every acknowledgement." },
     ConfigKey { name: "flush.ms", config_type: ConfigType::Long, doc: "fsync the log when the oldest unflushed write is this many milliseconds old." },
     ConfigKey {
@@ -66,6 +72,17 @@ pub const KEYS: &[ConfigKey] = &[
         config_type: ConfigType::String,
         doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's clock.",
     },
+    ConfigKey {
+        name: "max.compaction.lag.ms",
+        config_type: ConfigType::Long,
+        doc: "A record is compacted at the latest this long after it was written, whatever the dirty ratio.",
+    },
+    ConfigKey {
+        name: "min.cleanable.dirty.ratio",
+        config_type: ConfigType::Double,
+        doc: "The share of uncleaned bytes at which the cleaner compacts a log (0 to 1).",
+    },
+    ConfigKey { name: "min.compaction.lag.ms", config_type: ConfigType::Long, doc: "A record stays uncompacted at least this long after it was written." },
     ConfigKey { name: "min.insync.replicas", config_type: ConfigType::Int, doc: "Replicas that must be in sync for an acks=all produce to succeed." },
     ConfigKey {
         name: "remote.storage.enable",
@@ -99,6 +116,25 @@ fn parse_i64(key: &str, value: &str, min: i64, max: i64) -> Result<i64, Error> {
     Ok(n)
 }
 
+/// `(delete, compact)` from a `cleanup.policy` list; `None` when invalid.
+fn parse_cleanup_policy(value: &str) -> Option<(bool, bool)> {
+    let (mut delete, mut compact) = (false, false);
+    for part in value.split(',').map(str::trim) {
+        match part {
+            "delete" => delete = true,
+            "compact" => compact = true,
+            _ => return None,
+        }
+    }
+    (delete || compact).then_some((delete, compact))
+}
+
+/// A ratio in `[0, 1]` as parts per million; `None` when invalid.
+fn parse_ratio_ppm(value: &str) -> Option<u32> {
+    let ratio: f64 = value.trim().parse().ok()?;
+    (0.0..=1.0).contains(&ratio).then(|| (ratio * f64::from(silt_tiering::config::PPM)).round() as u32)
+}
+
 fn unbounded(n: i64) -> Option<u64> {
     (n >= 0).then_some(n as u64)
 }
@@ -113,14 +149,14 @@ const NOT_SETTABLE: &[&str] = &["leader.replication.throttled.replicas", "follow
 pub fn validate(key: &str, value: &str) -> Result<(), Error> {
     match key {
         _ if NOT_SETTABLE.contains(&key) => Err(invalid(key, value, "replication throttling is not supported")),
-        "cleanup.policy" => match value.trim() {
-            "delete" => Ok(()),
-            _ => Err(invalid(key, value, "only \"delete\" is supported (log compaction is not implemented yet)")),
-        },
+        "cleanup.policy" => parse_cleanup_policy(value).map(drop).ok_or_else(|| invalid(key, value, "must be delete, compact, or compact,delete")),
         "compression.type" => match value.trim() {
-            "producer" => Ok(()),
-            _ => Err(invalid(key, value, "only \"producer\" is supported: batches are stored as sent")),
+            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+            _ => Err(invalid(key, value, "must be one of uncompressed, gzip, snappy, lz4, zstd, producer")),
         },
+        "min.cleanable.dirty.ratio" => parse_ratio_ppm(value).map(drop).ok_or_else(|| invalid(key, value, "must be a number between 0 and 1")),
+        "min.compaction.lag.ms" | "delete.retention.ms" => parse_i64(key, value, 0, i64::MAX).map(drop),
+        "max.compaction.lag.ms" => parse_i64(key, value, 1, i64::MAX).map(drop),
         "message.timestamp.type" => match value.trim() {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err(invalid(key, value, "must be CreateTime or LogAppendTime")),
@@ -194,6 +230,13 @@ impl TopicConfigs {
             archived: self.get("remote.storage.enable").map_or(d.archived, |v| v == "true"),
             local_retention_ms: self.local_limit("local.retention.ms", "retention.ms", d.local_retention_ms, d.retention_ms),
             local_retention_bytes: self.local_limit("local.retention.bytes", "retention.bytes", d.local_retention_bytes, d.retention_bytes),
+            compression: self.get("compression.type").map_or(d.compression, silt_tiering::batch::Codec::from_topic_config),
+            cleanup_delete: self.get("cleanup.policy").and_then(parse_cleanup_policy).map_or(d.cleanup_delete, |(delete, _)| delete),
+            cleanup_compact: self.get("cleanup.policy").and_then(parse_cleanup_policy).map_or(d.cleanup_compact, |(_, compact)| compact),
+            min_cleanable_dirty_ratio_ppm: self.get("min.cleanable.dirty.ratio").and_then(parse_ratio_ppm).unwrap_or(d.min_cleanable_dirty_ratio_ppm),
+            min_compaction_lag_ms: self.number("min.compaction.lag.ms").map_or(d.min_compaction_lag_ms, |n| n as u64),
+            max_compaction_lag_ms: self.number("max.compaction.lag.ms").map_or(d.max_compaction_lag_ms, |n| n as u64),
+            delete_retention_ms: self.number("delete.retention.ms").map_or(d.delete_retention_ms, |n| n as u64),
         }
     }
 
@@ -238,8 +281,25 @@ fn limit(value: Option<u64>) -> String {
 pub fn default_value(key: &str, defaults: &TopicDefaults) -> String {
     let d = &defaults.log;
     match key {
-        "cleanup.policy" => "delete".into(),
-        "compression.type" => "producer".into(),
+        "cleanup.policy" => match (d.cleanup_delete, d.cleanup_compact) {
+            (true, true) => "compact,delete",
+            (false, true) => "compact",
+            _ => "delete",
+        }
+        .into(),
+        "compression.type" => match d.compression {
+            None => "producer",
+            Some(silt_tiering::batch::Codec::None) => "uncompressed",
+            Some(silt_tiering::batch::Codec::Gzip) => "gzip",
+            Some(silt_tiering::batch::Codec::Snappy) => "snappy",
+            Some(silt_tiering::batch::Codec::Lz4) => "lz4",
+            Some(silt_tiering::batch::Codec::Zstd) => "zstd",
+        }
+        .into(),
+        "delete.retention.ms" => d.delete_retention_ms.to_string(),
+        "max.compaction.lag.ms" => d.max_compaction_lag_ms.to_string(),
+        "min.cleanable.dirty.ratio" => (f64::from(d.min_cleanable_dirty_ratio_ppm) / f64::from(silt_tiering::config::PPM)).to_string(),
+        "min.compaction.lag.ms" => d.min_compaction_lag_ms.to_string(),
         "flush.messages" => d.flush_messages.map_or(i64::MAX.to_string(), |v| v.to_string()),
         "flush.ms" => d.flush_ms.map_or(i64::MAX.to_string(), |v| v.to_string()),
         "index.interval.bytes" => d.index_interval_bytes.to_string(),
@@ -276,8 +336,34 @@ mod tests {
         let err = TopicConfigs::from_pairs([("retention.ms", "soon")]).unwrap_err();
         assert!(err.to_string().contains("retention.ms"), "{err}");
         assert!(TopicConfigs::from_pairs([("segment.bytes", "10")]).is_err());
-        assert!(TopicConfigs::from_pairs([("cleanup.policy", "compact")]).is_err());
+        assert!(TopicConfigs::from_pairs([("cleanup.policy", "compact,shred")]).is_err());
+        assert!(TopicConfigs::from_pairs([("compression.type", "brotli")]).is_err());
+        assert!(TopicConfigs::from_pairs([("min.cleanable.dirty.ratio", "1.5")]).is_err());
         assert!(TopicConfigs::from_pairs([("no.such.key", "1")]).is_err());
+    }
+
+    #[test]
+    fn compaction_and_compression_configs_resolve() {
+        let configs = TopicConfigs::from_pairs([
+            ("cleanup.policy", "compact,delete"),
+            ("compression.type", "zstd"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "5"),
+            ("max.compaction.lag.ms", "600"),
+            ("delete.retention.ms", "100"),
+        ])
+        .unwrap();
+        let log = configs.resolve(&TopicDefaults::default());
+        assert_eq!((log.cleanup_delete, log.cleanup_compact), (true, true));
+        assert_eq!(log.compression, Some(silt_tiering::batch::Codec::Zstd));
+        assert_eq!(log.min_cleanable_dirty_ratio_ppm, 10_000);
+        assert_eq!((log.min_compaction_lag_ms, log.max_compaction_lag_ms, log.delete_retention_ms), (5, 600, 100));
+        let compact_only =
+            TopicConfigs::from_pairs([("cleanup.policy", "compact"), ("compression.type", "producer")]).unwrap().resolve(&TopicDefaults::default());
+        assert_eq!((compact_only.cleanup_delete, compact_only.cleanup_compact, compact_only.compression), (false, true, None));
+        let described = TopicDefaults::default();
+        assert_eq!(default_value("min.cleanable.dirty.ratio", &described), "0.5");
+        assert_eq!(default_value("cleanup.policy", &described), "delete");
     }
 
     #[test]

@@ -42,6 +42,7 @@ fn wire_type(t: ConfigType) -> i8 {
         ConfigType::String => 2,
         ConfigType::Int => 3,
         ConfigType::Long => 5,
+        ConfigType::Double => 6,
         ConfigType::List => 7,
     }
 }
@@ -180,7 +181,7 @@ pub async fn incremental_alter(ctx: &RequestContext, request: IncrementalAlterCo
                     refused = Some(silt_actors::Error::InvalidConfig {
                         key,
                         value: config.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
-                        reason: format!("operation {op} (APPEND/SUBTRACT) applies to list configs, and cleanup.policy supports only \"delete\""),
+                        reason: format!("operation {op} (APPEND/SUBTRACT) is not supported: SET the whole list (cleanup.policy=compact,delete)"),
                     });
                     break;
                 }

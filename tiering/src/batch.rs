@@ -1,9 +1,12 @@
 //! The record batch format (magic v2): the one place Silt parses batches.
 //!
-//! Batches are stored exactly as producers sent them; the broker only rewrites
-//! the fields outside the CRC (base offset, partition leader epoch) and, for
+//! Batches are stored as producers sent them; the broker rewrites the fields
+//! outside the CRC (base offset, partition leader epoch) and, for
 //! `LogAppendTime` topics, the max timestamp (recomputing the CRC). Records are
-//! decoded only where a record-level answer is needed (ListOffsets by time).
+//! decoded only where a record-level answer is needed (ListOffsets by time),
+//! where a topic's `compression.type` differs from the producer's codec
+//! ([`recompress`]) and where the log cleaner filters records
+//! ([`encode_batch_with`]).
 //!
 //! Layout of the 61-byte header (big endian):
 //! `base_offset i64 | batch_length i32 | partition_leader_epoch i32 | magic i8 |
@@ -30,6 +33,9 @@ const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
+/// KIP-534: the base timestamp is the time after which the batch's
+/// tombstones may be removed by the log cleaner.
+const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 const _: () = assert!(HEADER_LEN > CRC_AT + 4);
 const _: () = assert!(LOG_OVERHEAD == PARTITION_LEADER_EPOCH_AT);
@@ -115,6 +121,11 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_FLAG != 0
     }
+    /// The time after which the log cleaner may remove this batch's
+    /// tombstones, once a cleaning pass has set it (KIP-534).
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG != 0).then_some(self.base_timestamp)
+    }
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
     }
@@ -137,13 +148,16 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[ATTRIBUTES_AT..])
 }
 
-/// Parses and fully validates one complete batch (`batch.len()` must be its total length).
+/// Parses and fully validates one complete stored batch (`batch.len()` must
+/// be its total length). A stored batch may hold fewer records than its
+/// offset range: the log cleaner removes records but keeps the batch's base
+/// and last offsets (offset gaps, as in Kafka).
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_len() != batch.len() {
         return Err(BatchError::Truncated { needed: header.total_len(), available: batch.len() });
     }
-    if header.records_count < 0 || header.last_offset_delta < 0 || (header.records_count > 0 && header.records_count - 1 != header.last_offset_delta) {
+    if header.records_count < 0 || header.last_offset_delta < 0 || header.records_count as i64 > header.last_offset_delta as i64 + 1 {
         return Err(BatchError::InvalidRecordCount { records_count: header.records_count, last_offset_delta: header.last_offset_delta });
     }
     let computed = compute_crc(batch);
@@ -162,7 +176,20 @@ pub struct IncomingBatch {
 
 /// Splits a produce payload into its batches, validating each (magic, length,
 /// record count, CRC, size against `max_message_bytes`). Nothing is copied.
+/// A producer's batch has one record per offset of its range.
 pub fn split_validated(records: &Bytes, max_message_bytes: usize) -> Result<Vec<IncomingBatch>, BatchError> {
+    let batches = split_stored(records, max_message_bytes)?;
+    for b in &batches {
+        if b.header.records_count as i64 != b.header.last_offset_delta as i64 + 1 {
+            return Err(BatchError::InvalidRecordCount { records_count: b.header.records_count, last_offset_delta: b.header.last_offset_delta });
+        }
+    }
+    Ok(batches)
+}
+
+/// Like [`split_validated`] for batches a log already holds (a leader's
+/// batches on a follower): cleaned batches may have offset gaps.
+pub fn split_stored(records: &Bytes, max_message_bytes: usize) -> Result<Vec<IncomingBatch>, BatchError> {
     let mut batches = Vec::new();
     let mut at = 0;
     while at < records.len() {
@@ -268,8 +295,8 @@ pub struct DecodedBatch {
 pub struct BatchFields {
     pub base_offset: i64,
     pub partition_leader_epoch: i32,
-    /// Written as given except the compression bits, which are cleared (the
-    /// rebuilt batch is uncompressed).
+    /// Written as given except the compression bits, which name the codec
+    /// the batch is encoded with.
     pub attributes: i16,
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
@@ -412,14 +439,98 @@ fn put_nullable_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// A record batch compression codec: the attribute's low three bits, and
+/// the values of `compression.type` other than `producer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Codec {
+    /// The codec a `compression.type` value names; `None` for `producer`
+    /// (keep the producer's codec) and for unknown values.
+    pub fn from_topic_config(value: &str) -> Option<Codec> {
+        match value {
+            "uncompressed" => Some(Codec::None),
+            "gzip" => Some(Codec::Gzip),
+            "snappy" => Some(Codec::Snappy),
+            "lz4" => Some(Codec::Lz4),
+            "zstd" => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+    /// The attribute bits of this codec.
+    pub fn id(self) -> i16 {
+        match self {
+            Codec::None => 0,
+            Codec::Gzip => 1,
+            Codec::Snappy => 2,
+            Codec::Lz4 => 3,
+            Codec::Zstd => 4,
+        }
+    }
+    /// The codec with these attribute bits.
+    pub fn from_id(id: i16) -> Option<Codec> {
+        [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd].into_iter().find(|c| c.id() == id)
+    }
+
+    fn compress(self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), BatchError> {
+        use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+        // kafka-protocol's compressors ask a callback for the plain bytes.
+        let put = |b: &mut BytesMut| -> anyhow::Result<()> {
+            b.extend_from_slice(plain);
+            Ok(())
+        };
+        let done = match self {
+            Codec::None => {
+                out.extend_from_slice(plain);
+                Ok(())
+            }
+            Codec::Gzip => <Gzip as Compressor<Vec<u8>>>::compress(out, put),
+            Codec::Snappy => <Snappy as Compressor<Vec<u8>>>::compress(out, put),
+            Codec::Lz4 => <Lz4 as Compressor<Vec<u8>>>::compress(out, put),
+            Codec::Zstd => <Zstd as Compressor<Vec<u8>>>::compress(out, put),
+        };
+        done.map_err(|e| BatchError::Undecodable { reason: format!("cannot compress records with {self:?}: {e:#}") })
+    }
+}
+
+/// Rewrites a producer's batch with `codec` (a topic's `compression.type`),
+/// keeping every record and header field: what a leader does on append when
+/// the producer's codec differs from the topic's. The result's CRC is new.
+pub fn recompress(batch: &Bytes, codec: Codec) -> Result<Bytes, BatchError> {
+    let decoded = decode_records(batch)?;
+    let mut fields = BatchFields::from(&decoded.header);
+    fields.attributes = (fields.attributes & !COMPRESSION_MASK) | codec.id();
+    encode_batch_with(&fields, &decoded.records, codec)
+}
+
+/// Marks a batch's fields with a tombstone delete horizon (KIP-534): the
+/// base timestamp becomes the horizon and record timestamps stay exact,
+/// since [`encode_batch_with`] stores them as deltas from it.
+pub fn set_delete_horizon(fields: &mut BatchFields, horizon_ms: i64) {
+    fields.attributes |= DELETE_HORIZON_FLAG;
+    fields.base_timestamp = horizon_ms;
+}
+
 /// Encodes records as one uncompressed magic v2 batch with the given header
 /// fields, computing its length, record count and CRC. Record offsets and
 /// timestamps are stored as deltas from the batch's base offset and base timestamp.
 pub fn encode_batch(fields: &BatchFields, records: &[Record]) -> Bytes {
-    let mut out = Vec::with_capacity(
-        HEADER_LEN + records.iter().map(|r| 16 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)).sum::<usize>(),
-    );
-    out.resize(HEADER_LEN, 0);
+    encode_batch_with(fields, records, Codec::None).expect("an uncompressed batch always encodes")
+}
+
+/// Encodes records as one magic v2 batch compressed with `codec` (the
+/// attributes' codec bits are set from it), computing length, record count
+/// and CRC. Offsets are deltas from the base offset, so a batch may hold
+/// fewer records than its offset range (the cleaner's output).
+pub fn encode_batch_with(fields: &BatchFields, records: &[Record], codec: Codec) -> Result<Bytes, BatchError> {
+    let plain_len = records.iter().map(|r| 16 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)).sum::<usize>();
+    let mut plain = Vec::with_capacity(plain_len);
     let mut record = Vec::new();
     for r in records {
         record.clear();
@@ -433,15 +544,18 @@ pub fn encode_batch(fields: &BatchFields, records: &[Record]) -> Bytes {
             put_nullable_bytes(&mut record, Some(&h.key));
             put_nullable_bytes(&mut record, h.value.as_deref());
         }
-        put_varlong(&mut out, record.len() as i64);
-        out.extend_from_slice(&record);
+        put_varlong(&mut plain, record.len() as i64);
+        plain.extend_from_slice(&record);
     }
+    let mut out = Vec::with_capacity(HEADER_LEN + plain.len());
+    out.resize(HEADER_LEN, 0);
+    codec.compress(&plain, &mut out)?;
     let batch_length = (out.len() - LOG_OVERHEAD) as i32;
     out[0..8].copy_from_slice(&fields.base_offset.to_be_bytes());
     out[8..12].copy_from_slice(&batch_length.to_be_bytes());
     out[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4].copy_from_slice(&fields.partition_leader_epoch.to_be_bytes());
     out[MAGIC_AT] = 2;
-    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&(fields.attributes & !COMPRESSION_MASK).to_be_bytes());
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&((fields.attributes & !COMPRESSION_MASK) | codec.id()).to_be_bytes());
     out[23..27].copy_from_slice(&fields.last_offset_delta.to_be_bytes());
     out[27..35].copy_from_slice(&fields.base_timestamp.to_be_bytes());
     out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&fields.max_timestamp.to_be_bytes());
@@ -451,7 +565,7 @@ pub fn encode_batch(fields: &BatchFields, records: &[Record]) -> Bytes {
     out[57..61].copy_from_slice(&(records.len() as i32).to_be_bytes());
     let crc = compute_crc(&out);
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(out)
+    Ok(Bytes::from(out))
 }
 
 /// One record as the internal topics (`__consumer_offsets`) see it: a key and
@@ -683,6 +797,41 @@ pub(crate) mod tests {
             assert_eq!(header.compression_codec(), 0);
             assert_eq!(third_party_records(&rebuilt), third_party_records(&original));
         }
+    }
+
+    #[test]
+    fn recompression_keeps_every_record_in_any_codec() {
+        let codecs = [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+        for from in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let original = stamp(&make_idempotent_batch(12, 4_000, from, 7, 1, 30), 200, 3, None);
+            for codec in codecs {
+                let rewritten = recompress(&original, codec).unwrap();
+                let header = validate(&rewritten).expect("valid, CRC recomputed");
+                assert_eq!(header.compression_codec(), codec.id());
+                assert_eq!((header.producer_id, header.base_sequence, header.last_offset_delta), (7, 30, 11));
+                assert_eq!(third_party_records(&rewritten), third_party_records(&original), "{from:?} -> {codec:?}");
+                assert!(split_validated(&rewritten, 1 << 20).is_ok());
+            }
+        }
+        assert_eq!(Codec::from_topic_config("zstd"), Some(Codec::Zstd));
+        assert_eq!(Codec::from_topic_config("producer"), None);
+    }
+
+    #[test]
+    fn a_batch_with_offset_gaps_is_stored_but_not_produced() {
+        let original = stamp(&make_batch(5, 100, Compression::None), 10, 0, None);
+        let decoded = decode_records(&original).unwrap();
+        let kept: Vec<Record> = decoded.records.iter().filter(|r| r.offset % 2 == 0).cloned().collect();
+        let mut fields = BatchFields::from(&decoded.header);
+        set_delete_horizon(&mut fields, 9_999);
+        let cleaned = encode_batch_with(&fields, &kept, Codec::Lz4).unwrap();
+        let header = validate(&cleaned).expect("gaps are valid in a stored batch");
+        assert_eq!((header.base_offset, header.last_offset(), header.records_count), (10, 14, 3));
+        assert_eq!(header.delete_horizon_ms(), Some(9_999));
+        let back = decode_records(&cleaned).unwrap().records;
+        assert_eq!(back, kept, "offsets and timestamps survive a new base timestamp");
+        assert!(split_stored(&cleaned, 1 << 20).is_ok());
+        assert!(matches!(split_validated(&cleaned, 1 << 20), Err(BatchError::InvalidRecordCount { .. })));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A partition log's settings, in the units the log works in. Kafka-named topic
 //! configs are parsed and validated at the edge (`src/`) and arrive here typed.
 
+use crate::batch::Codec;
+
 /// Settings of one partition log. `None` limits are unbounded (Kafka's -1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -30,7 +32,25 @@ pub struct LogConfig {
     /// For archived logs: delete archived local segments while the local log
     /// is larger than this (`local.retention.bytes`).
     pub local_retention_bytes: Option<u64>,
+    /// The codec batches are stored with (`compression.type`); `None`
+    /// (`producer`) keeps each producer's codec. The leader recompresses.
+    pub compression: Option<Codec>,
+    /// `cleanup.policy` contains `delete`: `retention.ms`/`retention.bytes` apply.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the log cleaner keeps the latest record per key.
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio` in parts per million (kept integral so the config compares exactly).
+    pub min_cleanable_dirty_ratio_ppm: u32,
+    /// A record stays uncompacted at least this long (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: u64,
+    /// A record is compacted at the latest this long after it was written (`max.compaction.lag.ms`).
+    pub max_compaction_lag_ms: u64,
+    /// Tombstones survive this long after the cleaner first saw them (`delete.retention.ms`).
+    pub delete_retention_ms: u64,
 }
+
+/// One in a million: the unit of [`LogConfig::min_cleanable_dirty_ratio_ppm`].
+pub const PPM: u32 = 1_000_000;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -47,6 +67,13 @@ impl Default for LogConfig {
             archived: false,
             local_retention_ms: Some(24 * 3600 * 1000),
             local_retention_bytes: None,
+            compression: None,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio_ppm: PPM / 2,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX as u64,
+            delete_retention_ms: 24 * 3600 * 1000,
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum BatchError {
     Empty,
     #[error("records could not be decoded: {reason}")]
     Undecodable { reason: String },
+    #[error("a compacted topic cannot accept a record without a key (record {offset_delta} of its batch)")]
+    MissingKey { offset_delta: i64 },
 }
 
 /// Errors of a partition log.
@@ -47,6 +49,8 @@ pub enum LogError {
     CorruptCheckpoint { path: PathBuf, reason: String },
     #[error("segment {path} is corrupt: {reason}")]
     CorruptSegment { path: PathBuf, reason: String },
+    #[error("the cleaning pass was cancelled (the node is shutting down)")]
+    CleaningCancelled,
 }
 
 impl LogError {

@@ -11,7 +11,8 @@
 //! | [`batch`] | the record batch (magic v2) format: the one place batches are parsed |
 //! | [`index`] | the sparse offset and time indexes of one segment |
 //! | [`segment`] | one segment: its `.log` file and indexes |
-//! | [`log`] | a partition's ordered segments: append (as leader or follower), read, truncate, retention |
+//! | [`log`] | a partition's ordered segments: append (as leader or follower), read, truncate, retention, cleaning swaps |
+//! | [`cleaner`] | log compaction: the offset map and the rewrite of sealed segments |
 //! | [`checkpoint`] | small crash-safe files (leader epochs, offsets) |
 //! | [`producer_state`] | idempotent-producer sequence tracking |
 //! | [`archive`] | sealed segments in object storage as Parquet: upload, manifest, remote reads |
@@ -21,6 +22,7 @@
 pub mod archive;
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod index;

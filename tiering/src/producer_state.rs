@@ -145,6 +145,12 @@ impl ProducerStateTable {
         self.producers.retain(|_, e| now_ms - e.last_timestamp_ms < PRODUCER_EXPIRATION_MS);
     }
 
+    /// The last offset of each producer's latest batch: the batch the log
+    /// cleaner keeps (even emptied) so that the producer's state survives.
+    pub fn last_offsets(&self) -> HashMap<i64, i64> {
+        self.producers.iter().filter_map(|(&id, e)| e.batches.last().map(|b| (id, b.last_offset))).collect()
+    }
+
     /// Every producer remembered here, by producer id.
     pub fn active(&self) -> Vec<ActiveProducer> {
         let mut out: Vec<ActiveProducer> = self

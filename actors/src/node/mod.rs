@@ -34,6 +34,7 @@ use futures::future::join_all;
 use openraft::{BasicNode, RaftNetworkFactory};
 use uuid::Uuid;
 
+use crate::cleaner::{CleanerOptions, CleanerRegistry, CleanerStats, LogCleaner};
 use crate::error::{Error, MetadataError};
 use crate::metadata::quorum::{BrokerId, Endpoint, MetadataBatch, MetadataRecord, MetadataResponse, MetadataTypeConfig};
 use crate::metadata::store::{MetadataStore, ProposalForwarder, RaftTiming, SingleVoterNetwork, StoreOptions, METADATA_DIR, PROPOSAL_TIMEOUT};
@@ -89,6 +90,8 @@ pub struct NodeOptions {
     /// `broker.rack`, for rack-aware replica placement.
     pub rack: Option<String>,
     pub cluster: ClusterOptions,
+    /// The log cleaner (`log.cleaner.*`).
+    pub cleaner: CleanerOptions,
 }
 
 /// The node's part in a cluster. The default is the embedded single node: a
@@ -125,6 +128,7 @@ impl NodeOptions {
             endpoints: vec![],
             rack: None,
             cluster: Default::default(),
+            cleaner: CleanerOptions::default(),
         }
     }
 }
@@ -254,6 +258,8 @@ pub struct Node {
     registry: Arc<RwLock<Registry>>,
     producer_ids: ProducerIds,
     shutting_down: bool,
+    /// The log cleaner, stopped with the node.
+    cleaner: Addr<LogCleaner>,
     _lock: File,
 }
 
@@ -273,6 +279,8 @@ pub struct NodeHandle {
     pub partition_restarts: Arc<AtomicU64>,
     /// ISR shrinks and expands applied to partitions this node leads.
     pub isr_changes: Arc<IsrChangeCounts>,
+    /// What the log cleaner has done.
+    pub cleaner_stats: Arc<CleanerStats>,
     /// The threads partition actors run on (see [`NodeHandle::partition_thread`]).
     partition_threads: Arc<[ArbiterHandle]>,
 }
@@ -353,7 +361,9 @@ impl NodeHandle {
             archive: options.archive.clone(),
             fetchers: cluster.fetchers.clone(),
             alter_partition: Some(Arc::new(admin::StoreAlterPartition(store.clone()))),
+            cleaner: CleanerRegistry::default(),
         };
+        let cleaner_registry = manager_options.cleaner.clone();
         let mut manager = ReplicaManager::new(manager_options, options.partition_threads, registry.clone(), published, prepared.clean);
         let state = store.image().borrow().clone();
         if let Some(plan) = manager.plan(state) {
@@ -371,6 +381,9 @@ impl NodeHandle {
         let restarts = manager.restarts();
         let isr_changes = manager.isr_changes();
         let mut changes = store.image();
+        let cleaner_stats = Arc::new(CleanerStats::default());
+        let (cleaner_options, stats) = (options.cleaner, Arc::clone(&cleaner_stats));
+        let cleaner = Supervisor::start(move |_| LogCleaner::new(cleaner_options, cleaner_registry.clone(), Arc::clone(&stats)));
         let node = Node {
             options: options.clone(),
             store: store.clone(),
@@ -378,6 +391,7 @@ impl NodeHandle {
             registry: registry.clone(),
             producer_ids: ProducerIds::default(),
             shutting_down: false,
+            cleaner,
             _lock: prepared.lock,
         };
         let addr = Node::create(|ctx| {
@@ -406,6 +420,7 @@ impl NodeHandle {
             default_partitions: options.default_partitions,
             partition_restarts: restarts,
             isr_changes,
+            cleaner_stats,
             partition_threads,
         })
     }
@@ -598,6 +613,10 @@ impl Handler<Shutdown> for Node {
 
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
+        // A pass that finishes after its log closed is abandoned anyway; this stops new ones.
+        if let Err(e) = self.cleaner.try_send(crate::cleaner::Pause) {
+            tracing::debug!(cause = %e, "the log cleaner did not take the pause");
+        }
         let partitions = self.manager.handles();
         let marker = self.options.data_dir.join(CLEAN_SHUTDOWN_FILE);
         let store = self.store.clone();

@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::registry::{BrokerView, PartitionView, Registry, TopicView};
 use super::{is_internal, NodeArchiveOptions, DELETED_SUFFIX};
+use crate::cleaner::CleanerRegistry;
 use crate::metadata::quorum::{AppliedState, BrokerId, MetadataImage, PartitionImage, TopicImage};
 use crate::partition::{
     ArchiveOptions, ArchiveStatus, IsrChangeCounts, PartitionActor, PartitionHandle, PartitionOptions, Reconfigure, ReplicationOptions, Retire, Watermarks,
@@ -55,6 +56,8 @@ pub(super) struct ManagerOptions {
     pub fetchers: Option<Arc<dyn ReplicaFetchers>>,
     /// How leaders ask the controller to change their ISR.
     pub alter_partition: Option<Arc<dyn AlterPartition>>,
+    /// Where partitions register their logs for the log cleaner.
+    pub cleaner: CleanerRegistry,
 }
 
 /// One partition actor of this node.
@@ -266,6 +269,7 @@ impl ReplicaManager {
                 replica_lag_time_max: REPLICA_LAG_TIME_MAX_DEFAULT,
                 isr_changes: self.isr_changes.clone(),
             },
+            cleaner: Some(self.options.cleaner.clone()),
         };
         let (tx, rx) = watch::channel(Watermarks::default());
         let restarts = self.restarts.clone();

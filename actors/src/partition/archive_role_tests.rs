@@ -59,6 +59,7 @@ fn start(dir: &std::path::Path, broker: i32, role: PartitionRole, archive: Optio
     let alter: Arc<dyn AlterPartition> = controller.clone();
     let log = LogConfig { segment_bytes: 1024, archived: archive.is_some(), ..LogConfig::default() };
     let options = PartitionOptions {
+        cleaner: None,
         dir: dir.join(format!("broker-{broker}")),
         log,
         min_insync_replicas: 1,

@@ -100,6 +100,8 @@ pub struct PartitionOptions {
     pub role: PartitionRole,
     /// This node's id, the topic's id, the way to the controller and the ISR lag limit.
     pub replication: ReplicationOptions,
+    /// The node's log cleaner, which the open log registers with; `None` never cleans.
+    pub cleaner: Option<crate::cleaner::CleanerRegistry>,
 }
 
 enum LogState {
@@ -197,7 +199,11 @@ impl PartitionActor {
                 tracing::info!(topic = %act.tp.topic, partition = act.tp.partition, log_end_offset = leo, high_watermark_checkpoint = checkpointed,
                     segments = report.segments, validated = report.segments_validated, truncated_bytes = report.truncated_bytes, "partition log open");
                 publish(&act.watermarks, Watermarks::of(&log));
-                act.state = LogState::Open(Arc::new(Mutex::new(log)));
+                let log = Arc::new(Mutex::new(log));
+                if let Some(cleaner) = &act.options.cleaner {
+                    cleaner.register(act.tp.clone(), &log);
+                }
+                act.state = LogState::Open(log);
             }
             Ok(Err(e)) => {
                 tracing::error!(topic = %act.tp.topic, partition = act.tp.partition, cause = %e, "partition log failed to open");

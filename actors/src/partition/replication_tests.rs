@@ -62,6 +62,7 @@ fn start_replica(dir: &Path, broker: BrokerId, role: PartitionRole, min_isr: i32
     let (tx, rx) = watch::channel(Watermarks::default());
     let alter: Arc<dyn AlterPartition> = controller.clone();
     let options = PartitionOptions {
+        cleaner: None,
         dir: dir.join(format!("broker-{broker}")),
         log: LogConfig::default(),
         min_insync_replicas: min_isr,

@@ -93,6 +93,7 @@ fn start_with(dir: PathBuf, partition: i32, restarts: Arc<AtomicU64>, log: LogCo
     let tp = TopicPartition { topic: "t".into(), partition };
     let (tx, rx) = watch::channel(Watermarks::default());
     let options = PartitionOptions {
+        cleaner: None,
         dir,
         log,
         min_insync_replicas: 1,

@@ -4,9 +4,9 @@
 //! A follower keeps what the leader sent byte for byte: it assigns no offset,
 //! stamps no time and refuses no producer sequence (the leader decided, and
 //! Kafka's followers do the same). It checks what would corrupt the log: each
-//! batch is whole with a valid CRC, the first starts at the log end and the
-//! rest follow without a gap or overlap (Silt has no compacted topics, so a
-//! leader's log has no gaps), and leader epochs never go down. It updates the
+//! batch is whole with a valid CRC, none starts below the log end or overlaps
+//! the one before (a compacted leader's log has gaps, which the follower
+//! keeps, so its offsets stay the leader's), and leader epochs never go down. It updates the
 //! leader-epoch cache and the producer-state table from the headers, so that
 //! as the next leader it answers OffsetForLeaderEpoch and idempotent retries
 //! as the old leader would have.
@@ -43,7 +43,7 @@ impl PartitionLog {
     /// the follower learns it from the leader.
     pub fn append_as_follower(&mut self, records: &Bytes, now_ms: i64) -> Result<ReplicaAppend, LogError> {
         // max.message.bytes limits producers; the leader already accepted these.
-        let batches = batch::split_validated(records, usize::MAX)?;
+        let batches = batch::split_stored(records, usize::MAX)?;
         // An empty log started at the leader's log start, which DeleteRecords
         // may have put inside a batch: the leader sends that whole batch, so
         // the log starts again at its base (Kafka's Partition does the same
@@ -89,7 +89,7 @@ impl PartitionLog {
             if header.is_transactional() || header.is_control() {
                 return Err(LogError::TransactionsUnsupported);
             }
-            if header.base_offset != expected {
+            if header.base_offset < expected {
                 return Err(LogError::UnexpectedReplicaOffset { expected, base_offset: header.base_offset });
             }
             if let Some(latest) = latest_epoch.filter(|&latest| header.partition_leader_epoch < latest) {
@@ -111,6 +111,7 @@ impl PartitionLog {
         if offset < 0 {
             return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset: self.log_end_offset() });
         }
+        self.generation += 1;
         for segment in std::mem::take(&mut self.segments).into_values() {
             segment.delete()?;
         }
@@ -141,6 +142,7 @@ impl PartitionLog {
             return Ok(());
         }
         let target = offset.max(self.log_start_offset);
+        self.generation += 1;
         let above: Vec<i64> = self.segments.range(target + 1..).map(|(&b, _)| b).collect();
         for base in above {
             if self.segments.len() == 1 {
@@ -360,7 +362,8 @@ mod tests {
     enum Op {
         /// Batches of 1..=5 records, each raising the epoch by 0..=2.
         Append(Vec<(usize, i32)>),
-        /// A batch the follower must refuse: 0 a gap, 1 an overlap, 2 an older epoch, 3 a bad CRC.
+        /// A batch the follower must refuse: 0 two overlapping batches, 1 an overlap with the log, 2 an older epoch, 3 a bad CRC.
+        /// (A gap is fine: a compacted leader's log has them.)
         BadAppend(u8),
         /// Truncate to this fraction (in 1/16ths) of the log end.
         Truncate(u8),
@@ -426,7 +429,11 @@ mod tests {
                     Op::BadAppend(kind) => {
                         let epoch = model.latest_epoch().unwrap_or(0);
                         let bad = match kind {
-                            0 => leader_batch(2, leo + 1, epoch),
+                            0 => {
+                                let mut both = BytesMut::from(&leader_batch(2, leo, epoch)[..]);
+                                both.extend_from_slice(&leader_batch(2, leo + 1, epoch));
+                                both.freeze()
+                            }
                             1 if leo > 0 => leader_batch(2, leo - 1, epoch),
                             2 if epoch > 0 => leader_batch(2, leo, epoch - 1),
                             _ => {

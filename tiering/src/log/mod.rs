@@ -37,10 +37,14 @@ use crate::error::{BatchError, LogError};
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::segment::{self, Segment};
 
+mod cleaning;
+#[cfg(test)]
+mod cleaning_tests;
 mod follower;
 #[cfg(test)]
 mod tests;
 
+pub use cleaning::{discard_cleaning, CleaningNeed, CommitReport};
 pub use follower::ReplicaAppend;
 
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -48,6 +52,10 @@ const RECOVERY_POINT_FILE: &str = "recovery-point";
 const HIGH_WATERMARK_FILE: &str = "high-watermark";
 const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 const PRODUCER_SNAPSHOT_FILE: &str = "producer-state.json";
+/// Where the log cleaner has cleaned up to (Kafka's `cleaner-offset-checkpoint`, per log).
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+/// The earliest delete horizon of a tombstone the cleaner kept (`i64::MAX`: none).
+const TOMBSTONE_HORIZON_FILE: &str = "cleaner-tombstone-horizon";
 
 /// The outcome of one append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +145,15 @@ pub struct PartitionLog {
     archived_offset: Option<i64>,
     /// The first offset the archive serves, when it holds any.
     archive_start_offset: Option<i64>,
+    /// Bumped whenever sealed segments change (truncation, deletion, a
+    /// cleaning swap): a cleaning pass planned at another generation is abandoned.
+    generation: u64,
+    /// Set by `close`: a cleaning pass finishing later is abandoned.
+    closed: bool,
+    /// Offsets below this were cleaned by the last pass.
+    cleaner_checkpoint: i64,
+    /// When a pass is due to remove a tombstone the last pass kept.
+    tombstone_horizon_ms: Option<i64>,
 }
 
 impl PartitionLog {
@@ -144,6 +161,7 @@ impl PartitionLog {
     /// (`clean_shutdown == false`), segments past the recovery point are validated.
     pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<(PartitionLog, RecoveryReport), LogError> {
         fs::create_dir_all(dir).map_err(LogError::io(dir))?;
+        cleaning::recover_swaps(dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
             let entry = entry.map_err(LogError::io(dir))?;
@@ -213,6 +231,10 @@ impl PartitionLog {
             first_unflushed_ms: None,
             archived_offset: None,
             archive_start_offset: None,
+            generation: 0,
+            closed: false,
+            cleaner_checkpoint: OffsetCheckpoint::new(dir.join(CLEANER_CHECKPOINT_FILE)).read()?.unwrap_or(0),
+            tombstone_horizon_ms: OffsetCheckpoint::new(dir.join(TOMBSTONE_HORIZON_FILE)).read()?.filter(|&h| h != i64::MAX),
         };
         log.rebuild_producer_state()?;
         Ok((log, report))
@@ -356,11 +378,12 @@ impl PartitionLog {
     /// dirty pages. The caller flushes when [`PartitionLog::flush_due_by_messages`] says so.
     pub fn append_buffered(&mut self, records: &Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendResult, LogError> {
         let max_bytes = usize::try_from(self.config.max_message_bytes).unwrap_or(usize::MAX);
-        let batches = batch::split_validated(records, max_bytes)?;
-        for incoming in &batches {
+        let mut batches = batch::split_validated(records, max_bytes)?;
+        for incoming in &mut batches {
             if incoming.header.is_transactional() || incoming.header.is_control() {
                 return Err(LogError::TransactionsUnsupported);
             }
+            self.conform(incoming)?;
         }
         let log_append_time_ms = self.config.log_append_time.then_some(now_ms);
         let mut result: Option<AppendResult> = None;
@@ -385,6 +408,26 @@ impl PartitionLog {
             entry.bytes_appended += bytes_appended;
         }
         Ok(result.expect("split_validated returns at least one batch"))
+    }
+
+    /// Applies the topic's rules to a producer's batch before it is
+    /// appended: a compacted topic refuses records without a key, and a
+    /// batch whose codec differs from `compression.type` is recompressed
+    /// (as Kafka's leader does; followers copy the leader's bytes).
+    fn conform(&self, incoming: &mut batch::IncomingBatch) -> Result<(), LogError> {
+        let recompress_to = self.config.compression.filter(|c| c.id() != incoming.header.compression_codec());
+        if self.config.cleanup_compact {
+            let decoded = batch::decode_records(&incoming.bytes)?;
+            if let Some(r) = decoded.records.iter().find(|r| r.key.is_none()) {
+                return Err(BatchError::MissingKey { offset_delta: r.offset - decoded.header.base_offset }.into());
+            }
+        }
+        if let Some(codec) = recompress_to {
+            let bytes = batch::recompress(&incoming.bytes, codec)?;
+            incoming.header = BatchHeader::parse(&bytes)?;
+            incoming.bytes = bytes;
+        }
+        Ok(())
     }
 
     fn append_batch(&mut self, raw: &Bytes, leader_epoch: i32, log_append_time_ms: Option<i64>, now_ms: i64) -> Result<BatchHeader, LogError> {
@@ -533,6 +576,7 @@ impl PartitionLog {
         if bases.is_empty() {
             return Ok(report);
         }
+        self.generation += 1;
         let active_base = self.active().base_offset();
         if bases.contains(&active_base) {
             if self.active().is_empty() {
@@ -568,18 +612,27 @@ impl PartitionLog {
         let older_than = |segment: &Segment, limit: Option<u64>| {
             limit.is_some_and(|ms| segment.max_timestamp() >= 0 && now_ms.saturating_sub(segment.max_timestamp()) > ms as i64)
         };
+        // Empty sealed segments (a cleaned-out range of a compacted log) go
+        // only with a later segment that is deleted, so deletion stays a prefix.
+        let mut empty_run = Vec::new();
         for (&base, segment) in &self.segments {
+            if base != active_base && segment.is_empty() {
+                empty_run.push(base);
+                continue;
+            }
             if segment.is_empty() || segment.next_offset() > self.high_watermark {
                 break;
             }
             let over = |limit: Option<u64>| base != active_base && limit.is_some_and(|max| remaining.saturating_sub(segment.size()) >= max);
-            let total = older_than(segment, self.config.retention_ms) || over(self.config.retention_bytes);
+            // `retention.*` applies only with `cleanup.policy` delete; compact-only logs keep everything the cleaner keeps.
+            let total = self.config.cleanup_delete && (older_than(segment, self.config.retention_ms) || over(self.config.retention_bytes));
             let archived = archived_below.is_some_and(|end| segment.next_offset() <= end) && base != active_base;
             let local = archived && (older_than(segment, self.config.local_retention_ms) || over(self.config.local_retention_bytes));
             if !(total || local) {
                 break;
             }
             remaining -= segment.size();
+            doomed.append(&mut empty_run);
             doomed.push(base);
         }
         let report = self.delete_segments(&doomed)?;
@@ -661,6 +714,7 @@ impl PartitionLog {
 
     /// Makes everything durable for a clean restart: fsync, index files, snapshots.
     pub fn close(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.closed = true;
         self.producers.expire(now_ms);
         self.active_mut().seal()?;
         self.write_producer_snapshot()?;

@@ -199,7 +199,7 @@ async fn connection(stream: TcpStream, broker: &Arc<Broker>, listener: &Arc<List
             };
             broker.metrics.tls_handshakes.with_label_values(&[&listener.name, "failure"]).inc();
             broker.metrics.protocol_errors.with_label_values(&["tls_handshake"]).inc();
-            if let Some(suppressed) = FAILURE_LOG.admit() {
+            if let Some(suppressed) = FAILURE_LOG.admit("tls_handshake") {
                 tracing::warn!(%peer, listener = %listener.name, reason = "tls_handshake", %detail, suppressed, "TLS handshake failed; closing connection");
             }
             return Ok(());

@@ -4,7 +4,8 @@
 //! PLAIN and SCRAM ([`scram`]). Credentials themselves are metadata
 //! (`silt_actors::metadata::quorum::scram`); see docs/security.md.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -20,43 +21,47 @@ pub mod scram;
 pub mod tls;
 pub mod x509;
 
-/// Log lines about failed authentications allowed per second; the rest are
-/// counted and the count reported with the next line that is written.
+/// Log lines about failed authentications allowed per second and per
+/// reason; the rest are counted and the count reported with the next line
+/// that is written for that reason.
 pub const FAILURE_LOG_LINES_PER_SECOND: u64 = 10;
 
-/// A rate limit for log lines: a client hammering a listener with bad logins
-/// must not fill the disk with logs (the metrics count every failure).
+/// A rate limit for log lines, one window per reason: a client hammering a
+/// listener with bad logins must not fill the disk with logs (the metrics
+/// count every failure), nor hide the one line about a different failure.
+/// Reasons are `&'static str` names from the code, so the map stays small.
 pub struct RateLimitedLog {
-    /// The current second (since the epoch) and the lines written in it, packed as `second << 16 | lines`.
-    window: AtomicU64,
-    /// Lines not written since the last line that was.
-    suppressed: AtomicU64,
+    windows: Mutex<BTreeMap<&'static str, Window>>,
+}
+
+/// One reason's current second, the lines written in it, and the lines not
+/// written since the last one that was.
+struct Window {
+    second: u64,
+    lines: u64,
+    suppressed: u64,
 }
 
 impl RateLimitedLog {
     pub const fn new() -> Self {
-        RateLimitedLog { window: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+        RateLimitedLog { windows: Mutex::new(BTreeMap::new()) }
     }
 
-    /// `Some(lines suppressed before this one)` if a line may be written now.
-    pub fn admit(&self) -> Option<u64> {
-        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) & 0xffff_ffff_ffff;
-        let admitted = self.window.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
-            let (window_second, lines) = (packed >> 16, packed & 0xffff);
-            if window_second != second {
-                Some(second << 16 | 1)
-            } else if lines < FAILURE_LOG_LINES_PER_SECOND {
-                Some(packed + 1)
-            } else {
-                None
-            }
-        });
-        match admitted {
-            Ok(_) => Some(self.suppressed.swap(0, Ordering::Relaxed)),
-            Err(_) => {
-                self.suppressed.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+    /// `Some(lines suppressed before this one)` if a line about `reason` may be written now.
+    pub fn admit(&self, reason: &'static str) -> Option<u64> {
+        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let window = windows.entry(reason).or_insert(Window { second, lines: 0, suppressed: 0 });
+        if window.second != second {
+            window.second = second;
+            window.lines = 0;
+        }
+        if window.lines < FAILURE_LOG_LINES_PER_SECOND {
+            window.lines += 1;
+            Some(std::mem::take(&mut window.suppressed))
+        } else {
+            window.suppressed += 1;
+            None
         }
     }
 }
@@ -98,10 +103,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_failure_log_admits_a_bounded_number_of_lines_per_second() {
+    fn the_failure_log_admits_a_bounded_number_of_lines_per_second_and_reason() {
         let log = RateLimitedLog::new();
-        let admitted = (0..100).filter(|_| log.admit().is_some()).count() as u64;
+        let admitted = (0..100).filter(|_| log.admit("sasl_authentication_failed").is_some()).count() as u64;
         // The burst may straddle a second boundary, at most doubling the count.
         assert!((FAILURE_LOG_LINES_PER_SECOND..=2 * FAILURE_LOG_LINES_PER_SECOND).contains(&admitted), "{admitted}");
+        assert_eq!(log.admit("request_too_large"), Some(0), "a flood of one failure does not hide another");
     }
 }

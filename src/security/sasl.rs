@@ -253,7 +253,7 @@ fn refuse(broker: &Broker, listener: &Listener, peer: SocketAddr, mechanism: Opt
     if let Some(mechanism) = mechanism {
         broker.metrics.authentications.with_label_values(&[mechanism.name(), &listener.name, "failure"]).inc();
     }
-    if let Some(suppressed) = FAILURE_LOG.admit() {
+    if let Some(suppressed) = FAILURE_LOG.admit(reason) {
         let mechanism = mechanism.map_or("", SaslMechanism::name);
         tracing::warn!(%peer, listener = %listener.name, mechanism, reason, %detail, suppressed, "authentication failed; closing connection");
     }
